@@ -1,0 +1,575 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Driver for cosim's "cosim,dma-copy" memory-to-memory copy engine, written to exercise the DMA
+ * API the way real drivers use it: coherent buffers, streaming mappings with dma_sync_*,
+ * scatter-gather lists and a dma_pool of hardware descriptors.
+ *
+ * Driven through debugfs, /sys/kernel/debug/cosim-dma-copy/<device>/control:
+ *   echo "test MODE ITERATIONS SEED MAX_SIZE" > control   MODE: coherent, single, sg or all
+ *   echo "bench SIZE COUNT" > control                      copies without verifying, timed
+ *   echo "fault ADDRESS" > control                         copies to ADDRESS, expects a fault
+ *   cat control                                            the last result, one line
+ * A write returns an error when the operation failed; the result line says why.
+ */
+
+#include <linux/completion.h>
+#include <linux/debugfs.h>
+#include <linux/dma-mapping.h>
+#include <linux/dmapool.h>
+#include <linux/interrupt.h>
+#include <linux/io.h>
+#include <linux/io-64-nonatomic-lo-hi.h>
+#include <linux/ktime.h>
+#include <linux/module.h>
+#include <linux/mod_devicetable.h>
+#include <linux/mutex.h>
+#include <linux/platform_device.h>
+#include <linux/prandom.h>
+#include <linux/scatterlist.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+
+#define REG_ID		0x00
+#define REG_CTRL	0x08
+#define REG_STATUS	0x0c
+#define REG_SRC		0x10
+#define REG_DST		0x18
+#define REG_LEN		0x20
+#define REG_DESC	0x24
+#define REG_FAULT	0x2c
+#define REG_COPIED	0x34
+
+#define CTRL_START	BIT(0)
+#define CTRL_DESC	BIT(1)
+#define CTRL_IRQ_EN	BIT(2)
+#define STATUS_DONE	BIT(1)
+#define STATUS_ERROR	BIT(2)
+
+#define ENGINE_ID	0x434f5059
+#define GUARD_BYTE	0xa5
+#define MAX_SG_ENTS	16
+#define RESULT_LEN	256
+
+struct copy_desc {
+	__le64 src;
+	__le64 dst;
+	__le32 len;
+	__le32 flags;
+	__le64 next;
+} __packed;
+
+struct copy_engine {
+	struct device *dev;
+	void __iomem *regs;
+	struct dma_pool *desc_pool;
+	struct completion done;
+	u32 status;
+	struct mutex lock;	/* one operation at a time */
+	struct dentry *debugfs;
+	char result[RESULT_LEN];
+};
+
+static struct dentry *debugfs_root;
+
+static irqreturn_t copy_irq(int irq, void *data)
+{
+	struct copy_engine *ce = data;
+	u32 status = readl(ce->regs + REG_STATUS);
+
+	if (!(status & (STATUS_DONE | STATUS_ERROR)))
+		return IRQ_NONE;
+	writel(status & (STATUS_DONE | STATUS_ERROR), ce->regs + REG_STATUS);
+	ce->status = status;
+	complete(&ce->done);
+	return IRQ_HANDLED;
+}
+
+/* Starts the engine and waits for its interrupt; -EIO on a DMA fault. */
+static int copy_run(struct copy_engine *ce, u32 mode)
+{
+	reinit_completion(&ce->done);
+	writel(mode | CTRL_START | CTRL_IRQ_EN, ce->regs + REG_CTRL);
+	if (!wait_for_completion_timeout(&ce->done, msecs_to_jiffies(2000))) {
+		dev_err(ce->dev, "no completion interrupt\n");
+		return -ETIMEDOUT;
+	}
+	if (ce->status & STATUS_ERROR) {
+		dev_err(ce->dev, "DMA fault at %#llx\n", lo_hi_readq(ce->regs + REG_FAULT));
+		return -EIO;
+	}
+	return 0;
+}
+
+static int copy_single(struct copy_engine *ce, dma_addr_t src, dma_addr_t dst, u32 len)
+{
+	lo_hi_writeq(src, ce->regs + REG_SRC);
+	lo_hi_writeq(dst, ce->regs + REG_DST);
+	writel(len, ce->regs + REG_LEN);
+	return copy_run(ce, 0);
+}
+
+static void fill_random(struct rnd_state *rnd, u8 *buf, size_t len)
+{
+	prandom_bytes_state(rnd, buf, len);
+}
+
+static u32 random_below(struct rnd_state *rnd, u32 bound)
+{
+	return bound ? prandom_u32_state(rnd) % bound : 0;
+}
+
+/* The copied span must match the source and the bytes around it must be untouched. */
+static int check_copy(struct copy_engine *ce, const u8 *src, const u8 *dst, size_t off, size_t len,
+		      size_t total, const char *what)
+{
+	size_t i;
+
+	if (memcmp(src, dst + off, len)) {
+		for (i = 0; i < len && src[i] == dst[off + i]; i++)
+			;
+		dev_err(ce->dev, "%s: %zu-byte copy differs at byte %zu\n", what, len, i);
+		return -EILSEQ;
+	}
+	for (i = 0; i < total; i++) {
+		if ((i < off || i >= off + len) && dst[i] != GUARD_BYTE) {
+			dev_err(ce->dev, "%s: byte %zu outside the %zu-byte copy at %zu was written\n",
+				what, i, len, off);
+			return -EILSEQ;
+		}
+	}
+	return 0;
+}
+
+/* Coherent buffers: the CPU and the device share them with no syncs. */
+static int test_coherent(struct copy_engine *ce, struct rnd_state *rnd, u32 max, u64 *bytes)
+{
+	size_t total = max + 64;
+	dma_addr_t src_dma, dst_dma;
+	u32 len, soff, doff;
+	u8 *src, *dst;
+	int ret;
+
+	src = dma_alloc_coherent(ce->dev, total, &src_dma, GFP_KERNEL);
+	dst = dma_alloc_coherent(ce->dev, total, &dst_dma, GFP_KERNEL);
+	if (!src || !dst) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	len = 1 + random_below(rnd, max);
+	soff = random_below(rnd, 64);
+	doff = random_below(rnd, 64);
+	fill_random(rnd, src, total);
+	memset(dst, GUARD_BYTE, total);
+	ret = copy_single(ce, src_dma + soff, dst_dma + doff, len);
+	if (!ret)
+		ret = check_copy(ce, src + soff, dst, doff, len, total, "coherent");
+	*bytes += len;
+out:
+	if (src)
+		dma_free_coherent(ce->dev, total, src, src_dma);
+	if (dst)
+		dma_free_coherent(ce->dev, total, dst, dst_dma);
+	return ret;
+}
+
+/* Streaming mappings: ownership passes with dma_sync_* around each transfer. */
+static int test_single(struct copy_engine *ce, struct rnd_state *rnd, u32 max, u64 *bytes)
+{
+	size_t total = max + 64;
+	dma_addr_t src_dma, dst_dma;
+	u32 len, soff, doff;
+	u8 *src, *dst;
+	int ret = -ENOMEM;
+
+	src = kmalloc(total, GFP_KERNEL);
+	dst = kmalloc(total, GFP_KERNEL);
+	if (!src || !dst)
+		goto out_free;
+	memset(dst, GUARD_BYTE, total);
+	src_dma = dma_map_single(ce->dev, src, total, DMA_TO_DEVICE);
+	if (dma_mapping_error(ce->dev, src_dma))
+		goto out_free;
+	dst_dma = dma_map_single(ce->dev, dst, total, DMA_FROM_DEVICE);
+	if (dma_mapping_error(ce->dev, dst_dma))
+		goto out_unmap_src;
+
+	len = 1 + random_below(rnd, max);
+	soff = random_below(rnd, 64);
+	doff = random_below(rnd, 64);
+	/* The CPU writes new data: hand the buffer back to the device before the copy. */
+	dma_sync_single_for_cpu(ce->dev, src_dma, total, DMA_TO_DEVICE);
+	fill_random(rnd, src, total);
+	dma_sync_single_for_device(ce->dev, src_dma, total, DMA_TO_DEVICE);
+
+	ret = copy_single(ce, src_dma + soff, dst_dma + doff, len);
+	dma_sync_single_for_cpu(ce->dev, dst_dma, total, DMA_FROM_DEVICE);
+	if (!ret)
+		ret = check_copy(ce, src + soff, dst, doff, len, total, "single");
+	dma_sync_single_for_device(ce->dev, dst_dma, total, DMA_FROM_DEVICE);
+	*bytes += len;
+
+	dma_unmap_single(ce->dev, dst_dma, total, DMA_FROM_DEVICE);
+out_unmap_src:
+	dma_unmap_single(ce->dev, src_dma, total, DMA_TO_DEVICE);
+out_free:
+	kfree(src);
+	kfree(dst);
+	return ret;
+}
+
+/* Splits len bytes into 1..MAX_SG_ENTS kmalloc'd pieces of random sizes. */
+static int build_sg(struct sg_table *sgt, struct rnd_state *rnd, u32 len)
+{
+	u32 nents = 1 + random_below(rnd, min_t(u32, len, MAX_SG_ENTS));
+	u32 left = len, i, piece;
+	struct scatterlist *sg;
+	void *buf;
+
+	if (sg_alloc_table(sgt, nents, GFP_KERNEL))
+		return -ENOMEM;
+	for_each_sg(sgt->sgl, sg, nents, i) {
+		piece = i == nents - 1 ? left : 1 + random_below(rnd, left - (nents - 1 - i));
+		buf = kmalloc(piece, GFP_KERNEL);
+		if (!buf)
+			return -ENOMEM;
+		sg_set_buf(sg, buf, piece);
+		left -= piece;
+	}
+	return 0;
+}
+
+static void free_sg(struct sg_table *sgt)
+{
+	struct scatterlist *sg;
+	int i;
+
+	if (!sgt->sgl)
+		return;
+	for_each_sg(sgt->sgl, sg, sgt->orig_nents, i)
+		kfree(sg_virt(sg));
+	sg_free_table(sgt);
+}
+
+/*
+ * Scatter-gather: both lists mapped with dma_map_sg, one descriptor (from the dma_pool) per
+ * overlapping run of source and destination segments, the chain run by the engine at once.
+ */
+static int test_sg(struct copy_engine *ce, struct rnd_state *rnd, u32 max, u64 *bytes)
+{
+	struct sg_table src_sgt = {}, dst_sgt = {};
+	struct copy_desc *descs[2 * MAX_SG_ENTS];
+	dma_addr_t desc_dma[2 * MAX_SG_ENTS];
+	struct scatterlist *s, *d;
+	u32 len = 1 + random_below(rnd, max);
+	u32 s_used = 0, d_used = 0, chunk, off;
+	int ndesc = 0, src_n = 0, dst_n = 0, s_left, d_left, i, ret;
+	u8 *expect = NULL;
+
+	ret = build_sg(&src_sgt, rnd, len);
+	if (!ret)
+		ret = build_sg(&dst_sgt, rnd, len);
+	expect = kmalloc(len, GFP_KERNEL);
+	if (ret || !expect) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	off = 0;
+	for_each_sg(src_sgt.sgl, s, src_sgt.orig_nents, i) {
+		fill_random(rnd, sg_virt(s), s->length);
+		memcpy(expect + off, sg_virt(s), s->length);
+		off += s->length;
+	}
+	for_each_sg(dst_sgt.sgl, d, dst_sgt.orig_nents, i)
+		memset(sg_virt(d), GUARD_BYTE, d->length);
+
+	src_n = dma_map_sg(ce->dev, src_sgt.sgl, src_sgt.orig_nents, DMA_TO_DEVICE);
+	dst_n = dma_map_sg(ce->dev, dst_sgt.sgl, dst_sgt.orig_nents, DMA_FROM_DEVICE);
+	if (!src_n || !dst_n) {
+		ret = -ENOMEM;
+		goto out_unmap;
+	}
+
+	s = src_sgt.sgl;
+	d = dst_sgt.sgl;
+	s_left = src_n;
+	d_left = dst_n;
+	while (s && d) {
+		chunk = min(sg_dma_len(s) - s_used, sg_dma_len(d) - d_used);
+		descs[ndesc] = dma_pool_zalloc(ce->desc_pool, GFP_KERNEL, &desc_dma[ndesc]);
+		if (!descs[ndesc]) {
+			ret = -ENOMEM;
+			goto out_free_descs;
+		}
+		descs[ndesc]->src = cpu_to_le64(sg_dma_address(s) + s_used);
+		descs[ndesc]->dst = cpu_to_le64(sg_dma_address(d) + d_used);
+		descs[ndesc]->len = cpu_to_le32(chunk);
+		if (ndesc)
+			descs[ndesc - 1]->next = cpu_to_le64(desc_dma[ndesc]);
+		ndesc++;
+		s_used += chunk;
+		d_used += chunk;
+		if (s_used == sg_dma_len(s)) {
+			s = --s_left ? sg_next(s) : NULL;
+			s_used = 0;
+		}
+		if (d_used == sg_dma_len(d)) {
+			d = --d_left ? sg_next(d) : NULL;
+			d_used = 0;
+		}
+	}
+	lo_hi_writeq(desc_dma[0], ce->regs + REG_DESC);
+	ret = copy_run(ce, CTRL_DESC);
+	if (!ret && readl(ce->regs + REG_COPIED) != len) {
+		dev_err(ce->dev, "sg: engine copied %u of %u bytes\n", readl(ce->regs + REG_COPIED), len);
+		ret = -EILSEQ;
+	}
+	*bytes += len;
+
+out_free_descs:
+	for (i = 0; i < ndesc; i++)
+		dma_pool_free(ce->desc_pool, descs[i], desc_dma[i]);
+out_unmap:
+	if (src_n)
+		dma_unmap_sg(ce->dev, src_sgt.sgl, src_sgt.orig_nents, DMA_TO_DEVICE);
+	if (dst_n)
+		dma_unmap_sg(ce->dev, dst_sgt.sgl, dst_sgt.orig_nents, DMA_FROM_DEVICE);
+	if (!ret) {
+		off = 0;
+		for_each_sg(dst_sgt.sgl, d, dst_sgt.orig_nents, i) {
+			if (memcmp(sg_virt(d), expect + off, d->length)) {
+				dev_err(ce->dev, "sg: segment %d (%u bytes at %u) differs\n", i, d->length,
+					off);
+				ret = -EILSEQ;
+				break;
+			}
+			off += d->length;
+		}
+	}
+out:
+	kfree(expect);
+	free_sg(&src_sgt);
+	free_sg(&dst_sgt);
+	return ret;
+}
+
+typedef int (*test_fn)(struct copy_engine *, struct rnd_state *, u32, u64 *);
+
+static const struct {
+	const char *name;
+	test_fn fn;
+} tests[] = {
+	{ "coherent", test_coherent },
+	{ "single", test_single },
+	{ "sg", test_sg },
+};
+
+static int run_tests(struct copy_engine *ce, const char *mode, u32 iterations, u32 seed, u32 max)
+{
+	u32 failures = 0, done = 0, i, ntests = 0;
+	test_fn selected[ARRAY_SIZE(tests)];
+	struct rnd_state rnd;
+	u64 bytes = 0;
+	ktime_t start;
+	size_t t;
+
+	for (t = 0; t < ARRAY_SIZE(tests); t++)
+		if (!strcmp(mode, "all") || !strcmp(mode, tests[t].name))
+			selected[ntests++] = tests[t].fn;
+	if (!ntests || !iterations || !max || max > SZ_4M)
+		return -EINVAL;
+	prandom_seed_state(&rnd, seed);
+	start = ktime_get();
+	for (i = 0; i < iterations; i++, done++) {
+		if (selected[i % ntests](ce, &rnd, max, &bytes))
+			failures++;
+		if (fatal_signal_pending(current))
+			break;
+	}
+	snprintf(ce->result, RESULT_LEN,
+		 "test mode=%s iterations=%u seed=%u max=%u failures=%u bytes=%llu usecs=%lld\n",
+		 mode, done, seed, max, failures, bytes, ktime_us_delta(ktime_get(), start));
+	return failures ? -EIO : 0;
+}
+
+static int run_bench(struct copy_engine *ce, u32 size, u32 count)
+{
+	dma_addr_t src_dma, dst_dma;
+	void *src, *dst;
+	ktime_t start;
+	s64 ns;
+	u32 i;
+	int ret = 0;
+
+	if (!size || !count || size > SZ_16M)
+		return -EINVAL;
+	src = dma_alloc_coherent(ce->dev, size, &src_dma, GFP_KERNEL);
+	dst = dma_alloc_coherent(ce->dev, size, &dst_dma, GFP_KERNEL);
+	if (!src || !dst) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	start = ktime_get();
+	for (i = 0; i < count && !ret; i++)
+		ret = copy_single(ce, src_dma, dst_dma, size);
+	ns = ktime_to_ns(ktime_sub(ktime_get(), start));
+	snprintf(ce->result, RESULT_LEN, "bench size=%u count=%u nsecs=%lld mbytes_per_s=%lld\n",
+		 size, count, ns, ns ? div64_s64((s64)size * count * 1000, ns) : 0);
+out:
+	if (src)
+		dma_free_coherent(ce->dev, size, src, src_dma);
+	if (dst)
+		dma_free_coherent(ce->dev, size, dst, dst_dma);
+	return ret;
+}
+
+/* Copies a page to a bus address the caller chose (usually one no memory answers). */
+static int run_fault(struct copy_engine *ce, u64 address)
+{
+	dma_addr_t src_dma;
+	void *src;
+	int ret;
+
+	src = dma_alloc_coherent(ce->dev, PAGE_SIZE, &src_dma, GFP_KERNEL);
+	if (!src)
+		return -ENOMEM;
+	ret = copy_single(ce, src_dma, address, PAGE_SIZE);
+	snprintf(ce->result, RESULT_LEN, "fault address=%#llx status=%#x fault_address=%#llx\n",
+		 address, ce->status, lo_hi_readq(ce->regs + REG_FAULT));
+	dma_free_coherent(ce->dev, PAGE_SIZE, src, src_dma);
+	return ret;
+}
+
+static ssize_t control_write(struct file *file, const char __user *ubuf, size_t count,
+			     loff_t *ppos)
+{
+	struct copy_engine *ce = file->private_data;
+	char buf[96], mode[16];
+	u32 a, b, c;
+	u64 address;
+	int ret;
+
+	if (count >= sizeof(buf))
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, count))
+		return -EFAULT;
+	buf[count] = '\0';
+
+	mutex_lock(&ce->lock);
+	snprintf(ce->result, RESULT_LEN, "error: bad command\n");
+	if (sscanf(buf, "test %15s %u %u %u", mode, &a, &b, &c) == 4)
+		ret = run_tests(ce, mode, a, b, c);
+	else if (sscanf(buf, "bench %u %u", &a, &b) == 2)
+		ret = run_bench(ce, a, b);
+	else if (sscanf(buf, "fault %llx", &address) == 1)
+		ret = run_fault(ce, address);
+	else
+		ret = -EINVAL;
+	mutex_unlock(&ce->lock);
+	return ret ? ret : count;
+}
+
+static ssize_t control_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	struct copy_engine *ce = file->private_data;
+	ssize_t ret;
+
+	mutex_lock(&ce->lock);
+	ret = simple_read_from_buffer(ubuf, count, ppos, ce->result, strlen(ce->result));
+	mutex_unlock(&ce->lock);
+	return ret;
+}
+
+static const struct file_operations control_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.read = control_read,
+	.write = control_write,
+	.llseek = default_llseek,
+};
+
+static int copy_probe(struct platform_device *pdev)
+{
+	struct device *dev = &pdev->dev;
+	struct copy_engine *ce;
+	u32 id;
+	int irq, ret;
+
+	ce = devm_kzalloc(dev, sizeof(*ce), GFP_KERNEL);
+	if (!ce)
+		return -ENOMEM;
+	ce->dev = dev;
+	init_completion(&ce->done);
+	mutex_init(&ce->lock);
+	snprintf(ce->result, RESULT_LEN, "idle\n");
+
+	ce->regs = devm_platform_ioremap_resource(pdev, 0);
+	if (IS_ERR(ce->regs))
+		return PTR_ERR(ce->regs);
+	id = readl(ce->regs + REG_ID);
+	if (id != ENGINE_ID)
+		return dev_err_probe(dev, -ENODEV, "unexpected ID %#x\n", id);
+
+	ret = dma_set_mask_and_coherent(dev, DMA_BIT_MASK(64));
+	if (ret)
+		return dev_err_probe(dev, ret, "no 64-bit DMA\n");
+	ce->desc_pool = dmam_pool_create("cosim-copy-desc", dev, sizeof(struct copy_desc), 32, 0);
+	if (!ce->desc_pool)
+		return -ENOMEM;
+
+	irq = platform_get_irq(pdev, 0);
+	if (irq < 0)
+		return irq;
+	ret = devm_request_irq(dev, irq, copy_irq, 0, dev_name(dev), ce);
+	if (ret)
+		return ret;
+
+	ce->debugfs = debugfs_create_dir(dev_name(dev), debugfs_root);
+	debugfs_create_file("control", 0600, ce->debugfs, ce, &control_fops);
+	platform_set_drvdata(pdev, ce);
+	dev_info(dev, "cosim dma-copy engine, irq %d\n", irq);
+	return 0;
+}
+
+static void copy_remove(struct platform_device *pdev)
+{
+	struct copy_engine *ce = platform_get_drvdata(pdev);
+
+	debugfs_remove_recursive(ce->debugfs);
+}
+
+static const struct of_device_id copy_of_match[] = {
+	{ .compatible = "cosim,dma-copy" },
+	{}
+};
+MODULE_DEVICE_TABLE(of, copy_of_match);
+
+static struct platform_driver copy_driver = {
+	.probe = copy_probe,
+	.remove = copy_remove,
+	.driver = {
+		.name = "cosim-dma-copy",
+		.of_match_table = copy_of_match,
+	},
+};
+
+static int __init copy_init(void)
+{
+	int ret;
+
+	debugfs_root = debugfs_create_dir("cosim-dma-copy", NULL);
+	ret = platform_driver_register(&copy_driver);
+	if (ret)
+		debugfs_remove_recursive(debugfs_root);
+	return ret;
+}
+
+static void __exit copy_exit(void)
+{
+	platform_driver_unregister(&copy_driver);
+	debugfs_remove_recursive(debugfs_root);
+}
+
+module_init(copy_init);
+module_exit(copy_exit);
+MODULE_DESCRIPTION("Driver and DMA-API exerciser for the cosim dma-copy engine");
+MODULE_LICENSE("GPL");

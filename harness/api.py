@@ -1,0 +1,19 @@
+"""What a plugin may use: the whole plugin API.  Plugins import from here and nowhere else."""
+
+from .bus import BusMaster, DmaFault
+from .devicetree import DtNode, Ref
+from .hookspecs import hookimpl
+from .peripheral import Field, Peripheral, PeripheralConfig, PeripheralError, Register
+
+__all__ = [
+    "BusMaster",
+    "DmaFault",
+    "DtNode",
+    "Field",
+    "Peripheral",
+    "PeripheralConfig",
+    "PeripheralError",
+    "Ref",
+    "Register",
+    "hookimpl",
+]

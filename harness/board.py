@@ -1,0 +1,326 @@
+"""A running board: one guest, its peripheral models, its consoles — and everything that can fail.
+
+:class:`Board` composes small parts (engine, bridge endpoints, bus, device tree, consoles) the way
+labgrid's strategies compose drivers.  Whatever goes wrong — a plugin exception, a kernel oops,
+QEMU exiting, an unexpected DMA fault — surfaces as a :class:`BoardFailure` at the next wait, with
+the logs that explain it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from .bridge import BridgeEndpoint, BridgeFailure
+from .build import Artifacts
+from .bus import Bus, BusTracer, Memory
+from .console import EXPECTABLE, CommandResult, KernelLog, ShellConsole
+from .devicetree import DtNode, compile_dts, overlay_dts, reg_cells, spi_cells
+from .engines.qemu.engine import BridgedDevice, QemuEngine, pin
+from .peripheral import Peripheral, PeripheralConfig
+from .platform import LoadedPlatform, PlatformError
+from .pluginmanager import default_plugin_manager, peripheral_types
+
+BOOTARGS = "console=ttyAMA0 rdinit=/init panic=-1 loglevel=7"
+BOOT_TIMEOUT_S = 60.0
+WORKDIR_PARENT = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+WORKDIR_PREFIX = "cosim-"
+
+
+class BoardFailure(AssertionError):
+    """The board broke; the message carries the cause and where the logs are."""
+
+
+def sweep_stale_workdirs() -> None:
+    """Removes private folders of harness processes that died without cleaning up."""
+    for folder in WORKDIR_PARENT.glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            pid = int(folder.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+class Board:
+    def __init__(self, platform: LoadedPlatform, artifacts: Artifacts, logdir: Path,
+                 pm: pluggy.PluginManager | None = None, pin_cpus: set[int] | None = None):
+        self.platform, self.artifacts = platform, artifacts
+        self.logdir = logdir
+        self.pm = pm or default_plugin_manager()
+        self.pin_cpus = pin_cpus
+        self.types = peripheral_types(self.pm)
+        self.engine = QemuEngine(artifacts.qemu, platform.spec.machine)
+        self._check_platform()
+        self.bus = Bus()
+        self.tracer = BusTracer()
+        self.bus.add_layer(self.tracer)
+        self.peripherals: dict[str, Peripheral] = {}
+        self.endpoints: list[BridgeEndpoint] = []
+        self.failures: list[BridgeFailure] = []
+        self.expected_dma_faults = 0
+        self._failure_lock = threading.Lock()
+        self.workdir: Path | None = None
+        self.kernel_log: KernelLog | None = None
+        self.console: ShellConsole | None = None
+
+    # --- checks before anything starts ---
+
+    def _check_platform(self) -> None:
+        spec, engine = self.platform.spec, self.engine
+        lo, hi = engine.peripheral_window
+        windows: list[tuple[int, int, str]] = []
+        for i, p in enumerate(spec.peripherals):
+            where = self.platform.where("peripherals", i)
+            if p.plugin not in self.types:
+                known = ", ".join(sorted(self.types)) or "none"
+                raise PlatformError(f"{self.platform.where('peripherals', i, 'plugin')}: unknown "
+                                    f"plugin '{p.plugin}' — installed plugins: {known}")
+            size = p.size or self.types[p.plugin].default_size
+            if not (lo <= p.base and p.base + size <= hi):
+                raise PlatformError(f"{self.platform.where('peripherals', i, 'base')}: window "
+                                    f"{p.base:#x}+{size:#x} of '{p.name}' is outside the free "
+                                    f"window {lo:#x}..{hi:#x} of {engine.name} virt — move it there")
+            for base, end, other in windows:
+                if p.base < end and base < p.base + size:
+                    raise PlatformError(f"{where}: window of '{p.name}' ({p.base:#x}+{size:#x}) "
+                                        f"overlaps '{other}' ({base:#x}..{end:#x}) — move one")
+            windows.append((p.base, p.base + size, p.name))
+            wanted = len(self.types[p.plugin].irq_names)
+            if len(p.irqs) != wanted:
+                raise PlatformError(f"{self.platform.where('peripherals', i, 'irqs')}: '{p.name}' "
+                                    f"({p.plugin}) has {wanted} IRQ outputs "
+                                    f"{list(self.types[p.plugin].irq_names)}; give {wanted} SPIs")
+            for spi in p.irqs:
+                if spi not in engine.peripheral_spis:
+                    r = engine.peripheral_spis
+                    raise PlatformError(f"{self.platform.where('peripherals', i, 'irqs')}: SPI "
+                                        f"{spi} is not free on virt — use {r.start}..{r.stop - 1}")
+        spis = [s for p in spec.peripherals for s in p.irqs]
+        if len(spis) != len(set(spis)):
+            raise PlatformError(f"{self.platform.where('peripherals')}: two peripherals share an SPI")
+
+    # --- failures ---
+
+    def _on_bridge_failure(self, failure: BridgeFailure) -> None:
+        with self._failure_lock:
+            self.failures.append(failure)
+        self.trace_line(f"FAILURE {failure.peripheral}: {failure.message}\n{failure.traceback}")
+
+    def trace_line(self, text: str) -> None:
+        if self.workdir is not None:
+            with (self.logdir / "plugin-trace.log").open("a") as f:
+                f.write(text.rstrip() + "\n")
+
+    def check(self) -> None:
+        """Raises BoardFailure if anything went wrong; the console calls it while it waits."""
+        if self.failures:
+            f = self.failures[0]
+            raise BoardFailure(self._report(f"peripheral '{f.peripheral}': {f.message}", f.traceback))
+        if self.kernel_log is not None and (events := self.kernel_log.unexpected()):
+            self.kernel_log.settle()
+            lines = "\n".join(f"  [{e.category}] {e.line}" for e in events[:5])
+            raise BoardFailure(self._report(f"the guest kernel reported:\n{lines}"))
+        unexpected = len(self.bus.faults) - self.expected_dma_faults
+        if unexpected > 0:
+            faults = "\n".join(f"  {f}" for f in self.bus.faults[-unexpected:][:5])
+            raise BoardFailure(self._report(f"unexpected DMA fault(s):\n{faults}"))
+        code = self.engine.exit_code()
+        if code is not None:
+            if self.kernel_log is not None:
+                self.kernel_log.settle()
+            stderr = (self.logdir / "qemu-stderr.log").read_text(errors="replace").strip()
+            raise BoardFailure(self._report(f"QEMU exited with status {code}\nQEMU stderr:\n"
+                                            f"{stderr or '(empty)'}"))
+
+    def _report(self, cause: str, detail: str = "") -> str:
+        parts = [cause]
+        if detail:
+            parts.append(detail.rstrip())
+        if self.kernel_log is not None:
+            parts.append("--- kernel log (tail) ---\n" + self.kernel_log.tail(40))
+        parts.append(f"logs: {self.logdir}")
+        return "\n".join(parts)
+
+    @contextlib.contextmanager
+    def expect(self, *categories: str, dma_faults: int = 0) -> Iterator[None]:
+        """Within the block, the named kernel-log categories (e.g. "DMA-API") and up to
+        ``dma_faults`` DMA faults are expected, not failures."""
+        unknown = set(categories) - EXPECTABLE
+        if unknown:
+            raise ValueError(f"cannot expect {sorted(unknown)}; expectable: {sorted(EXPECTABLE)}")
+        assert self.kernel_log is not None
+        before = set(self.kernel_log.expected)
+        self.kernel_log.expected |= set(categories) | ({"warning"} if "DMA-API" in categories else set())
+        self.expected_dma_faults += dma_faults
+        try:
+            yield
+        finally:
+            self.kernel_log.expected = before
+
+    # --- life cycle ---
+
+    def _build_peripherals(self, workdir: Path) -> list[BridgedDevice]:
+        devices = []
+        for spec in self.platform.spec.peripherals:
+            cls = self.types[spec.plugin]
+            size = spec.size or cls.default_size
+            endpoint = BridgeEndpoint(spec.name, workdir / f"{spec.name}.sock", self._on_bridge_failure)
+            self.endpoints.append(endpoint)
+            config = PeripheralConfig(spec.name, spec.base, size, tuple(spec.irqs), spec.properties,
+                                      spec.dt)
+            try:
+                self.peripherals[spec.name] = cls(config, self.bus, endpoint)
+            except Exception as e:
+                raise PlatformError(f"{self.platform.where('peripherals')}: plugin '{spec.plugin}' "
+                                    f"failed to create '{spec.name}': {type(e).__name__}: {e}") from e
+            devices.append(BridgedDevice(spec.name, endpoint.socket_path, spec.base, size,
+                                         tuple(spec.irqs)))
+        return devices
+
+    def device_tree_nodes(self) -> tuple[list[DtNode], dict[str, str]]:
+        nodes, aliases = [], {}
+        serial_index = 1  # serial0 is the machine's own UART, the kernel console
+        for spec in self.platform.spec.peripherals:
+            peripheral = self.peripherals[spec.name]
+            node = DtNode(spec.name, spec.base)
+            if peripheral.compatible:
+                node.set("compatible", list(peripheral.compatible))
+            node.set("reg", reg_cells(spec.base, peripheral.config.size))
+            if spec.irqs:
+                node.set("interrupts", spi_cells(spec.irqs))
+            self.pm.hook.cosim_device_tree(peripheral=peripheral, node=node)
+            for key, value in spec.dt.items():
+                node.set(key, value)
+            if "arm,pl011" in peripheral.compatible:
+                aliases[f"serial{serial_index}"] = f"/{node.full_name}"
+                serial_index += 1
+            nodes.append(node)
+        return nodes, aliases
+
+    def device_tree_source(self) -> str:
+        nodes, aliases = self.device_tree_nodes()
+        return self.engine.base_device_tree() + overlay_dts(nodes, aliases)
+
+    def _prepare_peripherals_only(self) -> None:
+        """Creates the models without a running engine (``cosim dts``)."""
+        workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=WORKDIR_PARENT))
+        try:
+            self._build_peripherals(workdir)
+        finally:
+            for endpoint in self.endpoints:
+                endpoint.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def start(self, boot_timeout: float = BOOT_TIMEOUT_S, extra_qemu_args: list[str] | None = None) -> None:
+        sweep_stale_workdirs()
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-",
+                                             dir=WORKDIR_PARENT))
+        try:
+            self._start(boot_timeout, extra_qemu_args or [])
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, boot_timeout: float, extra_qemu_args: list[str]) -> None:
+        assert self.workdir is not None
+        workdir, machine = self.workdir, self.platform.spec.machine
+        ram_file = workdir / "guest-ram"
+        with ram_file.open("wb") as f:
+            f.truncate(machine.memory)
+        self.bus.add_memory(Memory.shared_file("ram", self.engine.ram_base, ram_file, machine.memory))
+        devices = self._build_peripherals(workdir)
+        dts = self.device_tree_source()
+        (self.logdir / "board.dts").write_text(dts)
+        dtb = workdir / "board.dtb"
+        compile_dts(dts, dtb)
+
+        listeners = {}
+        for name in ("kernel", "shell"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(str(workdir / f"{name}.sock"))
+            sock.listen(1)
+            sock.settimeout(1.0)
+            listeners[name] = sock
+        bootargs = " ".join(filter(None, [BOOTARGS, self.platform.spec.guest.bootargs]))
+        cmd = self.engine.command(ram_file=ram_file, dtb=dtb, kernel=self.artifacts.kernel,
+                                  initramfs=self.artifacts.initramfs, bootargs=bootargs,
+                                  kernel_console=workdir / "kernel.sock",
+                                  shell_console=workdir / "shell.sock", devices=devices,
+                                  extra_args=extra_qemu_args)
+        (self.logdir / "qemu-cmdline.txt").write_text(" ".join(cmd) + "\n")
+        for endpoint, name in zip(self.endpoints, self.peripherals, strict=True):
+            endpoint.start(self.peripherals[name])
+        self.engine.start(cmd, self.logdir / "qemu-stderr.log", self.pin_cpus)
+        conns = {name: self._accept(sock, name) for name, sock in listeners.items()}
+        for sock in listeners.values():
+            sock.close()
+        self.kernel_log = KernelLog(conns["kernel"], self.logdir / "kernel.log")
+        self.console = ShellConsole(conns["shell"], self.logdir / "serial.log", self.check)
+        if self.pin_cpus:  # again: the vCPU thread exists only now
+            pin(self.engine.process.pid, self.pin_cpus)  # type: ignore[union-attr]
+        self.console.wait_ready(boot_timeout)
+        self.pm.hook.cosim_board_started(board=self)
+
+    def _accept(self, listener: socket.socket, name: str) -> socket.socket:
+        for _ in range(30):
+            try:
+                conn, _ = listener.accept()
+                conn.settimeout(None)
+                return conn
+            except TimeoutError:
+                self.check()
+        raise BoardFailure(self._report(f"QEMU never connected its {name} console"))
+
+    def run(self, command: str, timeout: float = 60.0, check: bool = True) -> CommandResult:
+        assert self.console is not None, "the board is not started"
+        result = self.console.run(command, timeout=timeout, check=check)
+        self.check()
+        return result
+
+    def stop(self) -> None:
+        if self.workdir is None:
+            return
+        with contextlib.suppress(Exception):
+            self.pm.hook.cosim_board_stopping(board=self, artifacts=self.logdir)
+        self.engine.stop()
+        for endpoint in self.endpoints:
+            endpoint.close()
+        if self.console is not None:
+            self.console.close()
+        if self.kernel_log is not None:
+            self.kernel_log.close()
+        self._write_trace()
+        self.bus.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir = None
+
+    def _write_trace(self) -> None:
+        lines = [f"{'W' if r.write else 'R'} {r.master} {r.address:#x} +{r.length}"
+                 + (f" FAULT {r.fault}" if r.fault else "") for r in self.tracer.records]
+        if self.tracer.dropped:
+            lines.append(f"... {self.tracer.dropped} more transactions not recorded")
+        accesses = ", ".join(f"{e.name}: {e.accesses}" for e in self.endpoints)
+        with (self.logdir / "plugin-trace.log").open("a") as f:
+            f.write(f"MMIO accesses served: {accesses}\nDMA transactions:\n")
+            f.write("\n".join(lines) + "\n")
+
+    def __enter__(self) -> Board:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def peripheral(self, name: str) -> Any:
+        return self.peripherals[name]

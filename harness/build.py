@@ -1,0 +1,364 @@
+"""Builds what cosim runs: QEMU with the bridge device, the guest kernel, modules and initramfs.
+
+Every artifact lives under the cache (``~/.cache/cosim`` or ``$COSIM_CACHE``) in a folder named by
+a hash of its inputs, so a changed input rebuilds exactly what depends on it and a warm cache costs
+nothing.  QEMU's build tree is keyed without the bridge source so that editing the bridge only
+recompiles one file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.status import Status
+
+REPO = Path(__file__).resolve().parent.parent
+QEMU_DIR = Path(__file__).resolve().parent / "engines" / "qemu"
+GUEST_DIR = REPO / "guest"
+BRIDGE_SOURCE = QEMU_DIR / "cosim-bridge.c"
+
+QEMU_UPSTREAM_VERSION = "10.0.2"
+QEMU_CONFIGURE = (
+    "--target-list=aarch64-softmmu",
+    "--without-default-features",
+    "--enable-fdt=system",
+    "--enable-plugins",
+    "--enable-tcg",
+    "--disable-docs",
+    "--disable-werror",
+    "--disable-install-blobs",
+    "--python=/usr/bin/python3",  # a pyenv shim on PATH breaks configure's own detection
+)
+# Names what prepare_qemu_tree changes in QEMU's source; change it when that code changes.
+QEMU_TREE_PATCHES = "edk2-blobs-off;bridge-in-hw-misc;v1"
+KERNEL_PACKAGE = "linux-source-6.12"
+CROSS = "aarch64-linux-gnu-"
+KMAKE = ("make", "ARCH=arm64", f"CROSS_COMPILE={CROSS}")
+
+console = Console(stderr=True)
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def cache_root() -> Path:
+    root = Path(os.environ.get("COSIM_CACHE", Path.home() / ".cache" / "cosim"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def digest(parts: Iterable[str | bytes | Path]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path):
+            h.update(str(part.relative_to(REPO)).encode() if part.is_relative_to(REPO) else b"")
+            h.update(part.read_bytes())
+        else:
+            h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def run(step: str, cmd: Sequence[str | Path], log: Path, cwd: Path | None = None,
+        env: dict[str, str] | None = None) -> None:
+    """Runs one build step, its output into ``log``, showing its last line as progress."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out, Status(f"[bold]{step}[/]", console=console) as status:
+        out.write(f"\n$ {' '.join(map(str, cmd))}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(list(map(str, cmd)), cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            text = line.decode(errors="replace").strip()
+            if text:
+                status.update(f"[bold]{step}[/] [dim]{text[:100]}[/]")
+        if proc.wait() != 0:
+            tail = log.read_text(errors="replace").splitlines()[-25:]
+            raise BuildError(f"{step} failed (exit {proc.returncode}); log: {log}\n" + "\n".join(tail))
+    console.print(f"[green]✓[/] {step}")
+
+
+def apt_source_version(package: str, upstream: str) -> str:
+    out = subprocess.run(["apt-cache", "showsrc", package], capture_output=True, text=True).stdout
+    versions = re.findall(r"^Version: (\S+)$", out, re.M)
+    for version in versions:
+        if version.split(":")[-1].startswith(upstream + "+"):
+            return version
+    raise BuildError(f"apt has no source of {package} {upstream} (saw {versions or 'none'}): "
+                     "run scripts/setup-host.sh, which adds bookworm-backports' deb-src entry")
+
+
+# --- QEMU ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QemuArtifacts:
+    binary: Path
+
+
+def qemu_tree_key() -> str:
+    return digest([QEMU_UPSTREAM_VERSION, *QEMU_CONFIGURE, QEMU_TREE_PATCHES])
+
+
+def qemu_key() -> str:
+    return digest([qemu_tree_key(), *files_under(QEMU_DIR)])
+
+
+def qemu_binary_path() -> Path:
+    return cache_root() / f"qemu-{qemu_key()}" / "qemu-system-aarch64"
+
+
+def fetch_qemu_tarball(logs: Path) -> Path:
+    downloads = cache_root() / "downloads"
+    downloads.mkdir(exist_ok=True)
+    found = sorted(downloads.glob(f"qemu_{QEMU_UPSTREAM_VERSION}+*.orig.tar.*"))
+    if found:
+        return found[-1]
+    version = apt_source_version("qemu", QEMU_UPSTREAM_VERSION)
+    # Only the upstream tarball is needed; Debian's packaging files may be missing on the mirror,
+    # so apt-get's exit status is judged by whether the tarball arrived.
+    subprocess.run(["apt-get", "source", "--download-only", f"qemu={version}"], cwd=downloads,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    found = sorted(downloads.glob(f"qemu_{QEMU_UPSTREAM_VERSION}+*.orig.tar.*"))
+    if not found:
+        raise BuildError(f"`apt-get source --download-only qemu={version}` fetched no tarball")
+    return found[-1]
+
+
+def prepare_qemu_tree(tree: Path, logs: Path) -> Path:
+    src = tree / "src"
+    if (tree / ".configured").exists():
+        return src
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir(parents=True)
+    tarball = fetch_qemu_tarball(logs)
+    run("unpack QEMU source", ["tar", "xf", tarball, "-C", tree], logs / "qemu.log")
+    (tree / f"qemu-{QEMU_UPSTREAM_VERSION}").rename(src)
+    # Debian's +ds tarball drops the edk2 firmware blobs: never try to unpack them.
+    meson = src / "meson.build"
+    meson.write_text(meson.read_text().replace("unpack_edk2_blobs = bzip2.found()",
+                                               "unpack_edk2_blobs = false"))
+    with (src / "hw" / "misc" / "meson.build").open("a") as f:
+        f.write("\n# cosim\nsystem_ss.add(files('cosim-bridge.c'))\n")
+    shutil.copy(BRIDGE_SOURCE, src / "hw" / "misc" / "cosim-bridge.c")
+    run("configure QEMU", ["./configure", *QEMU_CONFIGURE], logs / "qemu.log", cwd=src)
+    (tree / ".configured").touch()
+    return src
+
+
+def build_qemu(logs: Path) -> QemuArtifacts:
+    binary = qemu_binary_path()
+    if binary.exists():
+        return QemuArtifacts(binary)
+    src = prepare_qemu_tree(cache_root() / f"qemu-tree-{qemu_tree_key()}", logs)
+    target = src / "hw" / "misc" / "cosim-bridge.c"
+    if target.read_bytes() != BRIDGE_SOURCE.read_bytes():
+        shutil.copy(BRIDGE_SOURCE, target)
+    run("build QEMU (first build ~15 min)", ["ninja", "-C", src / "build", "qemu-system-aarch64"],
+        logs / "qemu.log")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    tmp = binary.with_suffix(".tmp")
+    shutil.copy(src / "build" / "qemu-system-aarch64", tmp)
+    tmp.rename(binary)
+    return QemuArtifacts(binary)
+
+
+# --- kernel ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KernelArtifacts:
+    image: Path
+    tree: Path  # configured and built source tree, for building out-of-tree modules
+    modules: Path  # INSTALL_MOD_PATH: holds lib/modules/<release>
+    release: str
+
+
+def package_version(package: str) -> str:
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True,
+                         text=True)
+    if out.returncode != 0 or not out.stdout:
+        raise BuildError(f"{package} is not installed: run scripts/setup-host.sh")
+    return out.stdout
+
+
+def config_fragment_options(fragment: Path) -> dict[str, str]:
+    options = {}
+    for line in fragment.read_text().splitlines():
+        if m := re.match(r"^(CONFIG_\w+)=(.*)$", line.strip()):
+            options[m[1]] = m[2]
+        elif m := re.match(r"^# (CONFIG_\w+) is not set$", line.strip()):
+            options[m[1]] = "n"
+    return options
+
+
+def check_config(tree: Path, fragment: Path) -> None:
+    have = config_fragment_options(tree / ".config")
+    missing = [f"{k}={v} (got {have.get(k, 'n')})" for k, v in config_fragment_options(fragment).items()
+               if have.get(k, "n") != v]
+    if missing:
+        raise BuildError(f"kernel config lost options of {fragment.name} (unmet dependencies?): "
+                         + ", ".join(missing))
+
+
+def build_kernel(logs: Path) -> KernelArtifacts:
+    fragment = GUEST_DIR / "kernel" / "cosim.config"
+    version = package_version(KERNEL_PACKAGE)
+    out = cache_root() / f"linux-{digest([version, fragment, *KMAKE])}"
+    tree = out / "src"
+    image = tree / "arch" / "arm64" / "boot" / "Image"
+    if (out / ".done").exists():
+        release = (out / "release").read_text().strip()
+        return KernelArtifacts(image, tree, out / "modules", release)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    tarball = Path(f"/usr/src/{KERNEL_PACKAGE}.tar.xz")
+    run("unpack kernel source", ["tar", "xf", tarball, "-C", out], logs / "kernel.log")
+    (out / KERNEL_PACKAGE).rename(tree)
+    run("configure kernel", [*KMAKE, f"KCONFIG_ALLCONFIG={fragment}", "allnoconfig"],
+        logs / "kernel.log", cwd=tree)
+    check_config(tree, fragment)
+    jobs = f"-j{os.cpu_count() or 2}"
+    run("build kernel (first build ~5 min)", [*KMAKE, jobs, "Image", "modules"], logs / "kernel.log",
+        cwd=tree)
+    run("install kernel modules", [*KMAKE, "INSTALL_MOD_PATH=" + str(out / "modules"),
+                                   "modules_install"], logs / "kernel.log", cwd=tree)
+    release = (tree / "include" / "config" / "kernel.release").read_text().strip()
+    (out / "release").write_text(release)
+    (out / ".done").touch()
+    return KernelArtifacts(image, tree, out / "modules", release)
+
+
+# --- guest modules, programs and initramfs --------------------------------------------------------
+
+@dataclass(frozen=True)
+class GuestArtifacts:
+    kernel: Path
+    initramfs: Path
+
+
+def build_guest_modules(kernel: KernelArtifacts, logs: Path) -> Path:
+    sources = GUEST_DIR / "drivers"
+    out = cache_root() / f"guest-modules-{digest([str(kernel.image), *files_under(sources)])}"
+    if (out / ".done").exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(sources, out)
+    run("build guest drivers", [*KMAKE, "-C", kernel.tree, f"M={out}", "modules"],
+        logs / "guest.log")
+    (out / ".done").touch()
+    return out
+
+
+def build_guest_programs(logs: Path) -> Path:
+    sources = GUEST_DIR / "programs"
+    out = cache_root() / f"guest-programs-{digest(files_under(sources))}"
+    if (out / ".done").exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for source in sorted(sources.glob("*.c")):
+        run(f"build guest program {source.stem}",
+            [f"{CROSS}gcc", "-static", "-O2", "-Wall", "-o", out / source.stem, source],
+            logs / "guest.log")
+    (out / ".done").touch()
+    return out
+
+
+def fetch_arm64_deb(package: str, logs: Path) -> Path:
+    """Unpacks an arm64 Debian package into the cache; returns the folder."""
+    downloads = cache_root() / "downloads"
+    downloads.mkdir(exist_ok=True)
+    debs = sorted(downloads.glob(f"{package}_*_arm64.deb"))
+    if not debs:
+        run(f"download {package}:arm64", ["apt-get", "download", f"{package}:arm64"],
+            logs / "guest.log", cwd=downloads)
+        debs = sorted(downloads.glob(f"{package}_*_arm64.deb"))
+    out = downloads / debs[-1].stem
+    if not out.exists():
+        tmp = out.parent / (out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        run(f"unpack {package}:arm64", ["dpkg-deb", "-x", debs[-1], tmp], logs / "guest.log")
+        tmp.rename(out)
+    return out
+
+
+def build_initramfs(kernel: KernelArtifacts, logs: Path) -> Path:
+    busybox = fetch_arm64_deb("busybox-static", logs) / "bin" / "busybox"
+    modules = build_guest_modules(kernel, logs)
+    programs = build_guest_programs(logs)
+    rootfs_src = GUEST_DIR / "rootfs"
+    key = digest([busybox, str(kernel.image), str(modules), str(programs), *files_under(rootfs_src)])
+    out = cache_root() / f"initramfs-{key}.cpio.gz"
+    if out.exists():
+        return out
+    staging = cache_root() / f"initramfs-{key}.d"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(rootfs_src, staging, symlinks=True)
+    for folder in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "mnt"):
+        (staging / folder).mkdir(parents=True, exist_ok=True)
+    shutil.copy(busybox, staging / "bin" / "busybox")
+    (staging / "bin" / "sh").symlink_to("busybox")
+    kmods = staging / "lib" / "modules" / kernel.release
+    shutil.copytree(kernel.modules / "lib" / "modules" / kernel.release, kmods, symlinks=True,
+                    ignore=shutil.ignore_patterns("build", "source"))
+    extra = kmods / "extra"
+    extra.mkdir(exist_ok=True)
+    for ko in modules.glob("*.ko"):
+        shutil.copy(ko, extra / ko.name)
+    run("index guest modules", ["/sbin/depmod", "-b", staging, kernel.release], logs / "guest.log")
+    for program in programs.iterdir():
+        if program.is_file() and os.access(program, os.X_OK):
+            shutil.copy(program, staging / "usr" / "bin" / program.name)
+    write_cpio(staging, out)
+    shutil.rmtree(staging)
+    return out
+
+
+def write_cpio(staging: Path, out: Path) -> None:
+    files = subprocess.run(["find", ".", "-mindepth", "1"], cwd=staging, capture_output=True,
+                           check=True).stdout
+    tmp = out.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        cpio = subprocess.Popen(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=staging,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        gzip = subprocess.Popen(["gzip", "-1"], stdin=cpio.stdout, stdout=f)
+        assert cpio.stdin is not None and cpio.stdout is not None
+        cpio.stdout.close()
+        cpio.stdin.write(files)
+        cpio.stdin.close()
+        if cpio.wait() != 0 or gzip.wait() != 0:
+            raise BuildError("packing the initramfs failed")
+    tmp.rename(out)
+
+
+def build_guest(logs: Path) -> GuestArtifacts:
+    kernel = build_kernel(logs)
+    return GuestArtifacts(kernel.image, build_initramfs(kernel, logs))
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    qemu: Path
+    kernel: Path
+    initramfs: Path
+
+
+def build_all(logs: Path | None = None) -> Artifacts:
+    logs = logs or cache_root() / "logs"
+    qemu = build_qemu(logs)
+    guest = build_guest(logs)
+    return Artifacts(qemu.binary, guest.kernel, guest.initramfs)

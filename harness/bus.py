@@ -1,0 +1,183 @@
+"""The system bus as device-side masters see it.
+
+Every DMA a peripheral model performs goes through one :class:`Bus`: it checks the address
+against the memory regions and raises :class:`DmaFault` outside them.  Layers (a tracer today; an
+IOMMU and a cache model tomorrow) wrap the path without any peripheral knowing.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class DmaFault(Exception):
+    """A bus master touched an address no memory answers: the hardware's decode error."""
+
+    def __init__(self, master: str, address: int, length: int, write: bool, reason: str):
+        self.master, self.address, self.length, self.write = master, address, length, write
+        self.reason = reason
+        kind = "write" if write else "read"
+        super().__init__(f"DMA fault: {master} {kind} of {length} bytes at {address:#x}: {reason}")
+
+
+@dataclass(frozen=True)
+class Transaction:
+    master: str
+    address: int
+    length: int
+    write: bool
+
+
+class Memory:
+    """A span of memory backed by a buffer (a bytearray in tests, the guest-RAM mmap in a run)."""
+
+    def __init__(self, name: str, base: int, buffer: bytearray | mmap.mmap):
+        self.name, self.base, self.size = name, base, len(buffer)
+        self.buffer = buffer
+        self.view = memoryview(buffer)
+
+    @classmethod
+    def zeroed(cls, name: str, base: int, size: int) -> Memory:
+        return cls(name, base, bytearray(size))
+
+    @classmethod
+    def shared_file(cls, name: str, base: int, path: Path, size: int) -> Memory:
+        with path.open("r+b") as f:
+            return cls(name, base, mmap.mmap(f.fileno(), size, mmap.MAP_SHARED))
+
+    def contains(self, address: int, length: int) -> bool:
+        return self.base <= address and address + length <= self.base + self.size
+
+    def close(self) -> None:
+        self.view.release()
+        if isinstance(self.buffer, mmap.mmap):
+            self.buffer.close()
+
+
+Next = Callable[[Transaction, bytes | None], bytes | None]
+
+
+class BusLayer(Protocol):
+    """Sits on the DMA path: sees each transaction and passes it on (or faults it)."""
+
+    def access(self, txn: Transaction, data: bytes | None, next_: Next) -> bytes | None: ...
+
+
+@dataclass
+class TraceRecord:
+    master: str
+    address: int
+    length: int
+    write: bool
+    fault: str | None = None
+
+
+@dataclass
+class BusTracer:
+    """Records every transaction (bounded), for the per-test plugin trace."""
+
+    limit: int = 100_000
+    records: list[TraceRecord] = field(default_factory=list)
+    dropped: int = 0
+
+    def access(self, txn: Transaction, data: bytes | None, next_: Next) -> bytes | None:
+        record = TraceRecord(txn.master, txn.address, txn.length, txn.write)
+        if len(self.records) < self.limit:
+            self.records.append(record)
+        else:
+            self.dropped += 1
+        try:
+            return next_(txn, data)
+        except DmaFault as fault:
+            record.fault = fault.reason
+            raise
+
+
+class Bus:
+    def __init__(self, memories: list[Memory] | None = None):
+        self.memories: list[Memory] = list(memories or [])
+        self.layers: list[BusLayer] = []
+        self.faults: list[DmaFault] = []
+        self._path: Next = self._chain()
+
+    def add_memory(self, memory: Memory) -> None:
+        self.memories.append(memory)
+
+    def add_layer(self, layer: BusLayer) -> None:
+        """Adds a layer nearest the masters: the last added sees a transaction first."""
+        self.layers.append(layer)
+        self._path = self._chain()
+
+    def _chain(self) -> Next:
+        path: Next = self._memory_access
+        for layer in self.layers:
+            path = (lambda lyr, nxt: lambda t, d: lyr.access(t, d, nxt))(layer, path)
+        return path
+
+    def _memory_for(self, txn: Transaction) -> Memory:
+        for memory in self.memories:
+            if memory.contains(txn.address, txn.length):
+                return memory
+        raise DmaFault(txn.master, txn.address, txn.length, txn.write, "no memory at that address")
+
+    def _memory_access(self, txn: Transaction, data: bytes | None) -> bytes | None:
+        memory = self._memory_for(txn)
+        start = txn.address - memory.base
+        if data is None:
+            return bytes(memory.view[start:start + txn.length])
+        memory.view[start:start + txn.length] = data
+        return None
+
+    def read(self, master: str, address: int, length: int) -> bytes:
+        try:
+            data = self._path(Transaction(master, address, length, False), None)
+        except DmaFault as fault:
+            self.faults.append(fault)
+            raise
+        assert data is not None
+        return data
+
+    def write(self, master: str, address: int, data: bytes | bytearray | memoryview) -> None:
+        try:
+            self._path(Transaction(master, address, len(data), True), data)
+        except DmaFault as fault:
+            self.faults.append(fault)
+            raise
+
+    def copy(self, master: str, src: int, dst: int, length: int) -> None:
+        """A memory-to-memory transfer: a read burst then a write burst, as a DMA engine does."""
+        self.write(master, dst, self.read(master, src, length))
+
+    def close(self) -> None:
+        for memory in self.memories:
+            memory.close()
+        self.memories.clear()
+
+
+class BusMaster:
+    """A peripheral's bus-master port: all its DMA goes through the bus under its name."""
+
+    def __init__(self, bus: Bus, name: str):
+        self.bus, self.name = bus, name
+
+    def read(self, address: int, length: int) -> bytes:
+        return self.bus.read(self.name, address, length)
+
+    def write(self, address: int, data: bytes | bytearray | memoryview) -> None:
+        self.bus.write(self.name, address, data)
+
+    def copy(self, src: int, dst: int, length: int) -> None:
+        self.bus.copy(self.name, src, dst, length)
+
+    def read_u32(self, address: int) -> int:
+        return int.from_bytes(self.read(address, 4), "little")
+
+    def read_u64(self, address: int) -> int:
+        return int.from_bytes(self.read(address, 8), "little")
+
+    def write_u32(self, address: int, value: int) -> None:
+        self.write(address, value.to_bytes(4, "little"))

@@ -1,0 +1,181 @@
+"""The guest's consoles, kept apart so kernel messages never break command output.
+
+* The **shell console** is a virtio console (hvc0) on which the guest runs ``cosim-agent``: each
+  command arrives base64-encoded with an id and comes back framed by markers carrying its exit
+  status, so neither echo, prompts nor quoting can confuse the harness.
+* The **kernel console** is the machine's UART (ttyAMA0): :class:`KernelLog` reads it on a thread,
+  keeps it in a file and watches it for panics, oopses and DMA-API warnings.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+from pexpect import fdpexpect
+
+READY_BANNER = b"cosim-agent: ready"
+POLL_S = 0.2
+
+# What makes a test fail at once, with the kernel log (cf. QEMU's wait_for_console_pattern).
+FATAL_PATTERNS = {
+    "kernel panic": re.compile(r"Kernel panic - not syncing"),
+    "oops": re.compile(r"Internal error: Oops|\bOops\b"),
+    "kernel BUG": re.compile(r"\bBUG:"),
+    "bad access": re.compile(r"Unable to handle kernel"),
+    "warning": re.compile(r"WARNING: CPU: \d+ PID: \d+"),
+    # every DMA-API line but the two it prints at boot
+    "DMA-API": re.compile(r"DMA-API: (?!preallocated \d+ debug entries|debugging enabled by kernel)"),
+}
+# Categories a test can declare it expects (pytest: @pytest.mark.cosim_expect("DMA-API")).
+EXPECTABLE = {"DMA-API", "warning"}
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    output: str
+    status: int
+
+    def __bool__(self) -> bool:
+        return self.status == 0
+
+
+class CommandFailed(AssertionError):
+    def __init__(self, result: CommandResult):
+        self.result = result
+        super().__init__(f"guest command failed with status {result.status}: {result.command}\n"
+                         f"{result.output}")
+
+
+class CommandTimeout(AssertionError):
+    pass
+
+
+@dataclass(frozen=True)
+class KernelEvent:
+    category: str
+    line: str
+
+
+class KernelLog:
+    """Reads the kernel console into a file; notes fatal events as they appear."""
+
+    def __init__(self, conn: socket.socket, path: Path):
+        self.conn, self.path = conn, path
+        self.events: list[KernelEvent] = []
+        self.expected: set[str] = set()
+        self.lines_seen = 0
+        self._lock = threading.Lock()
+        self._file = path.open("ab", buffering=0)
+        self._thread = threading.Thread(target=self._run, name="cosim-kernel-log", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = self.conn.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            self._file.write(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                self._scan(raw.decode(errors="replace").rstrip("\r"))
+        self._file.close()
+
+    def _scan(self, line: str) -> None:
+        with self._lock:
+            self.lines_seen += 1
+            for category, pattern in FATAL_PATTERNS.items():
+                if pattern.search(line):
+                    self.events.append(KernelEvent(category, line))
+                    break
+
+    def unexpected(self) -> list[KernelEvent]:
+        with self._lock:
+            return [e for e in self.events if e.category not in self.expected]
+
+    def text(self) -> str:
+        return self.path.read_text(errors="replace") if self.path.exists() else ""
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.text().splitlines()[-lines:])
+
+    def settle(self, quiet_s: float = 0.3, limit_s: float = 2.0) -> None:
+        """Waits until the log has been quiet for ``quiet_s``: a panic's trace is still arriving."""
+        deadline = time.monotonic() + limit_s
+        seen = -1
+        while time.monotonic() < deadline and seen != self.lines_seen:
+            seen = self.lines_seen
+            time.sleep(quiet_s)
+
+    def close(self) -> None:
+        self._thread.join(timeout=2)
+
+
+class ShellConsole:
+    """Runs commands through cosim-agent on the guest's shell console."""
+
+    def __init__(self, conn: socket.socket, log_path: Path, watchdog: Callable[[], None]):
+        self.conn = conn
+        self.watchdog = watchdog
+        self._log = log_path.open("ab", buffering=0)
+        self.spawn = fdpexpect.fdspawn(conn.fileno(), logfile=self._log, timeout=POLL_S)
+        self._ids = itertools.count(1)
+
+    def _expect(self, pattern: bytes | re.Pattern[bytes], timeout: float, what: str) -> re.Match[bytes]:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.watchdog()
+            try:
+                self.spawn.expect(pattern, timeout=POLL_S)
+                match = self.spawn.match
+                assert isinstance(match, re.Match)
+                return match
+            except pexpect.TIMEOUT:
+                if time.monotonic() > deadline:
+                    raise CommandTimeout(f"timed out after {timeout:g} s waiting for {what}") from None
+            except pexpect.EOF:
+                self.watchdog()
+                raise CommandTimeout(f"the shell console closed while waiting for {what}") from None
+
+    def wait_ready(self, timeout: float) -> None:
+        self._expect(re.escape(READY_BANNER), timeout, "the guest shell (cosim-agent)")
+
+    def run(self, command: str, timeout: float = 60.0, check: bool = True) -> CommandResult:
+        cid = next(self._ids)
+        encoded = base64.b64encode(command.encode()).decode()
+        self.spawn.send(f"cosim-run {cid} {encoded}\n".encode())
+        self._expect(re.compile(rb"@@cosim-begin %d@@\r?\n" % cid), timeout, f"`{command}` to start")
+        try:
+            match = self._expect(re.compile(rb"@@cosim-end %d (\d+)@@" % cid), timeout,
+                                 f"`{command}` to finish")
+        except CommandTimeout as e:
+            partial = (self.spawn.before or b"").decode(errors="replace")
+            self.spawn.send(b"\x03")  # SIGINT to the command; the agent survives it
+            raise CommandTimeout(f"{e}\npartial output:\n{partial}") from None
+        output = (self.spawn.before or b"").decode(errors="replace").replace("\r\n", "\n")
+        result = CommandResult(command, output.removesuffix("\n"), int(match.group(1)))
+        if check and result.status != 0:
+            raise CommandFailed(result)
+        return result
+
+    def interact(self) -> None:
+        """Hands the console to the user's terminal (``cosim boot``)."""
+        self.spawn.send(b"cosim-interactive\n")
+        self.spawn.interact(escape_character="\x1d")
+
+    def close(self) -> None:
+        self._log.close()

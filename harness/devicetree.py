@@ -1,0 +1,129 @@
+"""Device-tree nodes contributed by peripherals, and the final tree the guest boots with.
+
+The engine's machine produces its own tree (QEMU's ``dumpdtb``); cosim appends the peripherals'
+nodes as DTS and lets ``dtc`` — the reference compiler — build the blob.  References to existing
+nodes use dtc's path syntax (``&{/apb-pclk}``), so no phandle is guessed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GIC_SPI = 0
+IRQ_TYPE_LEVEL_HIGH = 4
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A phandle reference to a node by path (``Ref("/apb-pclk")``) or label."""
+
+    target: str
+
+    def dts(self) -> str:
+        return f"&{{{self.target}}}" if self.target.startswith("/") else f"&{self.target}"
+
+
+Cell = int | Ref
+Value = bool | str | int | Ref | bytes | list[str] | list[Cell] | tuple[Cell, ...]
+
+
+class DeviceTreeError(ValueError):
+    pass
+
+
+def _format(name: str, value: Value) -> str:
+    if value is True:
+        return f"{name};"
+    if isinstance(value, str):
+        return f'{name} = "{_escape(value)}";'
+    if isinstance(value, bytes):
+        return f"{name} = [{value.hex(' ')}];"
+    if isinstance(value, (int, Ref)):
+        value = [value]
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, str) for v in value):
+            return f"{name} = " + ", ".join(f'"{_escape(v)}"' for v in value) + ";"
+        cells = []
+        for v in value:
+            if isinstance(v, Ref):
+                cells.append(v.dts())
+            elif isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 32:
+                cells.append(f"{v:#x}")
+            else:
+                raise DeviceTreeError(f"property {name}: {v!r} is not a 32-bit cell or reference")
+        return f"{name} = <{' '.join(cells)}>;"
+    raise DeviceTreeError(f"property {name}: cannot express {value!r} in a device tree")
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+@dataclass
+class DtNode:
+    name: str
+    unit_address: int | None = None
+    properties: dict[str, Value] = field(default_factory=dict)
+    children: list[DtNode] = field(default_factory=list)
+    label: str | None = None
+
+    @property
+    def full_name(self) -> str:
+        return self.name if self.unit_address is None else f"{self.name}@{self.unit_address:x}"
+
+    def set(self, name: str, value: Value) -> None:
+        self.properties[name] = value
+
+    def child(self, node: DtNode) -> DtNode:
+        self.children.append(node)
+        return node
+
+    def dts(self, indent: int = 1) -> str:
+        pad = "\t" * indent
+        label = f"{self.label}: " if self.label else ""
+        lines = [f"{pad}{label}{self.full_name} {{"]
+        lines += [f"{pad}\t{_format(k, v)}" for k, v in self.properties.items()]
+        lines += [child.dts(indent + 1) for child in self.children]
+        lines.append(f"{pad}}};")
+        return "\n".join(lines)
+
+
+def reg_cells(base: int, size: int) -> list[Cell]:
+    """``reg`` for a root with #address-cells = #size-cells = 2 (QEMU virt)."""
+    return [base >> 32, base & 0xFFFFFFFF, size >> 32, size & 0xFFFFFFFF]
+
+
+def spi_cells(spis: tuple[int, ...] | list[int]) -> list[Cell]:
+    cells: list[Cell] = []
+    for spi in spis:
+        cells += [GIC_SPI, spi, IRQ_TYPE_LEVEL_HIGH]
+    return cells
+
+
+def overlay_dts(nodes: list[DtNode], aliases: dict[str, str]) -> str:
+    """The DTS text appended to the machine's own tree."""
+    parts = ["", "/* cosim peripherals */", "/ {"]
+    parts += [node.dts() for node in nodes]
+    parts.append("};")
+    if aliases:
+        parts.append("/ {\n\taliases {")
+        parts += [f'\t\t{name} = "{path}";' for name, path in aliases.items()]
+        parts.append("\t};\n};")
+    return "\n".join(parts) + "\n"
+
+
+def dtc(args: list[str], stdin: bytes) -> bytes:
+    proc = subprocess.run(["dtc", "-q", *args], input=stdin, capture_output=True)
+    if proc.returncode != 0:
+        raise DeviceTreeError("dtc failed: " + proc.stderr.decode(errors="replace").strip())
+    return proc.stdout
+
+
+def dtb_to_dts(dtb: Path) -> str:
+    return dtc(["-I", "dtb", "-O", "dts"], dtb.read_bytes()).decode()
+
+
+def compile_dts(dts: str, out: Path) -> None:
+    out.write_bytes(dtc(["-I", "dts", "-O", "dtb"], dts.encode()))

@@ -1,0 +1,385 @@
+/*
+ * cosim-bridge: forwards one MMIO window and its interrupt lines to the cosim harness.
+ *
+ * The wire protocol is defined in harness/protocol.py; the structs below mirror it.  The device
+ * is a plain (bus-less) device so that board code's list of allowed sysbus devices does not apply;
+ * it maps its window straight into system memory and wires its IRQ outputs to GIC SPIs.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/cutils.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/sockets.h"
+#include "qemu/timer.h"
+#include "qapi/error.h"
+#include "exec/address-spaces.h"
+#include "exec/memory.h"
+#include "hw/core/cpu.h"
+#include "hw/irq.h"
+#include "hw/qdev-core.h"
+#include "hw/qdev-properties.h"
+#include "qom/object.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#define COSIM_MAGIC 0x4D495343u /* "CSIM" */
+#define COSIM_PROTOCOL_VERSION 1
+#define COSIM_MAX_IRQS 64
+#define COSIM_MAX_IRQ_CHANGES 32
+#define COSIM_HANDSHAKE_TIMEOUT_S 20
+
+enum { CHANNEL_SYNC = 0, CHANNEL_ASYNC = 1 };
+enum { OP_READ = 1, OP_WRITE = 2, OP_IRQ = 3 };
+enum { STATUS_OK = 0, STATUS_BUS_ERROR = 1 };
+enum { HELLO_OK = 0, HELLO_VERSION_MISMATCH = 1 };
+
+typedef struct QEMU_PACKED {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t channel;
+    uint32_t pid;
+    uint32_t reserved;
+    char name[64];
+} CosimHello;
+
+typedef struct QEMU_PACKED {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t status;
+    uint32_t irq_count;
+    uint32_t reserved;
+} CosimHelloAck;
+
+typedef struct QEMU_PACKED {
+    uint8_t op;
+    uint8_t size;
+    uint16_t cpu;
+    uint32_t seq;
+    uint64_t offset;
+    uint64_t data;
+    int64_t vclock_ns;
+} CosimRequest;
+
+typedef struct QEMU_PACKED {
+    uint16_t op;
+    uint16_t line;
+    uint32_t level;
+    uint64_t seq;
+} CosimIrqChange;
+
+typedef struct QEMU_PACKED {
+    uint32_t seq;
+    uint8_t status;
+    uint8_t nirq;
+    uint16_t reserved;
+    uint64_t data;
+    CosimIrqChange irq[COSIM_MAX_IRQ_CHANGES];
+} CosimReply;
+
+#define TYPE_COSIM_BRIDGE "cosim-bridge"
+OBJECT_DECLARE_SIMPLE_TYPE(CosimBridgeState, COSIM_BRIDGE)
+
+struct CosimBridgeState {
+    DeviceState parent_obj;
+
+    char *name;
+    char *socket_path;
+    char *irq_list;
+    uint64_t base;
+    uint64_t size;
+
+    MemoryRegion mmio;
+    int sync_fd;
+    int async_fd;
+    uint32_t seq;
+    unsigned nirqs;
+    qemu_irq irqs[COSIM_MAX_IRQS];
+    uint64_t irq_seq[COSIM_MAX_IRQS];
+};
+
+static G_NORETURN void cosim_lost(CosimBridgeState *s, const char *what)
+{
+    error_report("cosim-bridge '%s': %s: the harness is gone, exiting", s->name, what);
+    exit(1);
+}
+
+static void cosim_apply_irq(CosimBridgeState *s, const CosimIrqChange *c)
+{
+    uint16_t line = le16_to_cpu(c->line);
+    uint64_t seq = le64_to_cpu(c->seq);
+
+    if (le16_to_cpu(c->op) != OP_IRQ || line >= s->nirqs) {
+        error_report("cosim-bridge '%s': bad IRQ change (op %u, line %u)", s->name,
+                     le16_to_cpu(c->op), line);
+        return;
+    }
+    /* Both channels carry changes; only the newest per line counts. */
+    if (seq <= s->irq_seq[line]) {
+        return;
+    }
+    s->irq_seq[line] = seq;
+    qemu_set_irq(s->irqs[line], le32_to_cpu(c->level) != 0);
+}
+
+static MemTxResult cosim_access(CosimBridgeState *s, uint8_t op, hwaddr addr, uint64_t *data,
+                                unsigned size)
+{
+    CosimRequest req = {
+        .op = op,
+        .size = size,
+        .cpu = cpu_to_le16(current_cpu ? current_cpu->cpu_index : 0xffff),
+        .seq = cpu_to_le32(++s->seq),
+        .offset = cpu_to_le64(addr),
+        .data = cpu_to_le64(op == OP_WRITE ? *data : 0),
+        .vclock_ns = cpu_to_le64(qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL)),
+    };
+    CosimReply rep;
+    ssize_t n;
+
+    do {
+        n = send(s->sync_fd, &req, sizeof(req), MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n != sizeof(req)) {
+        cosim_lost(s, "MMIO request not sent");
+    }
+    do {
+        n = recv(s->sync_fd, &rep, sizeof(rep), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+        cosim_lost(s, "no MMIO reply");
+    }
+    if (n < (ssize_t)offsetof(CosimReply, irq) || le32_to_cpu(rep.seq) != s->seq ||
+        rep.nirq > COSIM_MAX_IRQ_CHANGES ||
+        n != (ssize_t)(offsetof(CosimReply, irq) + rep.nirq * sizeof(CosimIrqChange))) {
+        error_report("cosim-bridge '%s': malformed MMIO reply (%zd bytes, seq %u, want %u)",
+                     s->name, n, le32_to_cpu(rep.seq), s->seq);
+        exit(1);
+    }
+    for (unsigned i = 0; i < rep.nirq; i++) {
+        cosim_apply_irq(s, &rep.irq[i]);
+    }
+    if (op == OP_READ) {
+        *data = le64_to_cpu(rep.data);
+    }
+    return rep.status == STATUS_OK ? MEMTX_OK : MEMTX_ERROR;
+}
+
+static MemTxResult cosim_read(void *opaque, hwaddr addr, uint64_t *data, unsigned size,
+                              MemTxAttrs attrs)
+{
+    return cosim_access(opaque, OP_READ, addr, data, size);
+}
+
+static MemTxResult cosim_write(void *opaque, hwaddr addr, uint64_t data, unsigned size,
+                               MemTxAttrs attrs)
+{
+    return cosim_access(opaque, OP_WRITE, addr, &data, size);
+}
+
+static const MemoryRegionOps cosim_ops = {
+    .read_with_attrs = cosim_read,
+    .write_with_attrs = cosim_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = { .min_access_size = 1, .max_access_size = 8 },
+    .impl = { .min_access_size = 1, .max_access_size = 8 },
+};
+
+static void cosim_async_readable(void *opaque)
+{
+    CosimBridgeState *s = opaque;
+    CosimIrqChange c;
+    ssize_t n;
+
+    for (;;) {
+        n = recv(s->async_fd, &c, sizeof(c), MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        if (n <= 0) {
+            qemu_set_fd_handler(s->async_fd, NULL, NULL, NULL);
+            cosim_lost(s, "async channel closed");
+        }
+        if (n != sizeof(c)) {
+            error_report("cosim-bridge '%s': malformed async message (%zd bytes)", s->name, n);
+            continue;
+        }
+        cosim_apply_irq(s, &c);
+    }
+}
+
+static int cosim_connect(CosimBridgeState *s, uint16_t channel, Error **errp)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct timeval tv = { .tv_sec = COSIM_HANDSHAKE_TIMEOUT_S };
+    struct timeval no_timeout = { 0 };
+    CosimHello hello = {
+        .magic = cpu_to_le32(COSIM_MAGIC),
+        .version = cpu_to_le16(COSIM_PROTOCOL_VERSION),
+        .channel = cpu_to_le16(channel),
+        .pid = cpu_to_le32(getpid()),
+    };
+    CosimHelloAck ack;
+    ssize_t n;
+    int fd;
+
+    if (strlen(s->socket_path) >= sizeof(sa.sun_path)) {
+        error_setg(errp, "cosim-bridge '%s': socket path too long", s->name);
+        return -1;
+    }
+    strcpy(sa.sun_path, s->socket_path);
+    pstrcpy(hello.name, sizeof(hello.name), s->name);
+
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "cosim-bridge '%s': socket", s->name);
+        return -1;
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        error_setg_errno(errp, errno, "cosim-bridge '%s': cannot connect to %s", s->name,
+                         s->socket_path);
+        goto fail;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (send(fd, &hello, sizeof(hello), MSG_NOSIGNAL) != sizeof(hello)) {
+        error_setg_errno(errp, errno, "cosim-bridge '%s': handshake not sent", s->name);
+        goto fail;
+    }
+    n = recv(fd, &ack, sizeof(ack), 0);
+    if (n != sizeof(ack) || le32_to_cpu(ack.magic) != COSIM_MAGIC) {
+        error_setg(errp, "cosim-bridge '%s': no handshake answer from the harness", s->name);
+        goto fail;
+    }
+    if (le16_to_cpu(ack.status) == HELLO_VERSION_MISMATCH) {
+        error_setg(errp, "cosim-bridge '%s': protocol mismatch: this QEMU speaks v%d, the "
+                   "harness v%d; rebuild QEMU with `cosim build`", s->name,
+                   COSIM_PROTOCOL_VERSION, le16_to_cpu(ack.version));
+        goto fail;
+    }
+    if (le16_to_cpu(ack.status) != HELLO_OK) {
+        error_setg(errp, "cosim-bridge '%s': the harness refused the connection (status %u)",
+                   s->name, le16_to_cpu(ack.status));
+        goto fail;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &no_timeout, sizeof(no_timeout));
+    return fd;
+
+fail:
+    close(fd);
+    return -1;
+}
+
+static Object *cosim_find_gic(unsigned *nspis, Error **errp)
+{
+    static const char *const types[] = { "arm-gicv3-common", "arm_gic_common" };
+
+    for (size_t i = 0; i < ARRAY_SIZE(types); i++) {
+        Object *gic = object_resolve_path_type("", types[i], NULL);
+        if (gic) {
+            uint64_t num_irq = object_property_get_uint(gic, "num-irq", errp);
+            if (num_irq < 32) {
+                return NULL;
+            }
+            *nspis = num_irq - 32;
+            return gic;
+        }
+    }
+    error_setg(errp, "cosim-bridge: the machine has no ARM GIC to wire interrupts to");
+    return NULL;
+}
+
+static bool cosim_wire_irqs(CosimBridgeState *s, Error **errp)
+{
+    g_auto(GStrv) parts = NULL;
+    unsigned nspis;
+    Object *gic;
+
+    if (!s->irq_list || !*s->irq_list) {
+        return true;
+    }
+    gic = cosim_find_gic(&nspis, errp);
+    if (!gic) {
+        return false;
+    }
+    parts = g_strsplit(s->irq_list, ":", -1);
+    for (char **p = parts; *p; p++) {
+        uint64_t spi;
+        if (s->nirqs == COSIM_MAX_IRQS) {
+            error_setg(errp, "cosim-bridge '%s': more than %d IRQs", s->name, COSIM_MAX_IRQS);
+            return false;
+        }
+        if (qemu_strtou64(*p, NULL, 0, &spi) < 0 || spi >= nspis) {
+            error_setg(errp, "cosim-bridge '%s': IRQ '%s' is not a GIC SPI (0..%u)", s->name, *p,
+                       nspis - 1);
+            return false;
+        }
+        s->irqs[s->nirqs++] = qdev_get_gpio_in(DEVICE(gic), spi);
+    }
+    return true;
+}
+
+static void cosim_realize(DeviceState *dev, Error **errp)
+{
+    CosimBridgeState *s = COSIM_BRIDGE(dev);
+
+    if (!s->name || !s->socket_path || !s->size) {
+        error_setg(errp, "cosim-bridge needs name, socket and size properties");
+        return;
+    }
+    if (!cosim_wire_irqs(s, errp)) {
+        return;
+    }
+    s->sync_fd = cosim_connect(s, CHANNEL_SYNC, errp);
+    if (s->sync_fd < 0) {
+        return;
+    }
+    s->async_fd = cosim_connect(s, CHANNEL_ASYNC, errp);
+    if (s->async_fd < 0) {
+        close(s->sync_fd);
+        return;
+    }
+    qemu_socket_set_nonblock(s->async_fd);
+    qemu_set_fd_handler(s->async_fd, cosim_async_readable, NULL, s);
+
+    memory_region_init_io(&s->mmio, OBJECT(dev), &cosim_ops, s, s->name, s->size);
+    /* Above virt's (empty) platform-bus container, which covers the same addresses. */
+    memory_region_add_subregion_overlap(get_system_memory(), s->base, &s->mmio, 1);
+}
+
+static const Property cosim_properties[] = {
+    DEFINE_PROP_STRING("name", CosimBridgeState, name),
+    DEFINE_PROP_STRING("socket", CosimBridgeState, socket_path),
+    DEFINE_PROP_STRING("irqs", CosimBridgeState, irq_list),
+    DEFINE_PROP_UINT64("base", CosimBridgeState, base, 0),
+    DEFINE_PROP_UINT64("size", CosimBridgeState, size, 0),
+};
+
+static void cosim_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+
+    dc->realize = cosim_realize;
+    dc->desc = "cosim bridge: an MMIO window and IRQs served by Python";
+    device_class_set_props(dc, cosim_properties);
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+}
+
+static const TypeInfo cosim_info = {
+    .name = TYPE_COSIM_BRIDGE,
+    .parent = TYPE_DEVICE,
+    .instance_size = sizeof(CosimBridgeState),
+    .class_init = cosim_class_init,
+};
+
+static void cosim_register_types(void)
+{
+    type_register_static(&cosim_info);
+}
+
+type_init(cosim_register_types)

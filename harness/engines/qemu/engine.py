@@ -1,0 +1,126 @@
+"""The QEMU engine: turns a platform into a QEMU command line and runs it.
+
+It knows QEMU only; peripherals reach it as bridge sockets and device-tree text, never as plugins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...build import cache_root, digest
+from ...devicetree import dtb_to_dts
+from ...platform import Machine
+
+PR_SET_PDEATHSIG = 1
+
+# QEMU virt leaves its platform-bus window and its SPIs free when no dynamic sysbus device is used:
+# the bridge maps peripherals there.
+PERIPHERAL_WINDOW = (0x0C000000, 0x0E000000)
+PERIPHERAL_SPIS = range(112, 176)
+RAM_BASE = 0x40000000
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class BridgedDevice:
+    name: str
+    socket: Path
+    base: int
+    size: int
+    spis: tuple[int, ...]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: QEMU gets SIGKILL if the harness dies, however it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class QemuEngine:
+    name = "qemu"
+    peripheral_window = PERIPHERAL_WINDOW
+    peripheral_spis = PERIPHERAL_SPIS
+    ram_base = RAM_BASE
+
+    def __init__(self, binary: Path, machine: Machine):
+        self.binary, self.machine = binary, machine
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def machine_args(self) -> list[str]:
+        m = self.machine
+        return ["-M", f"virt,gic-version={m.gic},memory-backend=ram", "-cpu", m.cpu,
+                "-smp", str(m.cpus), "-m", f"{m.memory // (1 << 20)}M"]
+
+    def base_device_tree(self) -> str:
+        """The machine's own device tree (as DTS), dumped by QEMU once and cached."""
+        key = digest([str(self.binary), str(self.binary.stat().st_mtime_ns), *self.machine_args()])
+        cached = cache_root() / "dtb" / f"virt-{key}.dts"
+        if not cached.exists():
+            cached.parent.mkdir(exist_ok=True)
+            dtb = cached.with_suffix(".dtb")
+            args = self.machine_args()
+            args[1] += f",dumpdtb={dtb}"
+            ram = f"memory-backend-ram,id=ram,size={self.machine.memory}"
+            proc = subprocess.run([str(self.binary), *args, "-object", ram, "-nodefaults",
+                                   "-display", "none"], capture_output=True, text=True, timeout=60)
+            if proc.returncode != 0 or not dtb.exists():
+                raise EngineError(f"QEMU could not dump the virt device tree: {proc.stderr.strip()}")
+            cached.write_text(dtb_to_dts(dtb))
+            dtb.unlink()
+        return cached.read_text()
+
+    def command(self, *, ram_file: Path, dtb: Path, kernel: Path, initramfs: Path, bootargs: str,
+                kernel_console: Path, shell_console: Path, devices: list[BridgedDevice],
+                extra_args: list[str]) -> list[str]:
+        ram = (f"memory-backend-file,id=ram,size={self.machine.memory},mem-path={ram_file},"
+               "share=on")
+        cmd = [str(self.binary), *self.machine_args(), "-object", ram,
+               "-nodefaults", "-display", "none", "-no-reboot", "-nic", "none",
+               "-chardev", f"socket,id=kcon,path={kernel_console}", "-serial", "chardev:kcon",
+               "-device", "virtio-serial-device",
+               "-chardev", f"socket,id=shell,path={shell_console}",
+               "-device", "virtconsole,chardev=shell",
+               "-kernel", str(kernel), "-initrd", str(initramfs), "-dtb", str(dtb),
+               "-append", bootargs]
+        for d in devices:
+            irqs = ":".join(str(s) for s in d.spis)
+            cmd += ["-device", f"cosim-bridge,name={d.name},socket={d.socket},base={d.base:#x},"
+                               f"size={d.size:#x},irqs={irqs}"]
+        return cmd + extra_args
+
+    def start(self, cmd: list[str], stderr_log: Path, cpus: set[int] | None = None) -> None:
+        with stderr_log.open("wb") as err:
+            self.process = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
+                preexec_fn=_die_with_parent)
+        if cpus:
+            pin(self.process.pid, cpus)
+
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pins every thread of a process (QEMU starts its vCPU threads a little later: call again)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(tid), cpus)

@@ -1,0 +1,272 @@
+"""Declarative peripheral models: registers with fields, IRQ outputs, a bus-master port.
+
+A model reads like its datasheet::
+
+    class Timer(Peripheral):
+        compatible = ("acme,timer",)
+        irq_names = ("tick",)
+
+        CTRL = Register(0x00, fields=[Field("EN", 0), Field("IE", 1)], on_write="ctrl_written")
+        COUNT = Register(0x04, access="ro", on_read="current_count")
+        ICR = Register(0x08, access="wo", on_write="clear_interrupt")
+
+Registers hold their value per instance (``self.regs.CTRL.EN``).  ``on_read`` computes a value
+instead of the stored one; ``on_write`` runs after the stored value has taken the write, given the
+written value.  Every register access runs with the peripheral's lock held, so host-side methods
+that share state take ``with self.lock:`` too.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol
+
+from .bus import Bus, BusMaster
+
+Access = Literal["rw", "ro", "wo", "w1c"]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    lsb: int
+    width: int = 1
+    access: Access = "rw"
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.width) - 1) << self.lsb
+
+
+class Register:
+    """One register of a peripheral's map; a class attribute, named after itself."""
+
+    name: str
+
+    def __init__(self, offset: int, *, width: int = 32, reset: int = 0, access: Access = "rw",
+                 fields: Sequence[Field] = (), on_read: str | None = None,
+                 on_write: str | None = None, doc: str = ""):
+        if width not in (8, 16, 32, 64):
+            raise ValueError(f"register width {width} is not 8, 16, 32 or 64")
+        self.offset, self.width, self.reset, self.access = offset, width, reset, access
+        self.fields = {f.name: f for f in fields}
+        self.on_read, self.on_write, self.doc = on_read, on_write, doc
+        full = (1 << width) - 1
+        if fields:
+            self.writable = sum(f.mask for f in fields if f.access in ("rw", "wo"))
+            self.w1c = sum(f.mask for f in fields if f.access == "w1c")
+        else:
+            self.writable = full if access in ("rw", "wo") else 0
+            self.w1c = full if access == "w1c" else 0
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @property
+    def size(self) -> int:
+        return self.width // 8
+
+
+class RegisterValue:
+    """A register's value in one peripheral instance; fields read and write as attributes."""
+
+    __slots__ = ("spec", "value")
+
+    def __init__(self, spec: Register):
+        self.spec = spec
+        self.value = spec.reset
+
+    def __getattr__(self, name: str) -> int:
+        f = self.spec.fields.get(name)
+        if f is None:
+            raise AttributeError(f"register {self.spec.name} has no field {name}")
+        return (self.value & f.mask) >> f.lsb
+
+    def __setattr__(self, name: str, value: int) -> None:
+        if name in RegisterValue.__slots__:
+            object.__setattr__(self, name, value)
+            return
+        f = self.spec.fields.get(name)
+        if f is None:
+            raise AttributeError(f"register {self.spec.name} has no field {name}")
+        self.value = (self.value & ~f.mask) | ((value << f.lsb) & f.mask)
+
+
+class RegisterFile:
+    def __init__(self, specs: Iterable[Register]):
+        for spec in specs:
+            object.__setattr__(self, spec.name, RegisterValue(spec))
+
+    def __getattr__(self, name: str) -> RegisterValue:  # for type checkers: set in __init__
+        raise AttributeError(f"no register {name}")
+
+
+class IrqSink(Protocol):
+    """Where IRQ level changes go: the bridge to QEMU's GIC, or a recorder in unit tests."""
+
+    def set_irq(self, line: int, level: bool) -> None: ...
+
+
+class RecordingIrqSink:
+    """An IRQ sink for unit tests: the current level of each line and how often it rose."""
+
+    def __init__(self) -> None:
+        self.levels: dict[int, bool] = {}
+        self.rises: dict[int, int] = {}
+
+    def set_irq(self, line: int, level: bool) -> None:
+        if level and not self.levels.get(line, False):
+            self.rises[line] = self.rises.get(line, 0) + 1
+        self.levels[line] = level
+
+
+class IrqLine:
+    """A named interrupt output; only level changes reach the sink."""
+
+    def __init__(self, name: str, index: int, sink: IrqSink):
+        self.name, self.index, self.sink = name, index, sink
+        self.level = False
+
+    def set(self, level: bool) -> None:
+        level = bool(level)
+        if level != self.level:
+            self.level = level
+            self.sink.set_irq(self.index, level)
+
+
+PRIMECELL_CELL_ID = 0xB105F00D
+
+
+def _primecell_id_registers(periph_id: int, cell_id: int) -> dict[str, Register]:
+    regs = {}
+    for i in range(4):
+        for name, offset, value in (("PERIPHID", 0xFE0, periph_id), ("PCELLID", 0xFF0, cell_id)):
+            reg = Register(offset + 4 * i, access="ro", reset=(value >> (8 * i)) & 0xFF)
+            reg.__set_name__(Peripheral, f"{name}{i}")
+            regs[reg.name] = reg
+    return regs
+
+
+class PeripheralError(RuntimeError):
+    """A model was configured or used in a way it does not support."""
+
+
+@dataclass(frozen=True)
+class PeripheralConfig:
+    """What the platform says about one instance of a peripheral."""
+
+    name: str
+    base: int
+    size: int
+    irqs: tuple[int, ...] = ()
+    properties: dict[str, Any] | None = None  # model parameters from the platform file
+    dt: dict[str, Any] | None = None  # extra device-tree properties
+
+
+class Peripheral:
+    """Base of every peripheral model.  Subclasses declare registers and IRQ names."""
+
+    compatible: ClassVar[tuple[str, ...]] = ()
+    irq_names: ClassVar[tuple[str, ...]] = ()
+    dma_master: ClassVar[bool] = False  # has a bus-master port
+    default_size: ClassVar[int] = 0x1000
+    # ARM PrimeCell peripheral ID: adds PERIPHID0-3/PCELLID0-3 at 0xFE0..0xFFC, as AMBA probing reads
+    primecell_id: ClassVar[int | None] = None
+
+    _registers: ClassVar[dict[int, Register]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        specs: dict[str, Register] = {}
+        for klass in reversed(cls.__mro__):
+            specs.update({k: v for k, v in vars(klass).items() if isinstance(v, Register)})
+        if cls.primecell_id is not None:
+            specs.update(_primecell_id_registers(cls.primecell_id, PRIMECELL_CELL_ID))
+        by_offset: dict[int, Register] = {}
+        for spec in specs.values():
+            for other in by_offset.values():
+                if spec.offset < other.offset + other.size and other.offset < spec.offset + spec.size:
+                    raise PeripheralError(f"{cls.__name__}: registers {other.name} and {spec.name} overlap")
+            by_offset[spec.offset] = spec
+        cls._registers = dict(sorted(by_offset.items()))
+
+    def __init__(self, config: PeripheralConfig, bus: Bus, irq_sink: IrqSink):
+        self.config = config
+        self.name = config.name
+        self.properties = dict(config.properties or {})
+        self.lock = threading.RLock()
+        self.regs = RegisterFile(self._registers.values())
+        self.irqs = {n: IrqLine(n, i, irq_sink) for i, n in enumerate(self.irq_names)}
+        self.dma = BusMaster(bus, config.name) if self.dma_master else None
+        self.unmapped_accesses = 0
+        self._callbacks: dict[str, Callable[..., Any]] = {}
+        for spec in self._registers.values():
+            for hook in (spec.on_read, spec.on_write):
+                if hook and not callable(getattr(self, hook, None)):
+                    raise PeripheralError(f"{type(self).__name__}.{spec.name}: no method {hook}")
+
+    def irq(self, name: str) -> IrqLine:
+        return self.irqs[name]
+
+    def reset(self) -> None:
+        for spec in self._registers.values():
+            getattr(self.regs, spec.name).value = spec.reset
+
+    # --- the bus side: called by the bridge (or a unit test) for each access ---
+
+    def _find(self, offset: int, size: int) -> tuple[Register, int] | None:
+        spec = self._registers.get(offset)
+        if spec is not None:
+            return spec, 0
+        for spec in self._registers.values():
+            if spec.offset < offset < spec.offset + spec.size:
+                if offset + size > spec.offset + spec.size:
+                    return None
+                return spec, (offset - spec.offset) * 8
+        return None
+
+    def read(self, offset: int, size: int) -> int:
+        """A bus read of ``size`` bytes; unmapped offsets read as zero (and are counted)."""
+        with self.lock:
+            found = self._find(offset, size)
+            if found is None:
+                self.unmapped_accesses += 1
+                return 0
+            spec, shift = found
+            reg = getattr(self.regs, spec.name)
+            if spec.access == "wo":
+                value = 0
+            elif spec.on_read:
+                value = getattr(self, spec.on_read)()
+            else:
+                value = reg.value
+            return (value >> shift) & ((1 << (size * 8)) - 1)
+
+    def write(self, offset: int, size: int, data: int) -> None:
+        """A bus write; writes to read-only bits and unmapped offsets are ignored."""
+        with self.lock:
+            found = self._find(offset, size)
+            if found is None:
+                self.unmapped_accesses += 1
+                return
+            spec, shift = found
+            reg = getattr(self.regs, spec.name)
+            lane = ((1 << (size * 8)) - 1) << shift
+            data = (data << shift) & lane
+            value = (reg.value & ~(spec.writable & lane)) | (data & spec.writable)
+            value &= ~(data & spec.w1c)
+            reg.value = value
+            if spec.on_write:
+                getattr(self, spec.on_write)(data)
+
+    # --- helpers for models ---
+
+    def register_at(self, offset: int) -> Register | None:
+        return self._registers.get(offset)
+
+    @classmethod
+    def register_map(cls) -> list[Register]:
+        return list(cls._registers.values())
+

@@ -1,0 +1,181 @@
+"""Boards described in YAML, checked against a schema with errors that name file, line and fix."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PLATFORM_DIR = Path(__file__).resolve().parent.parent / "platforms"
+
+
+class PlatformError(ValueError):
+    """A platform file is wrong; the message names the file, the line and what to do."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_size(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]i?B?)?\s*", str(value), re.I)
+    if not m:
+        raise ValueError(f"{value!r} is not a size (e.g. 4096, 64K, 1G)")
+    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[(m[2] or "")[:1].upper()]
+    return int(m[1]) * scale
+
+
+class Machine(_Strict):
+    type: Literal["virt"] = "virt"
+    gic: Literal[2, 3] = 3
+    cpu: str = "cortex-a57"
+    cpus: int = Field(1, ge=1, le=8)
+    memory: int = 1 << 30
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> int:
+        return parse_size(v)
+
+
+class Guest(_Strict):
+    bootargs: str = ""
+
+
+class PeripheralSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,30}$")
+    plugin: str
+    base: int
+    size: int | None = None
+    irqs: list[int] = []
+    properties: dict[str, Any] = {}
+    dt: dict[str, Any] = {}
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int | None:
+        return None if v is None else parse_size(v)
+
+
+class Platform(_Strict):
+    name: str
+    description: str = ""
+    machine: Machine = Machine()
+    guest: Guest = Guest()
+    peripherals: list[PeripheralSpec] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Platform:
+        seen: set[str] = set()
+        for p in self.peripherals:
+            if p.name in seen:
+                raise ValueError(f"two peripherals are named {p.name!r}")
+            seen.add(p.name)
+        return self
+
+
+class LoadedPlatform:
+    """A validated platform and where each part of it came from, for later error messages."""
+
+    def __init__(self, spec: Platform, path: Path, root: yaml.Node):
+        self.spec, self.path, self._root = spec, path, root
+
+    def where(self, *loc: str | int) -> str:
+        return f"{self.path}:{_line_of(self._root, loc)}"
+
+
+def _line_of(node: yaml.Node, loc: Iterable[str | int]) -> int:
+    """The 1-based line of the YAML node at ``loc`` (or of the deepest node that exists)."""
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == key:
+                    node = v
+                    break
+            else:
+                return node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+    return node.start_mark.line + 1
+
+
+def _key_line(root: yaml.Node, loc: tuple[str | int, ...]) -> int:
+    """For an unknown key: the line of the key itself."""
+    parent = root
+    for key in loc[:-1]:
+        if isinstance(parent, yaml.MappingNode):
+            parent = next((v for k, v in parent.value if k.value == key), parent)
+        elif isinstance(parent, yaml.SequenceNode) and isinstance(key, int):
+            parent = parent.value[key]
+    if isinstance(parent, yaml.MappingNode):
+        for k, _ in parent.value:
+            if k.value == loc[-1]:
+                return k.start_mark.line + 1
+    return parent.start_mark.line + 1
+
+
+def _fields_of(loc: tuple[str | int, ...]) -> list[str]:
+    model: type[BaseModel] = Platform
+    for key in loc[:-1]:
+        if isinstance(key, int):
+            continue
+        annotation = model.model_fields[key].annotation
+        inner = getattr(annotation, "__args__", (annotation,))[0]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    return sorted(model.model_fields)
+
+
+def _describe(error: dict[str, Any], path: Path, root: yaml.Node) -> str:
+    loc = tuple(error["loc"])
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_fields_of(loc))
+        return f"{path}:{_key_line(root, loc)}: unknown key '{loc[-1]}' — allowed here: {allowed}"
+    if kind == "missing":
+        return f"{path}:{_line_of(root, loc[:-1])}: missing field '{dotted}' — add it"
+    return f"{path}:{_line_of(root, loc)}: {dotted}: {error['msg']}"
+
+
+def resolve_platform_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    candidate = PLATFORM_DIR / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = ", ".join(sorted(p.stem for p in PLATFORM_DIR.glob("*.yaml")))
+    raise PlatformError(f"no platform '{name_or_path}': give a YAML file or one of: {known}")
+
+
+def load_platform(name_or_path: str | Path) -> LoadedPlatform:
+    path = resolve_platform_path(name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise PlatformError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else "?"
+        raise PlatformError(f"{path}:{line}: invalid YAML: {e.problem or e}") from None
+    if not isinstance(data, dict) or root is None:
+        raise PlatformError(f"{path}:1: a platform file is a mapping with at least 'name:'")
+    try:
+        spec = Platform.model_validate(data)
+    except ValidationError as e:
+        raise PlatformError("\n".join(_describe(err, path, root) for err in e.errors())) from None
+    return LoadedPlatform(spec, path, root)

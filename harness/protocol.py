@@ -1,0 +1,108 @@
+"""The cosim bridge wire protocol: the one place it is defined.
+
+QEMU's ``cosim-bridge`` device (guest/qemu/cosim-bridge.c) and the harness speak it over two
+``AF_UNIX``/``SOCK_SEQPACKET`` connections per bridged peripheral, both opened by QEMU to a socket
+the harness listens on inside a private 0700 directory:
+
+* the **sync** channel carries MMIO: QEMU's vCPU thread sends a request and blocks (holding the
+  big QEMU lock) until the harness replies.  The reply carries the read data and every IRQ level
+  change the access caused, so a clear-interrupt write never leaves a stale interrupt pending.
+* the **async** channel carries IRQ level changes that happen outside an MMIO access (a worker
+  thread finishing a DMA, host data arriving at a UART).  QEMU's main loop applies them.
+
+Every IRQ change carries a sequence number taken from one counter per peripheral; QEMU ignores a
+change older than the newest it has applied to that line, so the two channels cannot reorder a
+line's level.
+
+Deadlock rule: while answering a sync request the harness must never wait for anything QEMU's main
+loop must do.  DMA therefore goes through the shared guest-RAM file, never through QEMU.
+
+All integers are little-endian.  ``VERSION`` changes whenever a layout below changes; QEMU and the
+harness compare it in the handshake and refuse to talk on a mismatch.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+MAGIC = 0x4D495343  # "CSIM"
+VERSION = 1
+
+# Handshake, QEMU -> harness, first message on each connection:
+#   u32 magic, u16 version, u16 channel, u32 qemu pid, u32 reserved, char name[64] (NUL padded)
+HELLO = struct.Struct("<IHHII64s")
+# Handshake answer, harness -> QEMU: u32 magic, u16 version, u16 status, u32 irq count, u32 reserved
+HELLO_ACK = struct.Struct("<IHHII")
+
+# MMIO request, QEMU -> harness (sync channel):
+#   u8 op, u8 size, u16 cpu, u32 seq, u64 offset, u64 data (writes), i64 virtual clock in ns
+REQUEST = struct.Struct("<BBHIQQq")
+# MMIO reply, harness -> QEMU: u32 seq, u8 status, u8 irq change count, u16 reserved, u64 data,
+# followed by that many IRQ_CHANGE records.
+REPLY = struct.Struct("<IBBHQ")
+# IRQ level change (in a reply, or alone on the async channel):
+#   u16 op (=Op.IRQ), u16 line, u32 level, u64 sequence number
+IRQ_CHANGE = struct.Struct("<HHIQ")
+
+MAX_IRQ_CHANGES_PER_REPLY = 32
+MAX_IRQ_LINES = 64
+
+
+class Channel(IntEnum):
+    SYNC = 0
+    ASYNC = 1
+
+
+class Op(IntEnum):
+    READ = 1
+    WRITE = 2
+    IRQ = 3
+
+
+class Status(IntEnum):
+    OK = 0
+    BUS_ERROR = 1  # QEMU turns it into MEMTX_ERROR: a synchronous external abort in the guest
+
+
+class HelloStatus(IntEnum):
+    OK = 0
+    VERSION_MISMATCH = 1
+    UNKNOWN_PERIPHERAL = 2
+
+
+class ProtocolError(RuntimeError):
+    """The other side broke the protocol, or speaks another version of it."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    version: int
+    channel: Channel
+    pid: int
+    name: str
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Hello:
+        if len(raw) != HELLO.size:
+            raise ProtocolError(f"handshake of {len(raw)} bytes, expected {HELLO.size}")
+        magic, version, channel, pid, _, name = HELLO.unpack(raw)
+        if magic != MAGIC:
+            raise ProtocolError(f"bad handshake magic {magic:#x}: not a cosim-bridge peer")
+        return cls(version, Channel(channel), pid, name.rstrip(b"\0").decode())
+
+
+def encode_hello_ack(status: HelloStatus, irq_count: int = 0) -> bytes:
+    return HELLO_ACK.pack(MAGIC, VERSION, status, irq_count, 0)
+
+
+def encode_irq_change(line: int, level: int, seq: int) -> bytes:
+    return IRQ_CHANGE.pack(Op.IRQ, line, level, seq)
+
+
+def stale_build_message(qemu_version: int) -> str:
+    return (
+        f"QEMU's cosim-bridge speaks protocol v{qemu_version}, this harness v{VERSION}: "
+        "the QEMU build is stale. Run `cosim build` to rebuild it."
+    )

@@ -1,0 +1,165 @@
+"""ARM PrimeCell UART (PL011), r1p5: the register model Linux's amba-pl011 driver programs.
+
+Data leaves the TX FIFO at once (no baud-rate delay) into a host-side buffer; host data waits in
+a host queue and enters the 32-entry RX FIFO as the guest drains it, so nothing is lost without
+flow control.  DMACR is kept; its RX/TX DMA request outputs are wired by the DMAC's request
+interface.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from cosim.api import DtNode, Field, Peripheral, Ref, Register, hookimpl
+
+FIFO_DEPTH = 32
+# IFLS trigger levels, in eighths of the FIFO: 1/8, 1/4, 1/2, 3/4, 7/8
+TRIGGER_EIGHTHS = (1, 2, 4, 6, 7)
+
+RX, TX, RT, OE = 1 << 4, 1 << 5, 1 << 6, 1 << 10
+INTERRUPT_FIELDS = [
+    Field("RIM", 0), Field("CTSM", 1), Field("DCDM", 2), Field("DSRM", 3), Field("RX", 4),
+    Field("TX", 5), Field("RT", 6), Field("FE", 7), Field("PE", 8), Field("BE", 9), Field("OE", 10),
+]
+
+
+class Pl011(Peripheral):
+    compatible = ("arm,pl011", "arm,primecell")
+    primecell_id = 0x00341011  # part 0x011, designer ARM (0x41), revision 3: 32-entry FIFOs
+    irq_names = ("uart",)
+    dma_request_names = ("rx", "tx")
+
+    DR = Register(0x000, width=16, fields=[Field("DATA", 0, 8)],
+                  on_read="read_data", on_write="write_data")
+    RSR = Register(0x004, fields=[Field("FE", 0), Field("PE", 1), Field("BE", 2), Field("OE", 3)],
+                   on_write="clear_errors", doc="receive status / error clear")
+    FR = Register(0x018, access="ro", on_read="flags")
+    ILPR = Register(0x020, width=8)
+    IBRD = Register(0x024, width=16)
+    FBRD = Register(0x028, width=8, fields=[Field("DIVFRAC", 0, 6)])
+    LCR_H = Register(0x02C, width=8, fields=[
+        Field("BRK", 0), Field("PEN", 1), Field("EPS", 2), Field("STP2", 3), Field("FEN", 4),
+        Field("WLEN", 5, 2), Field("SPS", 7)], on_write="line_control_written")
+    CR = Register(0x030, width=16, reset=0x0300, fields=[
+        Field("UARTEN", 0), Field("SIREN", 1), Field("SIRLP", 2), Field("LBE", 7), Field("TXE", 8),
+        Field("RXE", 9), Field("DTR", 10), Field("RTS", 11), Field("OUT1", 12), Field("OUT2", 13),
+        Field("RTSEN", 14), Field("CTSEN", 15)], on_write="control_written")
+    IFLS = Register(0x034, width=8, reset=0x12,
+                    fields=[Field("TXIFLSEL", 0, 3), Field("RXIFLSEL", 3, 3)],
+                    on_write="update_interrupts")
+    IMSC = Register(0x038, width=16, fields=INTERRUPT_FIELDS, on_write="update_interrupts")
+    RIS = Register(0x03C, width=16, access="ro")
+    MIS = Register(0x040, width=16, access="ro", on_read="masked_status")
+    ICR = Register(0x044, width=16, access="wo", on_write="clear_interrupts")
+    DMACR = Register(0x048, width=8, fields=[Field("RXDMAE", 0), Field("TXDMAE", 1),
+                                            Field("DMAONERR", 2)])
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.rx_fifo: deque[int] = deque()
+        self.host_queue: deque[int] = deque()
+        self.transmitted = bytearray()
+        self.tx_ready = threading.Condition(self.lock)
+
+    # --- host side ---
+
+    def send_to_guest(self, data: bytes) -> None:
+        """Queues bytes for the guest; they enter the RX FIFO as it has room."""
+        with self.lock:
+            self.host_queue.extend(data)
+            self._refill()
+            self.update_interrupts()
+
+    def take_from_guest(self, count: int, timeout: float) -> bytes:
+        """Waits until the guest has sent ``count`` bytes (or ``timeout`` passes); takes them."""
+        with self.tx_ready:
+            self.tx_ready.wait_for(lambda: len(self.transmitted) >= count, timeout)
+            data = bytes(self.transmitted[:count])
+            del self.transmitted[:count]
+            return data
+
+    # --- register side effects ---
+
+    def _depth(self) -> int:
+        return FIFO_DEPTH if self.regs.LCR_H.FEN else 1
+
+    def _receiving(self) -> bool:
+        return bool(self.regs.CR.UARTEN and self.regs.CR.RXE)
+
+    def _refill(self) -> None:
+        if not self._receiving():
+            return
+        depth = self._depth()
+        while self.host_queue and len(self.rx_fifo) < depth:
+            self.rx_fifo.append(self.host_queue.popleft())
+
+    def read_data(self) -> int:
+        value = self.rx_fifo.popleft() if self.rx_fifo else 0
+        self._refill()
+        self.update_interrupts()
+        return value
+
+    def write_data(self, value: int) -> None:
+        byte = value & 0xFF
+        if not (self.regs.CR.UARTEN and self.regs.CR.TXE):
+            return
+        if self.regs.CR.LBE:
+            self.host_queue.append(byte)
+            self._refill()
+        else:
+            self.transmitted.append(byte)
+            self.tx_ready.notify_all()
+        self.regs.RIS.value |= TX  # the FIFO drained below its trigger level at once
+        self.update_interrupts()
+
+    def flags(self) -> int:
+        rxfe = not self.rx_fifo
+        rxff = len(self.rx_fifo) >= self._depth()
+        # CTS (bit 0) reads as asserted: the host side is always ready.
+        return 1 | (rxfe << 4) | (rxff << 6) | (1 << 7)
+
+    def clear_errors(self, _value: int) -> None:
+        self.regs.RSR.value = 0
+
+    def line_control_written(self, _value: int) -> None:
+        # Changing FEN empties the FIFOs' view of depth; keep data, honour the new depth.
+        self._refill()
+        self.update_interrupts()
+
+    def control_written(self, _value: int) -> None:
+        self._refill()
+        self.update_interrupts()
+
+    def masked_status(self) -> int:
+        return self.regs.RIS.value & self.regs.IMSC.value
+
+    def clear_interrupts(self, value: int) -> None:
+        self.regs.RIS.value &= ~value
+        self.update_interrupts(recompute_rx=False)
+
+    def update_interrupts(self, _value: int = 0, recompute_rx: bool = True) -> None:
+        ris = self.regs.RIS.value
+        if recompute_rx:
+            level = len(self.rx_fifo)
+            trigger = FIFO_DEPTH * TRIGGER_EIGHTHS[min(self.regs.IFLS.RXIFLSEL, 4)] // 8
+            ris = ris | RX if level >= (trigger if self.regs.LCR_H.FEN else 1) else ris & ~RX
+            # Receive timeout: data is waiting and no more is arriving right now.
+            ris = ris | RT if level and not self.host_queue and not ris & RX else ris & ~RT
+            if not level:
+                ris &= ~RT
+        self.regs.RIS.value = ris
+        self.irq("uart").set(bool(ris & self.regs.IMSC.value))
+
+
+@hookimpl
+def cosim_peripheral_types() -> dict[str, type[Peripheral]]:
+    return {"pl011": Pl011}
+
+
+@hookimpl
+def cosim_device_tree(peripheral: Peripheral, node: DtNode) -> None:
+    if isinstance(peripheral, Pl011):
+        clock = Ref("/apb-pclk")  # QEMU virt's fixed 24 MHz APB clock
+        node.set("clocks", [clock, clock])
+        node.set("clock-names", ["uartclk", "apb_pclk"])
