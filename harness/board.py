@@ -8,12 +8,14 @@ the logs that explain it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
 import socket
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,16 @@ BOOTARGS = "console=ttyAMA0 rdinit=/init panic=-1 loglevel=7"
 BOOT_TIMEOUT_S = 60.0
 WORKDIR_PARENT = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 WORKDIR_PREFIX = "cosim-"
+
+
+_live_boards: weakref.WeakSet[Board] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_boards() -> None:
+    """However the harness ends (Ctrl-C included), no QEMU, socket or RAM file stays behind."""
+    for board in list(_live_boards):
+        board.stop()
 
 
 class BoardFailure(AssertionError):
@@ -223,6 +235,7 @@ class Board:
 
     def start(self, boot_timeout: float = BOOT_TIMEOUT_S, extra_qemu_args: list[str] | None = None) -> None:
         sweep_stale_workdirs()
+        _live_boards.add(self)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-",
                                              dir=WORKDIR_PARENT))
@@ -304,6 +317,7 @@ class Board:
         self.bus.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir = None
+        _live_boards.discard(self)
 
     def _write_trace(self) -> None:
         lines = [f"{'W' if r.write else 'R'} {r.master} {r.address:#x} +{r.length}"

@@ -72,10 +72,8 @@ class BridgeEndpoint:
 
     def _send_async(self, change: bytes) -> None:
         assert self.async_ is not None
-        try:
+        with contextlib.suppress(OSError):  # QEMU is gone; the board reports its exit
             self.async_.send(change)
-        except OSError:
-            pass  # QEMU is gone; the board reports its exit
 
     # --- serving ---
 
@@ -98,15 +96,15 @@ class BridgeEndpoint:
         try:
             for _ in range(2):
                 conn, hello = self._accept()
+                conn.send(p.encode_hello_ack(p.HelloStatus.OK, len(self.peripheral.irqs)))
                 if hello.channel == p.Channel.SYNC:
                     self.sync = conn
-                else:
-                    with self._irq_lock:
-                        self.async_ = conn
-                        for change in self._pending_async:
-                            self._send_async(change)
-                        self._pending_async.clear()
-                conn.send(p.encode_hello_ack(p.HelloStatus.OK, len(self.peripheral.irqs)))
+                    continue
+                with self._irq_lock:  # after the handshake answer: QEMU reads that first
+                    self.async_ = conn
+                    for change in self._pending_async:
+                        self._send_async(change)
+                    self._pending_async.clear()
             self._serve()
         except (OSError, p.ProtocolError) as e:
             if not self._closed:

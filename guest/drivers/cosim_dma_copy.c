@@ -8,6 +8,8 @@
  *   echo "test MODE ITERATIONS SEED MAX_SIZE" > control   MODE: coherent, single, sg or all
  *   echo "bench SIZE COUNT" > control                      copies without verifying, timed
  *   echo "fault ADDRESS" > control                         copies to ADDRESS, expects a fault
+ *   echo "misuse" > control                                unmaps with the wrong size: a
+ *                                                          deliberate bug for DMA-API debug
  *   cat control                                            the last result, one line
  * A write returns an error when the operation failed; the result line says why.
  */
@@ -439,6 +441,23 @@ static int run_fault(struct copy_engine *ce, u64 address)
 	return ret;
 }
 
+/* A deliberate driver bug: the unmap names half the mapped size. */
+static int run_misuse(struct copy_engine *ce)
+{
+	dma_addr_t dma;
+	void *buf;
+
+	buf = kmalloc(256, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	dma = dma_map_single(ce->dev, buf, 256, DMA_TO_DEVICE);
+	if (!dma_mapping_error(ce->dev, dma))
+		dma_unmap_single(ce->dev, dma, 128, DMA_TO_DEVICE);
+	kfree(buf);
+	snprintf(ce->result, RESULT_LEN, "misuse unmapped 128 of 256 bytes\n");
+	return 0;
+}
+
 static ssize_t control_write(struct file *file, const char __user *ubuf, size_t count,
 			     loff_t *ppos)
 {
@@ -462,6 +481,8 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 		ret = run_bench(ce, a, b);
 	else if (sscanf(buf, "fault %llx", &address) == 1)
 		ret = run_fault(ce, address);
+	else if (!strncmp(buf, "misuse", 6))
+		ret = run_misuse(ce);
 	else
 		ret = -EINVAL;
 	mutex_unlock(&ce->lock);

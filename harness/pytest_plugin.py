@@ -1,0 +1,180 @@
+"""pytest plugin: booted boards as fixtures, guest failures as test failures, logs kept.
+
+Installed with cosim (entry point ``pytest11``), so it works in any repository::
+
+    def test_uart(board):                       # a fresh board for this test
+        assert "ttyAMA1" in board.run("ls /dev").output
+
+    @pytest.mark.cosim_expect("DMA-API")        # a test that provokes DMA-API warnings
+    def test_bad_unmap(board): ...
+
+Fixtures: ``board`` (per test), ``module_board``, ``session_board`` (shared: boot once), ``console``
+(the per-test board's command runner) and ``cosim_board_factory`` (boards of your own platform or
+plugins).  Options: ``--cosim-platform``, ``--cosim-artifacts``, ``--cosim-keep-artifacts``.
+Each test's logs (serial, kernel log, QEMU stderr, plugin trace, DTS) are named in its failure.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .board import Board
+from .build import Artifacts, build_all
+from .platform import load_platform
+from .pluginmanager import create_plugin_manager
+
+LOGS_KEY = pytest.StashKey[list[Path]]()
+BOARD_FIXTURES = ("board", "module_board", "session_board", "console")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cosim")
+    group.addoption("--cosim-platform", default="virt",
+                    help="platform name (platforms/NAME.yaml) or YAML file to boot (default: virt)")
+    group.addoption("--cosim-artifacts", default="cosim-artifacts", type=Path,
+                    help="folder for per-test logs (default: ./cosim-artifacts)")
+    group.addoption("--cosim-keep-artifacts", action="store_true",
+                    help="keep the logs of passing tests too (failing tests' logs are always kept)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cosim_expect(*categories): kernel-log categories the test "
+                            "expects, e.g. 'DMA-API', instead of failing on them")
+    config.addinivalue_line("markers", "integration: boots the real guest in QEMU")
+    # SIGTERM (CI cancelling a job) must unwind like Ctrl-C so that boards stop.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:120]
+
+
+@pytest.fixture(scope="session")
+def cosim_artifacts(pytestconfig: pytest.Config) -> Artifacts:
+    """QEMU, kernel and initramfs, built if the cache lacks them."""
+    return build_all()
+
+
+class _BoardMaker:
+    def __init__(self, config: pytest.Config, artifacts: Artifacts, logdir: Path):
+        self.config, self.artifacts, self.logdir = config, artifacts, logdir
+        self.boards: list[Board] = []
+
+    def __call__(self, platform: str | Path | None = None, plugins: tuple[object, ...] = (),
+                 start: bool = True) -> Board:
+        name = platform or self.config.getoption("--cosim-platform")
+        logdir = self.logdir if not self.boards else self.logdir / f"board{len(self.boards)}"
+        pm = create_plugin_manager(plugins) if plugins else None
+        board = Board(load_platform(name), self.artifacts, logdir, pm=pm)
+        self.boards.append(board)
+        if start:
+            board.start()
+        return board
+
+    def stop_all(self) -> None:
+        for board in self.boards:
+            board.stop()
+
+
+def _logdir(request: pytest.FixtureRequest, name: str) -> Path:
+    root: Path = request.config.getoption("--cosim-artifacts")
+    logdir = (root / _safe_name(name)).resolve()
+    shutil.rmtree(logdir, ignore_errors=True)
+    return logdir
+
+
+def _maker(request: pytest.FixtureRequest, artifacts: Artifacts, name: str) -> Iterator[_BoardMaker]:
+    maker = _BoardMaker(request.config, artifacts, _logdir(request, name))
+    try:
+        yield maker
+    finally:
+        maker.stop_all()
+
+
+@pytest.fixture
+def cosim_board_factory(request: pytest.FixtureRequest,
+                        cosim_artifacts: Artifacts) -> Iterator[Callable[..., Board]]:
+    """Makes boards: ``cosim_board_factory(platform=None, plugins=(), start=True)``."""
+    yield from _maker(request, cosim_artifacts, request.node.nodeid)
+
+
+@pytest.fixture
+def board(cosim_board_factory: Callable[..., Board]) -> Board:
+    return cosim_board_factory()
+
+
+@pytest.fixture
+def console(board: Board) -> Callable[..., Any]:
+    """``console(cmd, timeout=60, check=True)`` runs a guest command on the per-test board."""
+    return board.run
+
+
+@pytest.fixture(scope="module")
+def module_board(request: pytest.FixtureRequest, cosim_artifacts: Artifacts) -> Iterator[Board]:
+    for maker in _maker(request, cosim_artifacts, request.node.nodeid + "-module"):
+        yield maker()
+
+
+@pytest.fixture(scope="session")
+def session_board(request: pytest.FixtureRequest, cosim_artifacts: Artifacts) -> Iterator[Board]:
+    for maker in _maker(request, cosim_artifacts, "session"):
+        yield maker()
+
+
+def _boards_of(item: pytest.Item) -> list[Board]:
+    funcargs = getattr(item, "funcargs", {})
+    boards = [funcargs[name] for name in ("board", "module_board", "session_board") if name in funcargs]
+    factory = funcargs.get("cosim_board_factory")
+    if isinstance(factory, _BoardMaker):
+        boards += factory.boards
+    return [b for b in boards if isinstance(b, Board)]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    boards = _boards_of(item)
+    expected = [c for m in item.iter_markers("cosim_expect") for c in m.args]
+    contexts = [b.expect(*expected) for b in boards if b.kernel_log is not None]
+    for ctx in contexts:
+        ctx.__enter__()
+    try:
+        result = yield
+        for b in boards:  # what happened after the test's last guest command counts too
+            if b.workdir is not None:
+                b.check()
+        return result
+    finally:
+        for ctx in reversed(contexts):
+            ctx.__exit__(None, None, None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    report = yield
+    dirs = item.stash.setdefault(LOGS_KEY, [])
+    dirs.extend(b.logdir for b in _boards_of(item) if b.logdir not in dirs)
+    if dirs and report.failed:
+        listing = "\n".join(str(d) for d in dirs)
+        report.sections.append(("cosim logs", listing))
+        for d in dirs:
+            item.user_properties.append(("cosim_logs", str(d)))
+    return report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run that passed leaves no logs behind unless asked to; a failing run keeps them all."""
+    if session.config.getoption("--cosim-keep-artifacts", default=True):
+        return
+    root: Path = session.config.getoption("--cosim-artifacts")
+    failed = session.testsfailed or exitstatus not in (0, 5)
+    if root.exists() and not failed:
+        shutil.rmtree(root, ignore_errors=True)

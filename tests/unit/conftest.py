@@ -1,0 +1,30 @@
+"""Unit tests: models against an in-memory bus, no QEMU."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from cosim.bus import Bus, Memory
+from cosim.peripheral import Peripheral, PeripheralConfig, RecordingIrqSink
+
+RAM_BASE = 0x40000000
+RAM_SIZE = 1 << 20
+
+
+@pytest.fixture
+def bus() -> Bus:
+    return Bus([Memory.zeroed("ram", RAM_BASE, RAM_SIZE)])
+
+
+@pytest.fixture
+def irqs() -> RecordingIrqSink:
+    return RecordingIrqSink()
+
+
+@pytest.fixture
+def make(bus: Bus, irqs: RecordingIrqSink) -> Callable[..., Peripheral]:
+    def make(cls: type[Peripheral], **properties: object) -> Peripheral:
+        return cls(PeripheralConfig("dut", 0x0C000000, cls.default_size, (112,), properties), bus, irqs)
+
+    return make

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import pytest
+from cosim.peripheral import Field, Peripheral, PeripheralError, Register
+
+
+class Widget(Peripheral):
+    irq_names = ("irq",)
+    primecell_id = 0x00041234
+
+    CTRL = Register(0x00, fields=[Field("EN", 0), Field("MODE", 4, 3), Field("LOCKED", 8, access="ro")],
+                    on_write="ctrl_written")
+    STATUS = Register(0x04, reset=0x3, fields=[Field("DONE", 0, access="w1c"), Field("ERR", 1, access="w1c")])
+    COUNT = Register(0x08, access="ro", on_read="count")
+    DATA = Register(0x0C, width=16, reset=0xBEEF)
+    SECRET = Register(0x10, access="wo")
+
+    def __init__(self, *a, **k):  # type: ignore[no-untyped-def]
+        super().__init__(*a, **k)
+        self.writes: list[int] = []
+
+    def ctrl_written(self, value: int) -> None:
+        self.writes.append(value)
+
+    def count(self) -> int:
+        return 0x11223344
+
+
+def test_reset_values_and_fields(make):
+    w = make(Widget)
+    assert w.read(0x04, 4) == 0x3
+    assert w.regs.DATA.value == 0xBEEF
+    w.regs.CTRL.MODE = 5
+    assert w.regs.CTRL.value == 5 << 4
+    assert w.regs.CTRL.MODE == 5
+
+
+def test_read_only_fields_ignore_writes_and_callback_sees_written_value(make):
+    w = make(Widget)
+    w.write(0x00, 4, 0xFFFF_FFFF)
+    assert w.read(0x00, 4) == 0x71  # EN and MODE only; LOCKED is read-only
+    assert w.writes == [0xFFFF_FFFF]
+
+
+def test_write_one_to_clear(make):
+    w = make(Widget)
+    w.write(0x04, 4, 0x1)
+    assert w.read(0x04, 4) == 0x2
+
+
+def test_on_read_computes_and_sub_word_reads_take_lanes(make):
+    w = make(Widget)
+    assert w.read(0x08, 4) == 0x11223344
+    assert w.read(0x09, 1) == 0x33
+    assert w.read(0x0A, 2) == 0x1122
+
+
+def test_write_only_reads_zero_and_unmapped_is_counted(make):
+    w = make(Widget)
+    w.write(0x10, 4, 0x1234)
+    assert w.read(0x10, 4) == 0
+    assert w.read(0x100, 4) == 0
+    w.write(0x104, 4, 1)
+    assert w.unmapped_accesses == 2
+
+
+def test_byte_write_merges_into_register(make):
+    w = make(Widget)
+    w.write(0x0D, 1, 0x12)
+    assert w.regs.DATA.value == 0x12EF
+
+
+def test_primecell_ids(make):
+    w = make(Widget)
+    ids = [w.read(0xFE0 + 4 * i, 4) for i in range(8)]
+    assert ids == [0x34, 0x12, 0x04, 0x00, 0x0D, 0xF0, 0x05, 0xB1]
+
+
+def test_overlapping_registers_are_refused():
+    with pytest.raises(PeripheralError, match="overlap"):
+
+        class Bad(Peripheral):
+            A = Register(0x00)
+            B = Register(0x02, width=16)
+
+
+def test_missing_callback_is_refused(make):
+    class Bad(Peripheral):
+        A = Register(0x00, on_write="nowhere")
+
+    with pytest.raises(PeripheralError, match="no method nowhere"):
+        make(Bad)
+
+
+def test_irq_sink_sees_only_changes(make, irqs):
+    w = make(Widget)
+    w.irq("irq").set(True)
+    w.irq("irq").set(True)
+    w.irq("irq").set(False)
+    w.irq("irq").set(True)
+    assert irqs.rises == {0: 2}
+    assert irqs.levels[0] is True
