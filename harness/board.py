@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -48,6 +49,28 @@ def _stop_live_boards() -> None:
         board.stop()
 
 
+def _terminate_like_interrupt(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _unwind_on_sigterm() -> None:
+    """SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so boards stop and clean up."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _terminate_like_interrupt)
+
+
+def default_pinning() -> set[int]:
+    """QEMU and the bridge threads share one core (wake-ups across cores cost ~70 us on these
+    VMs; see the README's numbers).  COSIM_PIN=off disables it, COSIM_PIN=3 picks core 3."""
+    setting = os.environ.get("COSIM_PIN", "auto")
+    if setting == "off":
+        return set()
+    if setting == "auto":
+        return {max(os.sched_getaffinity(0))}
+    return {int(cpu) for cpu in setting.split(",")}
+
+
 class BoardFailure(AssertionError):
     """The board broke; the message carries the cause and where the logs are."""
 
@@ -69,7 +92,7 @@ class Board:
         self.platform, self.artifacts = platform, artifacts
         self.logdir = logdir
         self.pm = pm or default_plugin_manager()
-        self.pin_cpus = pin_cpus
+        self.pin_cpus = default_pinning() if pin_cpus is None else pin_cpus
         self.types = peripheral_types(self.pm)
         self.engine = QemuEngine(artifacts.qemu, platform.spec.machine)
         self._check_platform()
@@ -80,6 +103,7 @@ class Board:
         self.endpoints: list[BridgeEndpoint] = []
         self.failures: list[BridgeFailure] = []
         self.expected_dma_faults = 0
+        self.failure: BoardFailure | None = None
         self._failure_lock = threading.Lock()
         self.workdir: Path | None = None
         self.kernel_log: KernelLog | None = None
@@ -134,25 +158,35 @@ class Board:
                 f.write(text.rstrip() + "\n")
 
     def check(self) -> None:
-        """Raises BoardFailure if anything went wrong; the console calls it while it waits."""
+        """Raises BoardFailure if anything went wrong; the console calls it while it waits.
+
+        The first failure sticks: a broken board raises it again on every later use."""
+        if self.failure is not None:
+            raise self.failure
+        cause = self._find_failure()
+        if cause is not None:
+            self.failure = BoardFailure(cause)
+            raise self.failure
+
+    def _find_failure(self) -> str | None:
         if self.failures:
             f = self.failures[0]
-            raise BoardFailure(self._report(f"peripheral '{f.peripheral}': {f.message}", f.traceback))
+            return self._report(f"peripheral '{f.peripheral}': {f.message}", f.traceback)
         if self.kernel_log is not None and (events := self.kernel_log.unexpected()):
             self.kernel_log.settle()
             lines = "\n".join(f"  [{e.category}] {e.line}" for e in events[:5])
-            raise BoardFailure(self._report(f"the guest kernel reported:\n{lines}"))
+            return self._report(f"the guest kernel reported:\n{lines}")
         unexpected = len(self.bus.faults) - self.expected_dma_faults
         if unexpected > 0:
             faults = "\n".join(f"  {f}" for f in self.bus.faults[-unexpected:][:5])
-            raise BoardFailure(self._report(f"unexpected DMA fault(s):\n{faults}"))
+            return self._report(f"unexpected DMA fault(s):\n{faults}")
         code = self.engine.exit_code()
         if code is not None:
             if self.kernel_log is not None:
                 self.kernel_log.settle()
             stderr = (self.logdir / "qemu-stderr.log").read_text(errors="replace").strip()
-            raise BoardFailure(self._report(f"QEMU exited with status {code}\nQEMU stderr:\n"
-                                            f"{stderr or '(empty)'}"))
+            return self._report(f"QEMU exited with status {code}\nQEMU stderr:\n{stderr or '(empty)'}")
+        return None
 
     def _report(self, cause: str, detail: str = "") -> str:
         parts = [cause]
@@ -186,7 +220,8 @@ class Board:
         for spec in self.platform.spec.peripherals:
             cls = self.types[spec.plugin]
             size = spec.size or cls.default_size
-            endpoint = BridgeEndpoint(spec.name, workdir / f"{spec.name}.sock", self._on_bridge_failure)
+            endpoint = BridgeEndpoint(spec.name, workdir / f"{spec.name}.sock", self._on_bridge_failure,
+                                      self.pin_cpus)
             self.endpoints.append(endpoint)
             config = PeripheralConfig(spec.name, spec.base, size, tuple(spec.irqs), spec.properties,
                                       spec.dt)
@@ -235,6 +270,7 @@ class Board:
 
     def start(self, boot_timeout: float = BOOT_TIMEOUT_S, extra_qemu_args: list[str] | None = None) -> None:
         sweep_stale_workdirs()
+        _unwind_on_sigterm()
         _live_boards.add(self)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-",
@@ -309,6 +345,8 @@ class Board:
         self.engine.stop()
         for endpoint in self.endpoints:
             endpoint.close()
+        for peripheral in self.peripherals.values():
+            peripheral.close()
         if self.console is not None:
             self.console.close()
         if self.kernel_log is not None:

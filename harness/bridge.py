@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import socket
 import threading
 import traceback
@@ -35,8 +36,10 @@ class BridgeFailure:
 class BridgeEndpoint:
     """Implements IrqSink for its peripheral; serves QEMU's requests once started."""
 
-    def __init__(self, name: str, socket_path: Path, on_failure: Callable[[BridgeFailure], None]):
+    def __init__(self, name: str, socket_path: Path, on_failure: Callable[[BridgeFailure], None],
+                 cpus: set[int] | None = None):
         self.name, self.socket_path = name, socket_path
+        self.cpus = cpus  # serve on these CPUs: beside QEMU's vCPU thread, wake-ups are cheap
         self.on_failure = on_failure
         self.peripheral: Peripheral | None = None
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -93,6 +96,8 @@ class BridgeEndpoint:
         return conn, hello
 
     def _run(self) -> None:
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)  # this thread only
         try:
             for _ in range(2):
                 conn, hello = self._accept()

@@ -147,7 +147,7 @@ class ShellConsole:
             except pexpect.TIMEOUT:
                 if time.monotonic() > deadline:
                     raise CommandTimeout(f"timed out after {timeout:g} s waiting for {what}") from None
-            except pexpect.EOF:
+            except (pexpect.EOF, OSError):
                 self.watchdog()
                 raise CommandTimeout(f"the shell console closed while waiting for {what}") from None
 
@@ -157,7 +157,11 @@ class ShellConsole:
     def run(self, command: str, timeout: float = 60.0, check: bool = True) -> CommandResult:
         cid = next(self._ids)
         encoded = base64.b64encode(command.encode()).decode()
-        self.spawn.send(f"cosim-run {cid} {encoded}\n".encode())
+        try:
+            self.spawn.send(f"cosim-run {cid} {encoded}\n".encode())
+        except OSError:
+            self.watchdog()
+            raise
         self._expect(re.compile(rb"@@cosim-begin %d@@\r?\n" % cid), timeout, f"`{command}` to start")
         try:
             match = self._expect(re.compile(rb"@@cosim-end %d (\d+)@@" % cid), timeout,
@@ -167,7 +171,9 @@ class ShellConsole:
             self.spawn.send(b"\x03")  # SIGINT to the command; the agent survives it
             raise CommandTimeout(f"{e}\npartial output:\n{partial}") from None
         output = (self.spawn.before or b"").decode(errors="replace").replace("\r\n", "\n")
-        result = CommandResult(command, output.removesuffix("\n"), int(match.group(1)))
+        # Drop the newline the agent adds before the end marker, then the output's own last one.
+        output = output.removesuffix("\n").removesuffix("\n")
+        result = CommandResult(command, output, int(match.group(1)))
         if check and result.status != 0:
             raise CommandFailed(result)
         return result

@@ -207,6 +207,9 @@ class Peripheral:
                 if hook and not callable(getattr(self, hook, None)):
                     raise PeripheralError(f"{type(self).__name__}.{spec.name}: no method {hook}")
 
+    def close(self) -> None:
+        """The board is stopping: models with host-side threads or files release them here."""
+
     def irq(self, name: str) -> IrqLine:
         return self.irqs[name]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,9 +47,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cosim_expect(*categories): kernel-log categories the test "
                             "expects, e.g. 'DMA-API', instead of failing on them")
     config.addinivalue_line("markers", "integration: boots the real guest in QEMU")
-    # SIGTERM (CI cancelling a job) must unwind like Ctrl-C so that boards stop.
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _safe_name(text: str) -> str:
@@ -148,7 +144,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     try:
         result = yield
         for b in boards:  # what happened after the test's last guest command counts too
-            if b.workdir is not None:
+            if b.workdir is not None and b.failure is None:
                 b.check()
         return result
     finally:

@@ -1,19 +1,23 @@
 """ARM PrimeCell UART (PL011), r1p5: the register model Linux's amba-pl011 driver programs.
 
-Data leaves the TX FIFO at once (no baud-rate delay) into a host-side buffer; host data waits in
-a host queue and enters the 32-entry RX FIFO as the guest drains it, so nothing is lost without
-flow control.  DMACR is kept; its RX/TX DMA request outputs are wired by the DMAC's request
-interface.
+Both directions run at the line rate the driver programmed (UARTCLK / (16 x IBRD.FBRD), 10 bits a
+character), so interrupts come FIFO by FIFO as on a real line: the 32-entry TX FIFO drains to a
+host buffer, and host data waits in a host queue until it arrives in the 32-entry RX FIFO.  When
+the RX FIFO is full the host holds back (ideal flow control): nothing is lost.  DMACR is kept; its RX/TX DMA request outputs are wired by
+the DMAC's request interface.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
 from cosim.api import DtNode, Field, Peripheral, Ref, Register, hookimpl
 
 FIFO_DEPTH = 32
+UARTCLK_HZ = 24_000_000  # QEMU virt's apb-pclk, which the device tree gives as uartclk
+BITS_PER_CHAR = 10  # start, 8 data, stop
 # IFLS trigger levels, in eighths of the FIFO: 1/8, 1/4, 1/2, 3/4, 7/8
 TRIGGER_EIGHTHS = (1, 2, 4, 6, 7)
 
@@ -58,18 +62,66 @@ class Pl011(Peripheral):
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self.rx_fifo: deque[int] = deque()
+        self.tx_fifo: deque[int] = deque()
         self.host_queue: deque[int] = deque()
         self.transmitted = bytearray()
         self.tx_ready = threading.Condition(self.lock)
+        self._line = threading.Condition(self.lock)  # wakes the feeder
+        self._closed = False
+        self._tx_was_above = True  # so that an idle, empty FIFO asserts the TX interrupt once
+        self._feeder: threading.Thread | None = None
 
     # --- host side ---
 
     def send_to_guest(self, data: bytes) -> None:
-        """Queues bytes for the guest; they enter the RX FIFO as it has room."""
+        """Queues bytes for the guest; they arrive in the RX FIFO at the line rate."""
         with self.lock:
             self.host_queue.extend(data)
-            self._refill()
-            self.update_interrupts()
+            self._wake_line()
+
+    def _wake_line(self) -> None:
+        if self._feeder is None:
+            self._feeder = threading.Thread(target=self._run_line, name=f"{self.name}-line",
+                                            daemon=True)
+            self._feeder.start()
+        self._line.notify()
+
+    def chars_per_second(self) -> float:
+        divisor = self.regs.IBRD.value + self.regs.FBRD.DIVFRAC / 64
+        baud = UARTCLK_HZ / 16 / max(divisor, 1.0)
+        return baud / BITS_PER_CHAR
+
+    def _run_line(self) -> None:
+        """The line: characters cross it at the programmed rate, both ways, while there is room."""
+        with self.lock:
+            line_clock = time.monotonic()
+            while not self._closed:
+                now = time.monotonic()
+                rx_ready = self.host_queue and self._receiving() and len(self.rx_fifo) < self._depth()
+                if rx_ready or self.tx_fifo:
+                    due = int((now - line_clock) * self.chars_per_second())
+                    if due:
+                        self._refill(limit=due)
+                        self._transmit(limit=due)
+                        self.update_interrupts()
+                        line_clock = now
+                    self._line.wait(timeout=max(4 / self.chars_per_second(), 0.0005))
+                else:
+                    line_clock = now  # an idle or blocked line starts counting again
+                    self._line.wait(timeout=1.0)
+
+    def _transmit(self, limit: int) -> None:
+        sent = [self.tx_fifo.popleft() for _ in range(min(limit, len(self.tx_fifo)))]
+        if sent:
+            self.transmitted.extend(sent)
+            self.tx_ready.notify_all()
+
+    def close(self) -> None:
+        with self.lock:
+            self._closed = True
+            self._line.notify()
+        if self._feeder is not None:
+            self._feeder.join(timeout=2)
 
     def take_from_guest(self, count: int, timeout: float) -> bytes:
         """Waits until the guest has sent ``count`` bytes (or ``timeout`` passes); takes them."""
@@ -87,16 +139,15 @@ class Pl011(Peripheral):
     def _receiving(self) -> bool:
         return bool(self.regs.CR.UARTEN and self.regs.CR.RXE)
 
-    def _refill(self) -> None:
-        if not self._receiving():
-            return
-        depth = self._depth()
-        while self.host_queue and len(self.rx_fifo) < depth:
+    def _refill(self, limit: int) -> None:
+        room = min(self._depth() - len(self.rx_fifo), limit)
+        for _ in range(min(room, len(self.host_queue))):
             self.rx_fifo.append(self.host_queue.popleft())
 
     def read_data(self) -> int:
         value = self.rx_fifo.popleft() if self.rx_fifo else 0
-        self._refill()
+        if self.host_queue:
+            self._line.notify()  # room again: the held-back line resumes
         self.update_interrupts()
         return value
 
@@ -105,30 +156,28 @@ class Pl011(Peripheral):
         if not (self.regs.CR.UARTEN and self.regs.CR.TXE):
             return
         if self.regs.CR.LBE:
-            self.host_queue.append(byte)
-            self._refill()
-        else:
-            self.transmitted.append(byte)
-            self.tx_ready.notify_all()
-        self.regs.RIS.value |= TX  # the FIFO drained below its trigger level at once
+            if len(self.rx_fifo) < self._depth():
+                self.rx_fifo.append(byte)
+        elif len(self.tx_fifo) < self._depth():  # a write to a full FIFO is lost, as on silicon
+            self.tx_fifo.append(byte)
+            self._wake_line()
         self.update_interrupts()
 
     def flags(self) -> int:
-        rxfe = not self.rx_fifo
-        rxff = len(self.rx_fifo) >= self._depth()
+        depth = self._depth()
+        rxfe, rxff = not self.rx_fifo, len(self.rx_fifo) >= depth
+        txfe, txff, busy = not self.tx_fifo, len(self.tx_fifo) >= depth, bool(self.tx_fifo)
         # CTS (bit 0) reads as asserted: the host side is always ready.
-        return 1 | (rxfe << 4) | (rxff << 6) | (1 << 7)
+        return 1 | busy << 3 | rxfe << 4 | txff << 5 | rxff << 6 | txfe << 7
 
     def clear_errors(self, _value: int) -> None:
         self.regs.RSR.value = 0
 
     def line_control_written(self, _value: int) -> None:
-        # Changing FEN empties the FIFOs' view of depth; keep data, honour the new depth.
-        self._refill()
         self.update_interrupts()
 
     def control_written(self, _value: int) -> None:
-        self._refill()
+        self._line.notify()  # the receiver may just have been enabled
         self.update_interrupts()
 
     def masked_status(self) -> int:
@@ -140,6 +189,14 @@ class Pl011(Peripheral):
 
     def update_interrupts(self, _value: int = 0, recompute_rx: bool = True) -> None:
         ris = self.regs.RIS.value
+        tx_trigger = FIFO_DEPTH * TRIGGER_EIGHTHS[min(self.regs.IFLS.TXIFLSEL, 4)] // 8
+        if len(self.tx_fifo) <= (tx_trigger if self.regs.LCR_H.FEN else 0):
+            if self._tx_was_above:
+                ris |= TX  # the FIFO drained to its trigger level
+            self._tx_was_above = False
+        else:
+            ris &= ~TX
+            self._tx_was_above = True
         if recompute_rx:
             level = len(self.rx_fifo)
             trigger = FIFO_DEPTH * TRIGGER_EIGHTHS[min(self.regs.IFLS.RXIFLSEL, 4)] // 8

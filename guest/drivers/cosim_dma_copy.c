@@ -377,7 +377,7 @@ static int run_tests(struct copy_engine *ce, const char *mode, u32 iterations, u
 	for (t = 0; t < ARRAY_SIZE(tests); t++)
 		if (!strcmp(mode, "all") || !strcmp(mode, tests[t].name))
 			selected[ntests++] = tests[t].fn;
-	if (!ntests || !iterations || !max || max > SZ_4M)
+	if (!ntests || !iterations || !max || max > SZ_1M)
 		return -EINVAL;
 	prandom_seed_state(&rnd, seed);
 	start = ktime_get();

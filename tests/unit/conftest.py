@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+
 from cosim.bus import Bus, Memory
 from cosim.peripheral import Peripheral, PeripheralConfig, RecordingIrqSink
 
@@ -23,8 +24,14 @@ def irqs() -> RecordingIrqSink:
 
 
 @pytest.fixture
-def make(bus: Bus, irqs: RecordingIrqSink) -> Callable[..., Peripheral]:
-    def make(cls: type[Peripheral], **properties: object) -> Peripheral:
-        return cls(PeripheralConfig("dut", 0x0C000000, cls.default_size, (112,), properties), bus, irqs)
+def make(bus: Bus, irqs: RecordingIrqSink) -> Iterator[Callable[..., Peripheral]]:
+    made: list[Peripheral] = []
 
-    return make
+    def make(cls: type[Peripheral], **properties: object) -> Peripheral:
+        made.append(cls(PeripheralConfig("dut", 0x0C000000, cls.default_size, (112,), properties),
+                        bus, irqs))
+        return made[-1]
+
+    yield make
+    for peripheral in made:
+        peripheral.close()

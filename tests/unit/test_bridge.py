@@ -7,8 +7,9 @@ import socket
 import threading
 from pathlib import Path
 
-import cosim
 import pytest
+
+import cosim
 from cosim import protocol as p
 from cosim.bridge import BridgeEndpoint, BridgeFailure
 from cosim.bus import Bus

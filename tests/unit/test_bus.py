@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from cosim.bus import Bus, BusMaster, BusTracer, DmaFault, Memory
 
 from .conftest import RAM_BASE, RAM_SIZE

@@ -4,6 +4,7 @@ import os
 import struct
 
 import pytest
+
 from cosim.plugins.dma_copy import DESCRIPTOR, DmaCopy
 
 from .conftest import RAM_BASE, RAM_SIZE

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from cosim.board import Board
 from cosim.build import Artifacts
 from cosim.platform import PlatformError, load_platform
@@ -104,11 +105,12 @@ def test_shared_spi(tmp_path):
 
 
 def test_duplicate_names(tmp_path):
-    assert "two peripherals are named 'uart1'" in board_error(tmp_path, GOOD.replace("name: copy", "name: uart1"))
+    msg = board_error(tmp_path, GOOD.replace("name: copy", "name: uart1"))
+    assert "two peripherals are named 'uart1'" in msg
 
 
 def test_unknown_platform_name_lists_known_ones():
-    with pytest.raises(PlatformError, match="no platform 'vrit'.*virt"):
+    with pytest.raises(PlatformError, match=r"no platform 'vrit'.*virt"):
         load_platform("vrit")
 
 

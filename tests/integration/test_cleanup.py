@@ -1,0 +1,72 @@
+"""Nothing is left behind: no QEMU, no socket, no guest-RAM file — also on Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from cosim.board import WORKDIR_PARENT
+
+
+def qemu_children(parent: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(parent), "-f", "qemu-system-aarch64"],
+                         capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def workdirs_of(pid: int) -> list[Path]:
+    return list(WORKDIR_PARENT.glob(f"cosim-{pid}-*"))
+
+
+def test_stop_removes_process_and_files(cosim_board_factory):
+    board = cosim_board_factory()
+    workdir, pid = board.workdir, board.engine.process.pid
+    assert (workdir / "guest-ram").exists() and (workdir / "uart1.sock").exists()
+    board.stop()
+    assert not workdir.exists()
+    assert board.engine.process.poll() is not None
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from cosim.board import Board
+    from cosim.build import build_all
+    from cosim.platform import load_platform
+    board = Board(load_platform("virt"), build_all(), Path(sys.argv[1]))
+    board.start()
+    print("booted", board.workdir, flush=True)
+    board.run("sleep 600", timeout=900)
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_harness_leaves_nothing(tmp_path, sig):
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "logs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("booted"), line + proc.stdout.read()
+        qemu = qemu_children(proc.pid)
+        assert len(qemu) == 1
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{qemu[0]}").exists():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{qemu[0]}").exists(), "QEMU outlived the harness"
+    if sig == signal.SIGKILL:
+        # A killed harness cannot clean up; the next board sweeps its folder.
+        from cosim.board import sweep_stale_workdirs
+        sweep_stale_workdirs()
+    assert workdirs_of(proc.pid) == []
