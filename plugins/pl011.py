@@ -3,8 +3,8 @@
 Both directions run at the line rate the driver programmed (UARTCLK / (16 x IBRD.FBRD), 10 bits a
 character), so interrupts come FIFO by FIFO as on a real line: the 32-entry TX FIFO drains to a
 host buffer, and host data waits in a host queue until it arrives in the 32-entry RX FIFO.  When
-the RX FIFO is full the host holds back (ideal flow control): nothing is lost.  DMACR is kept; its RX/TX DMA request outputs are wired by
-the DMAC's request interface.
+the RX FIFO is full the host holds back (ideal flow control): nothing is lost.
+DMACR is kept; its RX/TX DMA request outputs are wired by the DMAC's request interface.
 """
 
 from __future__ import annotations

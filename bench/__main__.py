@@ -1,0 +1,90 @@
+"""cosim benchmarks: boot overhead of the bridge, MMIO round trips, DMA bandwidth.
+
+    ./run bench [--boots N]
+
+Prints a Markdown table (the README's "Measured" section) and writes it to bench/results.md.
+Numbers are wall-clock on whatever machine runs this; the README says which one produced its table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from cosim.board import Board
+from cosim.build import build_all
+from cosim.platform import load_platform
+
+CONTROL = "/sys/kernel/debug/cosim-dma-copy/c010000.dmacopy/control"
+COPY_ENGINE = 0x0C010000
+
+
+def boot_seconds(platform: str, boots: int, artifacts) -> list[float]:
+    times = []
+    for _ in range(boots):
+        board = Board(load_platform(platform), artifacts, Path(tempfile.mkdtemp(prefix="cosim-bench-")))
+        start = time.monotonic()
+        board.start()
+        times.append(time.monotonic() - start)
+        board.stop()
+    return times
+
+
+def with_board(artifacts, pin: set[int] | None, work):
+    board = Board(load_platform("virt"), artifacts, Path(tempfile.mkdtemp(prefix="cosim-bench-")),
+                  pin_cpus=pin)
+    with board:
+        return work(board)
+
+
+def mmio_rate(board: Board) -> float:
+    out = board.run(f"mmio-bench {COPY_ENGINE:#x} 50000").output
+    return float(re.search(r"per_second=(\d+)", out).group(1))
+
+
+def copy_bandwidth(board: Board, size: int, count: int) -> float:
+    board.run(f"echo 'bench {size} {count}' > {CONTROL}", timeout=600)
+    out = board.run(f"cat {CONTROL}").output
+    return float(re.search(r"mbytes_per_s=(\d+)", out).group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--boots", type=int, default=5)
+    args = parser.parse_args()
+    artifacts = build_all()
+    rows: list[tuple[str, str]] = []
+
+    bare = boot_seconds("virt-bare", args.boots, artifacts)
+    full = boot_seconds("virt", args.boots, artifacts)
+    ratio = statistics.median(full) / statistics.median(bare)
+    rows.append(("boot to shell, no Python peripherals (median of "
+                 f"{args.boots})", f"{statistics.median(bare):.2f} s"))
+    rows.append(("boot to shell, default platform (PL011 + dma-copy)", f"{statistics.median(full):.2f} s"))
+    rows.append(("boot ratio with / without Python peripherals", f"{ratio:.2f}x"))
+
+    pinned = with_board(artifacts, None, mmio_rate)
+    unpinned = with_board(artifacts, set(), mmio_rate)
+    rows.append(("MMIO round trips/s, QEMU + bridge on one core (default)",
+                 f"{pinned:,.0f} ({1e6 / pinned:.1f} us each)"))
+    rows.append(("MMIO round trips/s, unpinned (COSIM_PIN=off)",
+                 f"{unpinned:,.0f} ({1e6 / unpinned:.1f} us each)"))
+
+    def bandwidth(board: Board) -> tuple[float, float]:
+        return copy_bandwidth(board, 4096, 5000), copy_bandwidth(board, 1 << 20, 300)
+
+    small, large = with_board(artifacts, None, bandwidth)
+    rows.append(("DMA copy bandwidth, 4 KiB transfers (guest driver, IRQ per copy)", f"{small:,.0f} MB/s"))
+    rows.append(("DMA copy bandwidth, 1 MiB transfers", f"{large:,.0f} MB/s"))
+
+    table = "| measurement | result |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+    print(table)
+    (Path(__file__).parent / "results.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
