@@ -51,3 +51,9 @@ def test_guest_sees_the_peripherals_device_tree(module_board):
                            "cat /proc/device-tree/dmacopy@c010000/compatible").output
     assert out.splitlines()[0].strip() == "arm,pl011 arm,primecell"
     assert out.splitlines()[1].rstrip("\0") == "cosim,dma-copy"
+
+
+def test_exit_ends_the_shell_not_the_guest(module_board):
+    result = module_board.run("echo bye; exit 3", check=False)
+    assert (result.output, result.status) == ("bye", 3)
+    assert module_board.run("echo still here").output == "still here"
