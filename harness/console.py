@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import base64
 import itertools
+import os
 import re
+import select
 import socket
+import sys
+import termios
 import threading
 import time
+import tty
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,10 +183,31 @@ class ShellConsole:
             raise CommandFailed(result)
         return result
 
-    def interact(self) -> None:
-        """Hands the console to the user's terminal (``cosim boot``)."""
+    def interact(self, escape: bytes = b"\x1d") -> None:
+        """Relays the user's terminal to an interactive guest shell until ``escape`` (Ctrl-]);
+        the watchdog keeps running, so a panic still ends the session with its log."""
         self.spawn.send(b"cosim-interactive\n")
-        self.spawn.interact(escape_character="\x1d")
+        stdin = sys.stdin.fileno()
+        saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
+        if saved is not None:
+            tty.setraw(stdin)
+        try:
+            while True:
+                self.watchdog()
+                ready, _, _ = select.select([stdin, self.conn], [], [], POLL_S)
+                if self.conn in ready:
+                    data = self.conn.recv(65536)
+                    if not data:
+                        return
+                    os.write(sys.stdout.fileno(), data)
+                if stdin in ready:
+                    data = os.read(stdin, 1024)
+                    if not data or escape in data:
+                        return
+                    self.conn.sendall(data)
+        finally:
+            if saved is not None:
+                termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
 
     def close(self) -> None:
         self._log.close()
