@@ -115,7 +115,7 @@ def qemu_tree_key() -> str:
 
 
 def qemu_key() -> str:
-    return digest([qemu_tree_key(), *files_under(QEMU_DIR)])
+    return digest([qemu_tree_key(), BRIDGE_SOURCE])
 
 
 def qemu_binary_path() -> Path:
