@@ -3,7 +3,7 @@
 from .bus import BusMaster, DmaFault
 from .devicetree import DtNode, Ref
 from .hookspecs import hookimpl
-from .peripheral import Field, Peripheral, PeripheralConfig, PeripheralError, Register
+from .peripheral import Field, Peripheral, PeripheralConfig, PeripheralError, Register, RegisterArray
 
 __all__ = [
     "BusMaster",
@@ -15,5 +15,6 @@ __all__ = [
     "PeripheralError",
     "Ref",
     "Register",
+    "RegisterArray",
     "hookimpl",
 ]

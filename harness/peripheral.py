@@ -61,12 +61,36 @@ class Register:
             self.writable = full if access in ("rw", "wo") else 0
             self.w1c = full if access == "w1c" else 0
 
+    index: int | None = None  # the element, when the register belongs to a RegisterArray
+
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
     @property
     def size(self) -> int:
         return self.width // 8
+
+
+class RegisterArray:
+    """``count`` registers every ``stride`` bytes from ``offset`` (a bank per channel, say),
+    named NAME0, NAME1, ...; callbacks get the element's index first."""
+
+    name: str
+
+    def __init__(self, offset: int, count: int, stride: int, **register: Any):
+        self.offset, self.count, self.stride, self.register = offset, count, stride, register
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def expand(self) -> dict[str, Register]:
+        regs = {}
+        for i in range(self.count):
+            reg = Register(self.offset + i * self.stride, **self.register)
+            reg.__set_name__(type(self), f"{self.name}{i}")
+            reg.index = i
+            regs[reg.name] = reg
+        return regs
 
 
 class RegisterValue:
@@ -181,7 +205,11 @@ class Peripheral:
         super().__init_subclass__(**kwargs)
         specs: dict[str, Register] = {}
         for klass in reversed(cls.__mro__):
-            specs.update({k: v for k, v in vars(klass).items() if isinstance(v, Register)})
+            for value in vars(klass).values():
+                if isinstance(value, Register):
+                    specs[value.name] = value
+                elif isinstance(value, RegisterArray):
+                    specs.update(value.expand())
         if cls.primecell_id is not None:
             specs.update(_primecell_id_registers(cls.primecell_id, PRIMECELL_CELL_ID))
         by_offset: dict[int, Register] = {}
@@ -242,7 +270,8 @@ class Peripheral:
             if spec.access == "wo":
                 value = 0
             elif spec.on_read:
-                value = getattr(self, spec.on_read)()
+                hook = getattr(self, spec.on_read)
+                value = hook() if spec.index is None else hook(spec.index)
             else:
                 value = reg.value
             return (value >> shift) & ((1 << (size * 8)) - 1)
@@ -262,7 +291,11 @@ class Peripheral:
             value &= ~(data & spec.w1c)
             reg.value = value
             if spec.on_write:
-                getattr(self, spec.on_write)(data)
+                hook = getattr(self, spec.on_write)
+                if spec.index is None:
+                    hook(data)
+                else:
+                    hook(spec.index, data)
 
     # --- helpers for models ---
 

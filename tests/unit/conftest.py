@@ -10,7 +10,7 @@ from cosim.bus import Bus, Memory
 from cosim.peripheral import Peripheral, PeripheralConfig, RecordingIrqSink
 
 RAM_BASE = 0x40000000
-RAM_SIZE = 1 << 20
+RAM_SIZE = 4 << 20
 
 
 @pytest.fixture

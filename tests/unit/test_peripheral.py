@@ -101,3 +101,23 @@ def test_irq_sink_sees_only_changes(make, irqs):
     w.irq("irq").set(True)
     assert irqs.rises == {0: 2}
     assert irqs.levels[0] is True
+
+
+def test_register_arrays_expand_and_pass_the_index(make):
+    from cosim.peripheral import RegisterArray
+
+    class Banked(Peripheral):
+        STATUS = RegisterArray(0x100, count=4, stride=8, access="ro", on_read="status")
+        CTRL = RegisterArray(0x104, count=4, stride=8, on_write="ctrl")
+
+        def status(self, index: int) -> int:
+            return 0x10 + index
+
+        def ctrl(self, index: int, value: int) -> None:
+            self.seen = (index, value)
+
+    b = make(Banked)
+    assert [b.read(0x100 + 8 * i, 4) for i in range(4)] == [0x10, 0x11, 0x12, 0x13]
+    b.write(0x114, 4, 7)
+    assert b.seen == (2, 7) and b.regs.CTRL2.value == 7
+    assert [r.name for r in Banked.register_map()][:2] == ["STATUS0", "CTRL0"]
