@@ -28,3 +28,33 @@ def test_dmatest_passes_on_every_channel(module_board):
     assert all(int(tests) == ITERATIONS and failures == "0" for _, _, tests, failures in summaries)
     assert module_board.run("cat /sys/kernel/debug/dma-api/error_count").output == "0"
     module_board.run("rmmod dmatest")
+
+
+def abort_interrupts(board) -> int:
+    """The PL330's abort interrupt count (GIC SPI 115 = GIC interrupt 147)."""
+    table = board.run("cat /proc/interrupts").output
+    match = re.search(r"^\s*\d+:\s+(\d+)\s+GICv3\s+147 Level", table, re.M)
+    return int(match.group(1)) if match else 0
+
+
+def test_transfer_outside_ram_faults_like_the_hardware_and_the_board_lives_on(module_board):
+    bad = 0xF000_0000  # a 32-bit bus address no memory answers (RAM is 0x40000000..0x7fffffff)
+    before = abort_interrupts(module_board)
+    with module_board.expect(dma_faults=1):
+        module_board.run(f"echo 'memcpy-to {bad:#x}' > /sys/kernel/debug/cosim-dmaengine/control")
+        seen = module_board.run("cat /sys/kernel/debug/cosim-dmaengine/control").output
+    fault = module_board.bus.faults[-1]
+    assert (fault.master, fault.address, fault.write) == ("pl330", bad, True)
+    assert abort_interrupts(module_board) == before + 1
+    module_board.kernel_log.settle()
+    # The upstream driver's own report: the channel's state (faulting) and fault type (data write)
+    reset = re.search(r"dma-pl330 c020000\.pl330: Reset Channel-(\d)\s+CS-f FTC-(\w+)",
+                      module_board.kernel_log.text())
+    assert reset and int(reset.group(2), 16) & (1 << 17)
+    # pl330 completes the aborted descriptor without an error code: the client sees "completed"
+    assert "completed=1" in seen
+    module_board.run("modprobe dmatest iterations=50 threads_per_chan=2 channel=dma0chan0 run=1")
+    module_board.run("cat /sys/module/dmatest/parameters/wait", timeout=300)
+    module_board.kernel_log.settle()
+    assert re.findall(r"dma0chan0-copy\d: summary 50 tests, 0 failures", module_board.kernel_log.text())
+    module_board.run("rmmod dmatest")
