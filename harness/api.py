@@ -2,12 +2,15 @@
 
 from .bus import BusMaster, DmaFault
 from .devicetree import DtNode, Ref
+from .dmarequest import DmaRequestPort, DmaRequestTarget
 from .hookspecs import hookimpl
 from .peripheral import Field, Peripheral, PeripheralConfig, PeripheralError, Register, RegisterArray
 
 __all__ = [
     "BusMaster",
     "DmaFault",
+    "DmaRequestPort",
+    "DmaRequestTarget",
     "DtNode",
     "Field",
     "Peripheral",

@@ -27,7 +27,8 @@ from .bridge import BridgeEndpoint, BridgeFailure
 from .build import Artifacts
 from .bus import Bus, BusTracer, Memory
 from .console import EXPECTABLE, CommandResult, KernelLog, ShellConsole
-from .devicetree import DtNode, compile_dts, overlay_dts, reg_cells, spi_cells
+from .devicetree import Cell, DtNode, Ref, compile_dts, overlay_dts, reg_cells, spi_cells
+from .dmarequest import DmaRequestPort
 from .engines.qemu.engine import BridgedDevice, QemuEngine, pin
 from .peripheral import Peripheral, PeripheralConfig
 from .platform import LoadedPlatform, PlatformError
@@ -100,6 +101,7 @@ class Board:
         self.tracer = BusTracer()
         self.bus.add_layer(self.tracer)
         self.peripherals: dict[str, Peripheral] = {}
+        self.model_lock = threading.RLock()  # one for all models: see Peripheral.lock
         self.endpoints: list[BridgeEndpoint] = []
         self.failures: list[BridgeFailure] = []
         self.expected_dma_faults = 0
@@ -141,6 +143,17 @@ class Board:
                     r = engine.peripheral_spis
                     raise PlatformError(f"{self.platform.where('peripherals', i, 'irqs')}: SPI "
                                         f"{spi} is not free on virt — use {r.start}..{r.stop - 1}")
+        names = {p.name: p for p in spec.peripherals}
+        for i, p in enumerate(spec.peripherals):
+            for request, (target, _line) in p.dmas.items():
+                where = self.platform.where("peripherals", i, "dmas", request)
+                offered = self.types[p.plugin].dma_request_names
+                if request not in offered:
+                    raise PlatformError(f"{where}: '{p.name}' ({p.plugin}) has no DMA request "
+                                        f"'{request}' — it has {list(offered) or 'none'}")
+                if target not in names or not hasattr(self.types[names[target].plugin], "dma_request"):
+                    raise PlatformError(f"{where}: '{target}' is not a DMA controller of this "
+                                        "platform — name one that takes requests (e.g. a pl330)")
         spis = [s for p in spec.peripherals for s in p.irqs]
         if len(spis) != len(set(spis)):
             raise PlatformError(f"{self.platform.where('peripherals')}: two peripherals share an SPI")
@@ -226,13 +239,26 @@ class Board:
             config = PeripheralConfig(spec.name, spec.base, size, tuple(spec.irqs), spec.properties,
                                       spec.dt)
             try:
-                self.peripherals[spec.name] = cls(config, self.bus, endpoint)
+                peripheral = cls(config, self.bus, endpoint, lock=self.model_lock)
             except Exception as e:
                 raise PlatformError(f"{self.platform.where('peripherals')}: plugin '{spec.plugin}' "
                                     f"failed to create '{spec.name}': {type(e).__name__}: {e}") from e
+            self.peripherals[spec.name] = peripheral
+            self.bus.add_device(spec.base, size, peripheral)  # reachable by slave DMA
             devices.append(BridgedDevice(spec.name, endpoint.socket_path, spec.base, size,
                                          tuple(spec.irqs)))
+        self._wire_dma_requests()
         return devices
+
+    def _wire_dma_requests(self) -> None:
+        for i, spec in enumerate(self.platform.spec.peripherals):
+            for request, (target, line) in spec.dmas.items():
+                try:
+                    port = DmaRequestPort(request, self.peripherals[target], line)
+                except ValueError as e:
+                    raise PlatformError(f"{self.platform.where('peripherals', i, 'dmas', request)}: "
+                                        f"{e}") from None
+                self.peripherals[spec.name].connect_dma_request(port)
 
     def device_tree_nodes(self) -> tuple[list[DtNode], dict[str, str]]:
         nodes, aliases = [], {}
@@ -246,6 +272,13 @@ class Board:
             if spec.irqs:
                 node.set("interrupts", spi_cells(spec.irqs))
             self.pm.hook.cosim_device_tree(peripheral=peripheral, node=node)
+            if spec.dmas:
+                cells: list[Cell] = []
+                for target, line in spec.dmas.values():
+                    target_spec = self.peripherals[target].config
+                    cells += [Ref(f"/{target}@{target_spec.base:x}"), line]
+                node.set("dmas", cells)
+                node.set("dma-names", list(spec.dmas))
             for key, value in spec.dt.items():
                 node.set(key, value)
             if "arm,pl011" in peripheral.compatible:

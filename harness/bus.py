@@ -30,6 +30,22 @@ class Transaction:
     address: int
     length: int
     write: bool
+    beat: int = 0  # bytes per bus beat; 0: one beat of ``length`` (a block copy)
+    increment: bool = True  # False: every beat goes to ``address`` (a FIFO register)
+
+    def beats(self) -> list[tuple[int, int, int]]:
+        """(address, offset into the data, size) of each beat."""
+        beat = self.beat or self.length
+        return [(self.address + (i if self.increment else 0), i, min(beat, self.length - i))
+                for i in range(0, self.length, beat)]
+
+
+class DeviceWindow(Protocol):
+    """A peripheral's registers as a bus master sees them (slave DMA into a FIFO register)."""
+
+    def read(self, offset: int, size: int) -> int: ...
+
+    def write(self, offset: int, size: int, data: int) -> None: ...
 
 
 class Memory:
@@ -100,12 +116,16 @@ class BusTracer:
 class Bus:
     def __init__(self, memories: list[Memory] | None = None):
         self.memories: list[Memory] = list(memories or [])
+        self.devices: list[tuple[int, int, DeviceWindow]] = []
         self.layers: list[BusLayer] = []
         self.faults: list[DmaFault] = []
         self._path: Next = self._chain()
 
     def add_memory(self, memory: Memory) -> None:
         self.memories.append(memory)
+
+    def add_device(self, base: int, size: int, device: DeviceWindow) -> None:
+        self.devices.append((base, size, device))
 
     def add_layer(self, layer: BusLayer) -> None:
         """Adds a layer nearest the masters: the last added sees a transaction first."""
@@ -125,25 +145,53 @@ class Bus:
         raise DmaFault(txn.master, txn.address, txn.length, txn.write, "no memory at that address")
 
     def _memory_access(self, txn: Transaction, data: bytes | None) -> bytes | None:
+        for base, size, device in self.devices:
+            if base <= txn.address < base + size:
+                return self._device_access(txn, data, base, size, device)
         memory = self._memory_for(txn)
         start = txn.address - memory.base
-        if data is None:
-            return bytes(memory.view[start:start + txn.length])
-        memory.view[start:start + txn.length] = data
-        return None
+        if txn.increment:
+            if data is None:
+                return bytes(memory.view[start:start + txn.length])
+            memory.view[start:start + txn.length] = data
+            return None
+        out = bytearray()
+        for _, offset, size in txn.beats():  # a fixed address: each beat lands on the same bytes
+            if data is None:
+                out += memory.view[start:start + size]
+            else:
+                memory.view[start:start + size] = data[offset:offset + size]
+        return None if data is not None else bytes(out)
 
-    def read(self, master: str, address: int, length: int) -> bytes:
+    @staticmethod
+    def _device_access(txn: Transaction, data: bytes | None, base: int, size: int,
+                       device: DeviceWindow) -> bytes | None:
+        out = bytearray()
+        for address, offset, width in txn.beats():
+            if not base <= address < address + width <= base + size or width not in (1, 2, 4, 8):
+                raise DmaFault(txn.master, address, width, txn.write,
+                               f"no {width}-byte beat possible into the device at {base:#x}")
+            if data is None:
+                out += device.read(address - base, width).to_bytes(width, "little")
+            else:
+                device.write(address - base, width,
+                             int.from_bytes(data[offset:offset + width], "little"))
+        return None if data is not None else bytes(out)
+
+    def read(self, master: str, address: int, length: int, beat: int = 0,
+             increment: bool = True) -> bytes:
         try:
-            data = self._path(Transaction(master, address, length, False), None)
+            data = self._path(Transaction(master, address, length, False, beat, increment), None)
         except DmaFault as fault:
             self.faults.append(fault)
             raise
         assert data is not None
         return data
 
-    def write(self, master: str, address: int, data: bytes | bytearray | memoryview) -> None:
+    def write(self, master: str, address: int, data: bytes | bytearray | memoryview, beat: int = 0,
+              increment: bool = True) -> None:
         try:
-            self._path(Transaction(master, address, len(data), True), data)
+            self._path(Transaction(master, address, len(data), True, beat, increment), data)
         except DmaFault as fault:
             self.faults.append(fault)
             raise
@@ -164,11 +212,12 @@ class BusMaster:
     def __init__(self, bus: Bus, name: str):
         self.bus, self.name = bus, name
 
-    def read(self, address: int, length: int) -> bytes:
-        return self.bus.read(self.name, address, length)
+    def read(self, address: int, length: int, beat: int = 0, increment: bool = True) -> bytes:
+        return self.bus.read(self.name, address, length, beat, increment)
 
-    def write(self, address: int, data: bytes | bytearray | memoryview) -> None:
-        self.bus.write(self.name, address, data)
+    def write(self, address: int, data: bytes | bytearray | memoryview, beat: int = 0,
+              increment: bool = True) -> None:
+        self.bus.write(self.name, address, data, beat, increment)
 
     def copy(self, src: int, dst: int, length: int) -> None:
         self.bus.copy(self.name, src, dst, length)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
 from .bus import Bus, BusMaster
+from .dmarequest import DmaRequestPort
 
 Access = Literal["rw", "ro", "wo", "w1c"]
 
@@ -195,6 +196,7 @@ class Peripheral:
     compatible: ClassVar[tuple[str, ...]] = ()
     irq_names: ClassVar[tuple[str, ...]] = ()
     dma_master: ClassVar[bool] = False  # has a bus-master port
+    dma_request_names: ClassVar[tuple[str, ...]] = ()  # DRQ outputs, wired by the platform's dmas
     default_size: ClassVar[int] = 0x1000
     # ARM PrimeCell peripheral ID: adds PERIPHID0-3/PCELLID0-3 at 0xFE0..0xFFC, as AMBA probing reads
     primecell_id: ClassVar[int | None] = None
@@ -220,11 +222,15 @@ class Peripheral:
             by_offset[spec.offset] = spec
         cls._registers = dict(sorted(by_offset.items()))
 
-    def __init__(self, config: PeripheralConfig, bus: Bus, irq_sink: IrqSink):
+    def __init__(self, config: PeripheralConfig, bus: Bus, irq_sink: IrqSink,
+                 lock: threading.RLock | None = None):
         self.config = config
         self.name = config.name
         self.properties = dict(config.properties or {})
-        self.lock = threading.RLock()
+        # A board gives all its models one lock: DMA requests and slave DMA call from one model
+        # into another, and a single lock cannot be taken in two orders.
+        self.lock = lock or threading.RLock()
+        self.dma_requests: dict[str, DmaRequestPort] = {}
         self.regs = RegisterFile(self._registers.values())
         self.irqs = {n: IrqLine(n, i, irq_sink) for i, n in enumerate(self.irq_names)}
         self.dma = BusMaster(bus, config.name) if self.dma_master else None
@@ -240,6 +246,11 @@ class Peripheral:
 
     def irq(self, name: str) -> IrqLine:
         return self.irqs[name]
+
+    def connect_dma_request(self, port: DmaRequestPort) -> None:
+        if port.name not in self.dma_request_names:
+            raise PeripheralError(f"{type(self).__name__} has no DMA request '{port.name}'")
+        self.dma_requests[port.name] = port
 
     def reset(self) -> None:
         for spec in self._registers.values():

@@ -56,6 +56,7 @@ class PeripheralSpec(_Strict):
     irqs: list[int] = []
     properties: dict[str, Any] = {}
     dt: dict[str, Any] = {}
+    dmas: dict[str, tuple[str, int]] = {}  # request name -> (DMA controller, request line)
 
     @field_validator("size", mode="before")
     @classmethod

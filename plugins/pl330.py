@@ -16,6 +16,7 @@ in data-width lines).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -70,6 +71,8 @@ class Channel:
     mfifo: bytearray = field(default_factory=bytearray)
     request: int = SINGLE  # the request type the last DMAWFP set: conditions test it
     wait_on: int = 0  # the event or peripheral a waiting channel waits for
+    wfp_op: int = 0  # the DMAWFP a channel waits in: its S/B/P form sets the request type
+    last_request: bool = False  # the peripheral said "last": a DMALPFE loop ends
     fault: int = 0
     nonsecure: bool = False
     icache: dict[int, bytes] = field(default_factory=dict)
@@ -80,6 +83,12 @@ class Channel:
 
     def dst_burst(self) -> int:
         return (((self.ccr >> 18) & 0xF) + 1) << ((self.ccr >> 15) & 0x7)
+
+    def src_beat(self) -> int:
+        return 1 << ((self.ccr >> 1) & 0x7)
+
+    def dst_beat(self) -> int:
+        return 1 << ((self.ccr >> 15) & 0x7)
 
     def src_inc(self) -> bool:
         return bool(self.ccr & 1)
@@ -144,7 +153,8 @@ class Pl330(Peripheral):
         self.mfifo_bytes = buffer_lines * data_width // 8
         self.channels = [Channel(i) for i in range(self.num_channels)]
         self.pending_events = 0  # events signalled without an interrupt, not yet waited for
-        self.pending_requests: dict[int, int] = {}  # peripheral -> request type
+        self.pending_requests: dict[int, tuple[int, bool]] = {}  # line -> (type, last)
+        self.flush_handlers: dict[int, Callable[[], None]] = {}
         self.regs.CR0.value = (
             (self.num_peripherals > 0)
             | (self.num_channels - 1) << 4
@@ -154,6 +164,35 @@ class Pl330(Peripheral):
         self.regs.CRD.value = (
             {32: 2, 64: 3, 128: 4}[data_width] | 7 << 4 | 7 << 8 | 7 << 12 | 7 << 16
             | (buffer_lines - 1) << 20)
+
+    # --- peripheral request interface (cosim.dmarequest) ---
+
+    @property
+    def request_lines(self) -> int:
+        return self.num_peripherals
+
+    def connect_request_line(self, line: int, on_flush: Callable[[], None]) -> None:
+        if not 0 <= line < self.num_peripherals:
+            raise ValueError(f"{self.name} has request lines 0..{self.num_peripherals - 1}, not {line}")
+        self.flush_handlers[line] = on_flush
+
+    def dma_request(self, line: int, burst: bool, last: bool) -> None:
+        """A peripheral asserts a request.  One request per line stays pending until a DMAWFP
+        that accepts it: DMAWFPB only a burst request, DMAWFPS and DMAWFPP either."""
+        with self.lock:
+            kind = BURST if burst else SINGLE
+            for ch in self.channels:
+                if ch.state == State.WFP and ch.wait_on == line and accepts(ch.wfp_op, kind):
+                    self._accept_request(ch, ch.wfp_op, kind, last)
+                    ch.state = State.EXECUTING
+                    self._run(ch)
+                    return
+            self.pending_requests[line] = (kind, last)
+
+    @staticmethod
+    def _accept_request(ch: Channel, wfp_op: int, kind: int, last: bool) -> None:
+        ch.request = kind if wfp_op & 1 else (wfp_op >> 1) & 1  # DMAWFPP takes the peripheral's
+        ch.last_request = last
 
     # --- status registers ---
 
@@ -346,9 +385,10 @@ class Pl330(Peripheral):
                 self._fault(ch, Fault.EVENT_ERR)
             else:
                 self._signal_event(insn[1] >> 3)
-        elif op == 0x35:  # DMAFLUSHP
+        elif op == 0x35:  # DMAFLUSHP: drop the request; the peripheral asserts it anew if it must
             if self._peripheral_ok(ch, insn):
                 self.pending_requests.pop(insn[1] >> 3, None)
+                self.flush_handlers.get(insn[1] >> 3, lambda: None)()
         elif op == 0x36:  # DMAWFE
             self._wait_for_event(ch, insn[1] >> 3)
         elif op & 0xFD == 0x54 or op & 0xFD == 0x5C:  # DMAADDH / DMAADNH
@@ -390,7 +430,7 @@ class Pl330(Peripheral):
             return
         assert self.dma is not None
         try:
-            ch.mfifo += self.dma.read(ch.sar, n)
+            ch.mfifo += self.dma.read(ch.sar, n, beat=ch.src_beat(), increment=ch.src_inc())
         except DmaFault:
             self._fault(ch, Fault.DATA_READ_ERR)
             return
@@ -409,7 +449,7 @@ class Pl330(Peripheral):
             del ch.mfifo[:n]
         assert self.dma is not None
         try:
-            self.dma.write(ch.dar, data)
+            self.dma.write(ch.dar, data, beat=ch.dst_beat(), increment=ch.dst_inc())
         except DmaFault:
             self._fault(ch, Fault.DATA_WRITE_ERR)
             return
@@ -422,6 +462,9 @@ class Pl330(Peripheral):
             return
         if not forever and ch.lc[counter] == 0:
             return  # the loop is done: fall through
+        if forever and ch.last_request:
+            ch.last_request = False  # the peripheral's last request ends a DMALPFE loop
+            return
         start = (here - jump) & 0xFFFFFFFF
         if not forever and self._bulk_loop(ch, start, here, counter):
             return
@@ -461,12 +504,12 @@ class Pl330(Peripheral):
         return True
 
     def _wait_for_peripheral(self, ch: Channel, op: int, peripheral: int) -> None:
-        request = self.pending_requests.pop(peripheral, None)
-        if request is None:
-            ch.state, ch.wait_on = State.WFP, peripheral
-            ch.request = BURST if op & 0x3 == 0x2 else SINGLE
-            return
-        ch.request = request if op & 1 else (op >> 1) & 1
+        request = self.pending_requests.get(peripheral)
+        if request is None or not accepts(op, request[0]):
+            ch.state, ch.wait_on, ch.wfp_op = State.WFP, peripheral, op
+        else:
+            del self.pending_requests[peripheral]
+            self._accept_request(ch, op, *request)
 
     def _wait_for_event(self, ch: Channel, event: int) -> None:
         if event >= self.num_events:
@@ -475,6 +518,11 @@ class Pl330(Peripheral):
             self.pending_events &= ~(1 << event)
         else:
             ch.state, ch.wait_on = State.WFE, event
+
+
+def accepts(wfp_op: int, kind: int) -> bool:
+    """Whether a channel in this DMAWFP form takes a request of this type."""
+    return kind == BURST or wfp_op & 0x3 != 0x2
 
 
 def instruction_size(op: int) -> int:

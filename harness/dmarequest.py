@@ -1,0 +1,55 @@
+"""Peripheral DMA requests (DRQ): how a slave peripheral asks a DMA controller for service.
+
+The wiring follows the device-tree binding ``dmas = <&dmac N>``: a platform names, for each of a
+peripheral's ``dma_request_names``, the DMA controller and its request line::
+
+    - name: uart1
+      plugin: pl011
+      dmas: {rx: [pl330, 0], tx: [pl330, 1]}
+
+The peripheral then holds a :class:`DmaRequestPort` per name and signals on it, as the hardware
+handshake does (PL330: drtype single/burst, drlast):
+
+* ``port.single()`` — room or data for one beat;  ``port.burst()`` — for a whole burst;
+* ``last=True`` — the final request of a transfer the peripheral controls the length of.
+
+A request stays pending until the controller consumes it (a channel's DMAWFP) or flushes it
+(DMAFLUSHP).  The controller calls the port's ``on_flush`` so that a peripheral still needing
+service asserts its request again, as a real flush handshake makes it do.
+
+Requests are delivered synchronously with the board-wide model lock held: a peripheral may call
+``single()``/``burst()`` from a register callback or a host thread alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+
+class DmaRequestTarget(Protocol):
+    """Implemented by DMA controller models."""
+
+    request_lines: int
+
+    def dma_request(self, line: int, burst: bool, last: bool) -> None: ...
+
+    def connect_request_line(self, line: int, on_flush: Callable[[], None]) -> None: ...
+
+
+class DmaRequestPort:
+    """One named request output of a peripheral, wired to one line of a DMA controller."""
+
+    def __init__(self, name: str, target: DmaRequestTarget, line: int):
+        self.name, self.target, self.line = name, target, line
+        self.requests = 0
+        self.on_flush: Callable[[], None] = lambda: None
+        target.connect_request_line(line, lambda: self.on_flush())
+
+    def single(self, last: bool = False) -> None:
+        self.requests += 1
+        self.target.dma_request(self.line, burst=False, last=last)
+
+    def burst(self, last: bool = False) -> None:
+        self.requests += 1
+        self.target.dma_request(self.line, burst=True, last=last)

@@ -1,0 +1,229 @@
+"""The DMA request interface between slave peripherals and the PL330, with a fake FIFO device."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from pathlib import Path
+
+import pytest
+
+from cosim.bus import Bus, Memory
+from cosim.dmarequest import DmaRequestPort
+from cosim.peripheral import Peripheral, PeripheralConfig, RecordingIrqSink, Register
+from cosim.plugins.pl330 import Pl330, State
+
+from .test_pl330 import CS0, DST, ES, INTEN, RAM_BASE, SRC, Asm, ccr, go
+
+FIFO_BASE = 0x0C030000
+BURST_WORDS = 4
+
+
+class FifoDevice(Peripheral):
+    """A device with a 32-bit data FIFO that asks for DMA like a UART or SPI controller does:
+    a burst request while a burst's worth is there (or room for it), single requests below."""
+
+    dma_request_names = ("rx", "tx")
+
+    DATA = Register(0x0, on_read="pop", on_write="push")
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.rx: deque[int] = deque()
+        self.tx: list[int] = []
+        self.flushes = 0
+        self.last_at: int | None = None  # say "last" with the request for this word count
+
+    def connect_dma_request(self, port: DmaRequestPort) -> None:
+        super().connect_dma_request(port)
+        port.on_flush = self.flushed
+
+    def flushed(self) -> None:
+        self.flushes += 1
+        self.request_rx()
+
+    def receive(self, words: list[int]) -> None:  # from the host side
+        with self.lock:
+            self.rx.extend(words)
+            self.request_rx()
+
+    def request_rx(self) -> None:
+        port = self.dma_requests.get("rx")
+        if port is None or not self.rx:
+            return
+        last = self.last_at is not None and len(self.rx) <= self.last_at
+        if len(self.rx) >= BURST_WORDS:
+            port.burst(last=last)
+        else:
+            port.single(last=last)
+
+    def pop(self) -> int:
+        value = self.rx.popleft() if self.rx else 0xDEAD
+        self.request_rx()
+        return value
+
+    def push(self, value: int) -> None:
+        self.tx.append(value)
+
+
+@pytest.fixture
+def board_parts():
+    lock = threading.RLock()
+    bus = Bus([Memory.zeroed("ram", RAM_BASE, 4 << 20)])
+    irqs = RecordingIrqSink()
+    dmac = Pl330(PeripheralConfig("pl330", 0x0C020000, 0x1000, (114, 115),
+                                  {"channels": 8, "peripherals": 8}), bus, irqs, lock=lock)
+    device = FifoDevice(PeripheralConfig("fifo", FIFO_BASE, 0x1000), bus, RecordingIrqSink(), lock=lock)
+    bus.add_device(FIFO_BASE, 0x1000, device)
+    device.connect_dma_request(DmaRequestPort("rx", dmac, 0))
+    return dmac, device, bus, irqs
+
+
+def rx_program(words: int, burst: bool = True) -> bytes:
+    """What pl330_prep_slave_sg emits for DEV_TO_MEM: FLUSHP, then WFP/LDP/ST per burst."""
+    length = BURST_WORDS if burst else 1
+    asm = Asm().mov("CCR", ccr(4, length, src_inc=False)).mov("SAR", FIFO_BASE).mov("DAR", DST)
+    asm.raw(0x35, 0 << 3)  # DMAFLUSHP 0
+    start = asm.lp(1, words // length)
+    cond = 0x2 if burst else 0x0
+    asm.raw(0x30 | cond, 0).raw(0x25 | cond, 0).st("B" if burst else "S")  # DMAWFP, DMALDP, DMAST
+    return bytes(asm.lpend(1, start).sev(0).end().code)
+
+
+def test_channel_waits_for_the_peripheral_then_moves_bursts(board_parts):
+    dmac, device, bus, irqs = board_parts
+    dmac.write(INTEN, 4, 1)
+    go(dmac, 0, rx_program(16), bus)
+    assert device.flushes == 1
+    status = dmac.read(CS0, 4)
+    assert status & 0xF == State.WFP and (status >> 4) & 0x1F == 0  # waiting on peripheral 0
+    words = list(range(0x100, 0x110))
+    device.receive(words)
+    assert dmac.read(CS0, 4) & 0xF == State.STOPPED
+    data = bus.read("cpu", DST, 64)
+    assert [int.from_bytes(data[i:i + 4], "little") for i in range(0, 64, 4)] == words
+    assert not device.rx and dmac.read(ES, 4) == 1 and irqs.levels[0]
+
+
+def test_data_arriving_in_pieces_is_moved_as_it_comes(board_parts):
+    dmac, device, bus, _ = board_parts
+    go(dmac, 1, rx_program(12), bus)
+    device.receive([1, 2, 3, 4])
+    device.receive([5, 6])  # below a burst: a single request, which DMAWFPB does not take
+    assert dmac.read(CS0 + 8, 4) & 0xF == State.WFP
+    device.receive([7, 8, 9, 10, 11, 12])
+    assert dmac.read(CS0 + 8, 4) & 0xF == State.STOPPED
+    assert bus.read("cpu", DST, 48) == b"".join(i.to_bytes(4, "little") for i in range(1, 13))
+
+
+def test_requests_before_the_channel_runs_are_flushed_and_asserted_again(board_parts):
+    dmac, device, bus, _ = board_parts
+    device.receive([9] * 4)  # pending before any DMAWFP
+    go(dmac, 0, rx_program(4), bus)
+    assert device.flushes == 1  # DMAFLUSHP dropped it; the device asked again and was served
+    assert dmac.read(CS0, 4) & 0xF == State.STOPPED and not device.rx
+
+
+def test_single_requests_skip_burst_only_instructions(board_parts):
+    dmac, device, bus, _ = board_parts
+    # DMAWFPP takes the peripheral's request type; LDPB/STB are then NOPs, LDPS/STS run.
+    asm = Asm().mov("CCR", ccr(4, 1, src_inc=False)).mov("SAR", FIFO_BASE).mov("DAR", DST)
+    asm.raw(0x31, 0).raw(0x27, 0).st("B").raw(0x25, 0).st("S").end()
+    device.receive([0xAB])  # one word: a single request
+    go(dmac, 0, bytes(asm.code), bus)
+    assert bus.read("cpu", DST, 4) == (0xAB).to_bytes(4, "little")
+    assert bus.read("cpu", DST + 4, 4) == bytes(4)
+
+
+def test_last_request_ends_a_loop_forever(board_parts):
+    dmac, device, bus, _ = board_parts
+    device.last_at = 1  # the peripheral controls the length: its final word comes with "last"
+    asm = Asm().mov("CCR", ccr(4, 1, src_inc=False)).mov("SAR", FIFO_BASE).mov("DAR", DST)
+    start = len(asm.code)
+    asm.raw(0x31, 0).raw(0x25, 0).st("S").lpend(0, start, forever=True).end()
+    go(dmac, 0, bytes(asm.code), bus)
+    device.receive([1, 2, 3])
+    assert dmac.read(CS0, 4) & 0xF == State.STOPPED
+    assert bus.read("cpu", DST, 12) == b"".join(i.to_bytes(4, "little") for i in (1, 2, 3))
+
+
+def test_memory_to_device_writes_each_beat_to_the_fifo_register(board_parts):
+    dmac, device, bus, _ = board_parts
+    bus.write("cpu", SRC, b"".join(i.to_bytes(4, "little") for i in range(8)))
+    asm = Asm().mov("CCR", ccr(4, 8, dst_inc=False)).mov("SAR", SRC).mov("DAR", FIFO_BASE)
+    go(dmac, 0, bytes(asm.ld().st().end().code), bus)
+    assert device.tx == list(range(8))
+
+
+def test_a_beat_the_device_cannot_take_is_a_dma_fault(board_parts):
+    dmac, _, bus, _ = board_parts
+    asm = Asm().mov("CCR", ccr(4, 1, dst_inc=False)).mov("SAR", SRC).mov("DAR", FIFO_BASE + 0xFFE)
+    go(dmac, 0, bytes(asm.ld().st().end().code), bus)
+    assert dmac.read(CS0, 4) & 0xF == State.FAULTING
+    assert "4-byte beat" in bus.faults[-1].reason
+
+
+def test_request_line_out_of_range_is_refused(board_parts):
+    dmac = board_parts[0]
+    with pytest.raises(ValueError, match=r"request lines 0\.\.7"):
+        DmaRequestPort("tx", dmac, 8)
+
+
+PLATFORM = """\
+name: t
+peripherals:
+  - name: pl330
+    plugin: pl330
+    base: 0x0c020000
+    irqs: [114, 115]
+    properties: {peripherals: 8}
+  - name: uart1
+    plugin: pl011
+    base: 0x0c000000
+    irqs: [112]
+    dmas: {rx: [pl330, 0], tx: [pl330, 1]}
+"""
+
+
+def test_platform_wires_requests_into_the_device_tree(tmp_path):
+    from cosim.board import Board
+    from cosim.platform import load_platform
+
+    from .test_platform import NOWHERE
+
+    path = tmp_path / "p.yaml"
+    path.write_text(PLATFORM)
+    board = Board(load_platform(path), NOWHERE, tmp_path)
+    board._build_peripherals(Path(tmp_path))
+    nodes = {n.name: n for n in board.device_tree_nodes()[0]}
+    text = nodes["uart1"].dts()
+    assert "dmas = <&{/pl330@c020000} 0x0 &{/pl330@c020000} 0x1>;" in text
+    assert 'dma-names = "rx", "tx";' in text
+    assert board.peripherals["uart1"].dma_requests["tx"].line == 1
+    for endpoint in board.endpoints:
+        endpoint.close()
+
+
+@pytest.mark.parametrize("change,message", [
+    ("rx: [pl330, 0]", "has no DMA request 'rx2'"),
+    ("tx: [pl330, 1]", "'uart9' is not a DMA controller"),
+    ("[pl330, 1]}", "request lines 0..7, not 9"),
+])
+def test_bad_dma_wiring_names_the_line(tmp_path, change, message):
+    from cosim.board import Board
+    from cosim.platform import PlatformError, load_platform
+
+    from .test_platform import NOWHERE
+
+    replacement = {"rx: [pl330, 0]": "rx2: [pl330, 0]", "tx: [pl330, 1]": "tx: [uart9, 1]",
+                   "[pl330, 1]}": "[pl330, 9]}"}[change]
+    path = tmp_path / "p.yaml"
+    path.write_text(PLATFORM.replace(change, replacement))
+    with pytest.raises(PlatformError, match=message) as info:
+        board = Board(load_platform(path), NOWHERE, tmp_path)
+        try:
+            board._build_peripherals(Path(tmp_path))
+        finally:
+            for endpoint in board.endpoints:
+                endpoint.close()
+    assert "p.yaml:12" in str(info.value)
