@@ -33,6 +33,7 @@ from .engines.qemu.engine import BridgedDevice, QemuEngine, pin
 from .peripheral import Peripheral, PeripheralConfig
 from .platform import LoadedPlatform, PlatformError
 from .pluginmanager import default_plugin_manager, peripheral_types
+from .trace import EventTrace
 
 BOOTARGS = "console=ttyAMA0 rdinit=/init panic=-1 loglevel=7"
 BOOT_TIMEOUT_S = 60.0
@@ -102,6 +103,7 @@ class Board:
         self.bus.add_layer(self.tracer)
         self.peripherals: dict[str, Peripheral] = {}
         self.model_lock = threading.RLock()  # one for all models: see Peripheral.lock
+        self.trace = EventTrace()
         self.endpoints: list[BridgeEndpoint] = []
         self.failures: list[BridgeFailure] = []
         self.expected_dma_faults = 0
@@ -239,7 +241,7 @@ class Board:
             config = PeripheralConfig(spec.name, spec.base, size, tuple(spec.irqs), spec.properties,
                                       spec.dt)
             try:
-                peripheral = cls(config, self.bus, endpoint, lock=self.model_lock)
+                peripheral = cls(config, self.bus, endpoint, lock=self.model_lock, trace=self.trace)
             except Exception as e:
                 raise PlatformError(f"{self.platform.where('peripherals')}: plugin '{spec.plugin}' "
                                     f"failed to create '{spec.name}': {type(e).__name__}: {e}") from e
@@ -385,6 +387,8 @@ class Board:
         if self.kernel_log is not None:
             self.kernel_log.close()
         self._write_trace()
+        if self.trace.events:
+            self.trace.save(self.logdir / "trace.json")
         self.bus.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir = None

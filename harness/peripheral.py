@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from .bus import Bus, BusMaster
 from .dmarequest import DmaRequestPort
+from .trace import EventTrace
 
 Access = Literal["rw", "ro", "wo", "w1c"]
 
@@ -223,7 +224,7 @@ class Peripheral:
         cls._registers = dict(sorted(by_offset.items()))
 
     def __init__(self, config: PeripheralConfig, bus: Bus, irq_sink: IrqSink,
-                 lock: threading.RLock | None = None):
+                 lock: threading.RLock | None = None, trace: EventTrace | None = None):
         self.config = config
         self.name = config.name
         self.properties = dict(config.properties or {})
@@ -231,6 +232,7 @@ class Peripheral:
         # into another, and a single lock cannot be taken in two orders.
         self.lock = lock or threading.RLock()
         self.dma_requests: dict[str, DmaRequestPort] = {}
+        self.trace = trace or EventTrace()  # the board's timeline, shared by its models
         self.regs = RegisterFile(self._registers.values())
         self.irqs = {n: IrqLine(n, i, irq_sink) for i, n in enumerate(self.irq_names)}
         self.dma = BusMaster(bus, config.name) if self.dma_master else None

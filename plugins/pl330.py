@@ -76,6 +76,10 @@ class Channel:
     fault: int = 0
     nonsecure: bool = False
     icache: dict[int, bytes] = field(default_factory=dict)
+    started_ns: int = 0  # the transfer on the timeline: from DMAGO to DMAEND
+    first_src: int | None = None
+    first_dst: int | None = None
+    moved: int = 0
     loops: dict[tuple[int, int], bool] = field(default_factory=dict)  # fast-path verdicts
 
     def src_burst(self) -> int:
@@ -181,6 +185,8 @@ class Pl330(Peripheral):
         that accepts it: DMAWFPB only a burst request, DMAWFPS and DMAWFPP either."""
         with self.lock:
             kind = BURST if burst else SINGLE
+            self.trace.instant(f"{self.name} request line {line}", "burst" if burst else "single",
+                               last=last)
             for ch in self.channels:
                 if ch.state == State.WFP and ch.wait_on == line and accepts(ch.wfp_op, kind):
                     self._accept_request(ch, ch.wfp_op, kind, last)
@@ -285,6 +291,7 @@ class Pl330(Peripheral):
             self._manager_fault(Fault.DMAGO_ERR)
             return
         ch.pc, ch.nonsecure, ch.state = address, nonsecure, State.EXECUTING
+        ch.started_ns, ch.first_src, ch.first_dst, ch.moved = self.trace.now(), None, None, 0
         ch.mfifo.clear()
         ch.icache.clear()
         ch.loops.clear()
@@ -310,6 +317,13 @@ class Pl330(Peripheral):
     def _fault(self, ch: Channel, kind: Fault) -> None:
         ch.fault |= kind
         ch.state = State.FAULTING
+        self._trace_transfer(ch, f"fault {Fault(kind).name}")
+
+    def _trace_transfer(self, ch: Channel, name: str) -> None:
+        src = "-" if ch.first_src is None else f"{ch.first_src:#x}"
+        dst = "-" if ch.first_dst is None else f"{ch.first_dst:#x}"
+        self.trace.span(f"{self.name} channel {ch.index}", name, ch.started_ns, self.trace.now(),
+                        src=src, dst=dst, length=ch.moved)
 
     # --- channel threads ---
 
@@ -355,6 +369,7 @@ class Pl330(Peripheral):
         if op == 0x00:  # DMAEND
             ch.state = State.STOPPED
             ch.mfifo.clear()
+            self._trace_transfer(ch, "transfer")
         elif op == 0x01:  # DMAKILL
             self._kill(ch)
         elif op & 0xFC == 0x04:  # DMALD[S|B]
@@ -429,6 +444,8 @@ class Pl330(Peripheral):
             self._fault(ch, Fault.MFIFO_ERR)
             return
         assert self.dma is not None
+        if ch.first_src is None:
+            ch.first_src = ch.sar
         try:
             ch.mfifo += self.dma.read(ch.sar, n, beat=ch.src_beat(), increment=ch.src_inc())
         except DmaFault:
@@ -448,11 +465,14 @@ class Pl330(Peripheral):
             data = swap(bytes(ch.mfifo[:n]), ch.swap_bytes())
             del ch.mfifo[:n]
         assert self.dma is not None
+        if ch.first_dst is None:
+            ch.first_dst = ch.dar
         try:
             self.dma.write(ch.dar, data, beat=ch.dst_beat(), increment=ch.dst_inc())
         except DmaFault:
             self._fault(ch, Fault.DATA_WRITE_ERR)
             return
+        ch.moved += n
         if ch.dst_inc():
             ch.dar = (ch.dar + n) & 0xFFFFFFFF
 
@@ -499,6 +519,7 @@ class Pl330(Peripheral):
             return False  # let the interpreter find the exact faulting burst
         ch.sar += total
         ch.dar += total
+        ch.moved += total
         ch.lc[counter] = 0
         ch.pc = end  # DMALPEND again: it now falls through
         return True

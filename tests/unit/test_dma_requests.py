@@ -103,6 +103,10 @@ def test_channel_waits_for_the_peripheral_then_moves_bursts(board_parts):
     data = bus.read("cpu", DST, 64)
     assert [int.from_bytes(data[i:i + 4], "little") for i in range(0, 64, 4)] == words
     assert not device.rx and dmac.read(ES, 4) == 1 and irqs.levels[0]
+    events = dmac.trace.chrome_json()["traceEvents"]
+    tracks = {e["args"]["name"]: e["tid"] for e in events if e["ph"] == "M"}
+    requests = [e for e in events if e["ph"] == "i" and e["tid"] == tracks["pl330 request line 0"]]
+    assert [e["name"] for e in requests] == ["burst"] * 4  # requests and transfers, one timeline
 
 
 def test_data_arriving_in_pieces_is_moved_as_it_comes(board_parts):

@@ -262,3 +262,15 @@ def test_add_halfword_and_store_zeros_and_endian_swap(dmac, bus):
 def test_instruction_lengths():
     assert [instruction_size(op) for op in (0x00, 0x04, 0x06, 0x20, 0x29, 0x2A, 0x38, 0x54, 0xBC, 0xA2)] == [
         1, 1, 0, 2, 2, 0, 2, 3, 6, 6]
+
+
+def test_transfers_and_faults_are_on_the_timeline(dmac, bus):
+    go(dmac, 2, linux_memcpy(SRC, DST, 4096), bus)
+    go(dmac, 3, linux_memcpy(SRC, 0xF0000000, 64), bus)
+    trace = dmac.trace.chrome_json()["traceEvents"]
+    tracks = {e["args"]["name"]: e["tid"] for e in trace if e["ph"] == "M"}
+    [copy] = [e for e in trace if e["ph"] == "X" and e["tid"] == tracks["dut channel 2"]]
+    assert copy["name"] == "transfer" and copy["dur"] >= 0
+    assert copy["args"] == {"src": f"{SRC:#x}", "dst": f"{DST:#x}", "length": 4096}
+    [fault] = [e for e in trace if e["ph"] == "X" and e["tid"] == tracks["dut channel 3"]]
+    assert fault["name"] == "fault DATA_WRITE_ERR" and fault["args"]["length"] == 0
