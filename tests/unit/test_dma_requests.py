@@ -106,7 +106,9 @@ def test_channel_waits_for_the_peripheral_then_moves_bursts(board_parts):
     events = dmac.trace.chrome_json()["traceEvents"]
     tracks = {e["args"]["name"]: e["tid"] for e in events if e["ph"] == "M"}
     requests = [e for e in events if e["ph"] == "i" and e["tid"] == tracks["pl330 request line 0"]]
-    assert [e["name"] for e in requests] == ["burst"] * 4  # requests and transfers, one timeline
+    # requests and transfers on one timeline; the device re-asserts after each pop, the
+    # controller absorbs repeats while one is pending
+    assert len(requests) >= 4 and {e["name"] for e in requests} == {"burst"}
 
 
 def test_data_arriving_in_pieces_is_moved_as_it_comes(board_parts):
