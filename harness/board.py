@@ -29,7 +29,7 @@ from .bus import Bus, BusTracer, Memory
 from .console import EXPECTABLE, CommandResult, KernelLog, ShellConsole
 from .devicetree import Cell, DtNode, Ref, compile_dts, overlay_dts, reg_cells, spi_cells
 from .dmarequest import DmaRequestPort
-from .engines.qemu.engine import BridgedDevice, QemuEngine, pin
+from .engines.qemu.engine import BridgedDevice, NativeDevice, QemuEngine, pin
 from .peripheral import Peripheral, PeripheralConfig
 from .platform import LoadedPlatform, PlatformError
 from .pluginmanager import default_plugin_manager, peripheral_types
@@ -117,8 +117,9 @@ class Board:
 
     def _check_platform(self) -> None:
         spec, engine = self.platform.spec, self.engine
-        lo, hi = engine.peripheral_window
         windows: list[tuple[int, int, str]] = []
+        for i, q in enumerate(spec.qemu_devices):
+            self._check_window(("qemu_devices", i), q.name, q.base, q.size, windows)
         for i, p in enumerate(spec.peripherals):
             where = self.platform.where("peripherals", i)
             if p.plugin not in self.types:
@@ -126,15 +127,7 @@ class Board:
                 raise PlatformError(f"{self.platform.where('peripherals', i, 'plugin')}: unknown "
                                     f"plugin '{p.plugin}' — installed plugins: {known}")
             size = p.size or self.types[p.plugin].default_size
-            if not (lo <= p.base and p.base + size <= hi):
-                raise PlatformError(f"{self.platform.where('peripherals', i, 'base')}: window "
-                                    f"{p.base:#x}+{size:#x} of '{p.name}' is outside the free "
-                                    f"window {lo:#x}..{hi:#x} of {engine.name} virt — move it there")
-            for base, end, other in windows:
-                if p.base < end and base < p.base + size:
-                    raise PlatformError(f"{where}: window of '{p.name}' ({p.base:#x}+{size:#x}) "
-                                        f"overlaps '{other}' ({base:#x}..{end:#x}) — move one")
-            windows.append((p.base, p.base + size, p.name))
+            self._check_window(("peripherals", i), p.name, p.base, size, windows)
             wanted = len(self.types[p.plugin].irq_names)
             if len(p.irqs) != wanted:
                 raise PlatformError(f"{self.platform.where('peripherals', i, 'irqs')}: '{p.name}' "
@@ -156,9 +149,23 @@ class Board:
                 if target not in names or not hasattr(self.types[names[target].plugin], "dma_request"):
                     raise PlatformError(f"{where}: '{target}' is not a DMA controller of this "
                                         "platform — name one that takes requests (e.g. a pl330)")
-        spis = [s for p in spec.peripherals for s in p.irqs]
+        spis = [s for p in [*spec.peripherals, *spec.qemu_devices] for s in p.irqs]
         if len(spis) != len(set(spis)):
             raise PlatformError(f"{self.platform.where('peripherals')}: two peripherals share an SPI")
+
+    def _check_window(self, loc: tuple[str, int], name: str, base: int, size: int,
+                      windows: list[tuple[int, int, str]]) -> None:
+        lo, hi = self.engine.peripheral_window
+        if not (lo <= base and base + size <= hi):
+            raise PlatformError(f"{self.platform.where(*loc, 'base')}: window {base:#x}+{size:#x} of "
+                                f"'{name}' is outside the free window {lo:#x}..{hi:#x} of "
+                                f"{self.engine.name} virt — move it there")
+        for start, end, other in windows:
+            if base < end and start < base + size:
+                raise PlatformError(f"{self.platform.where(*loc)}: window of '{name}' "
+                                    f"({base:#x}+{size:#x}) overlaps '{other}' ({start:#x}..{end:#x})"
+                                    " — move one")
+        windows.append((base, base + size, name))
 
     # --- failures ---
 
@@ -287,6 +294,14 @@ class Board:
                 aliases[f"serial{serial_index}"] = f"/{node.full_name}"
                 serial_index += 1
             nodes.append(node)
+        for q in self.platform.spec.qemu_devices:
+            node = DtNode(q.name, q.base, {"compatible": list(q.compatible),
+                                           "reg": reg_cells(q.base, q.size)})
+            if q.irqs:
+                node.set("interrupts", spi_cells(q.irqs))
+            for key, value in q.dt.items():
+                node.set(key, value)
+            nodes.append(node)
         return nodes, aliases
 
     def device_tree_source(self) -> str:
@@ -341,6 +356,10 @@ class Board:
                                   initramfs=self.artifacts.initramfs, bootargs=bootargs,
                                   kernel_console=workdir / "kernel.sock",
                                   shell_console=workdir / "shell.sock", devices=devices,
+                                  native=[NativeDevice(q.model, q.base, tuple(q.irqs),
+                                                       {k: str(v) for k, v in q.props.items()},
+                                                       q.link_memory)
+                                          for q in self.platform.spec.qemu_devices],
                                   extra_args=extra_qemu_args)
         (self.logdir / "qemu-cmdline.txt").write_text(" ".join(cmd) + "\n")
         for endpoint, name in zip(self.endpoints, self.peripherals, strict=True):

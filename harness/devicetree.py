@@ -36,6 +36,8 @@ class DeviceTreeError(ValueError):
 def _format(name: str, value: Value) -> str:
     if value is True:
         return f"{name};"
+    if isinstance(value, str) and value.startswith("<") and value.endswith(">"):
+        return f"{name} = {value};"  # cells written as DTS, e.g. "<&{/apb-pclk}>" from YAML
     if isinstance(value, str):
         return f'{name} = "{_escape(value)}";'
     if isinstance(value, bytes):

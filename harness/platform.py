@@ -64,12 +64,32 @@ class PeripheralSpec(_Strict):
         return None if v is None else parse_size(v)
 
 
+class QemuDeviceSpec(_Strict):
+    """One of QEMU's own sysbus models on the board (e.g. its C PL330, for comparisons)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,30}$")
+    model: str  # QEMU's type name
+    base: int
+    size: int
+    irqs: list[int] = []  # GIC SPIs for the model's sysbus IRQs, in the model's order
+    props: dict[str, str | int | bool] = {}
+    link_memory: bool = False
+    compatible: list[str]
+    dt: dict[str, Any] = {}
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+
 class Platform(_Strict):
     name: str
     description: str = ""
     machine: Machine = Machine()
     guest: Guest = Guest()
     peripherals: list[PeripheralSpec] = []
+    qemu_devices: list[QemuDeviceSpec] = []
 
     @model_validator(mode="after")
     def _unique_names(self) -> Platform:

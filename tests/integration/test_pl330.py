@@ -63,3 +63,13 @@ def test_transfer_outside_ram_faults_like_the_hardware_and_the_board_lives_on(mo
     module_board.kernel_log.settle()
     assert re.findall(r"dma0chan0-copy\d: summary 50 tests, 0 failures", module_board.kernel_log.text())
     module_board.run("rmmod dmatest")
+
+
+def test_qemus_own_pl330_runs_on_the_comparison_platform(cosim_board_factory):
+    """The reference side of the benchmark: QEMU's C PL330 put on virt by cosim-sysbus-host."""
+    board = cosim_board_factory("virt-qemu-pl330")
+    assert "dma-pl330 c020000.pl330: Loaded driver for PL330 DMAC-241330" in board.kernel_log.text()
+    board.run("modprobe dmatest iterations=20 threads_per_chan=1 channel=dma0chan0 run=1")
+    board.run("cat /sys/module/dmatest/parameters/wait", timeout=300)
+    board.kernel_log.settle()
+    assert "dma0chan0-copy0: summary 20 tests, 0 failures" in board.kernel_log.text()

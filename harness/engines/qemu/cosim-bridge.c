@@ -1,4 +1,6 @@
 /*
+ * cosim's devices in QEMU.
+ *
  * cosim-bridge: forwards one MMIO window and its interrupt lines to the cosim harness.
  *
  * The wire protocol is defined in harness/protocol.py; the structs below mirror it.  The device
@@ -21,6 +23,7 @@
 #include "hw/irq.h"
 #include "hw/qdev-core.h"
 #include "hw/qdev-properties.h"
+#include "hw/sysbus.h"
 #include "qom/object.h"
 
 #include <sys/socket.h>
@@ -377,9 +380,112 @@ static const TypeInfo cosim_info = {
     .class_init = cosim_class_init,
 };
 
+/*
+ * cosim-sysbus-host: puts one of QEMU's own sysbus models (QEMU's C PL330, say) on a board that
+ * does not let users add sysbus devices, for side-by-side comparison with a Python model.
+ * Properties: model (QOM type), base, irqs (GIC SPIs for the model's sysbus IRQs, in order),
+ * props ("name=value,..." set on the model), link-memory (set its "memory" link to system memory).
+ */
+#define TYPE_COSIM_SYSBUS_HOST "cosim-sysbus-host"
+OBJECT_DECLARE_SIMPLE_TYPE(CosimSysbusHostState, COSIM_SYSBUS_HOST)
+
+struct CosimSysbusHostState {
+    DeviceState parent_obj;
+
+    char *model;
+    char *props;
+    char *irq_list;
+    uint64_t base;
+    bool link_memory;
+};
+
+static void cosim_host_realize(DeviceState *dev, Error **errp)
+{
+    CosimSysbusHostState *s = COSIM_SYSBUS_HOST(dev);
+    ObjectClass *klass = s->model ? object_class_by_name(s->model) : NULL;
+    g_auto(GStrv) props = NULL;
+    g_auto(GStrv) irqs = NULL;
+    SysBusDevice *sbd;
+    DeviceState *inner;
+    unsigned nspis, n = 0;
+    Object *gic;
+
+    if (!klass || !object_class_dynamic_cast(klass, TYPE_SYS_BUS_DEVICE)) {
+        error_setg(errp, "cosim-sysbus-host: '%s' is not a sysbus device type",
+                   s->model ? s->model : "");
+        return;
+    }
+    inner = qdev_new(s->model);
+    props = g_strsplit(s->props ? s->props : "", ",", -1);
+    for (char **p = props; *p && **p; p++) {
+        char *eq = strchr(*p, '=');
+        if (!eq) {
+            error_setg(errp, "cosim-sysbus-host: property '%s' is not name=value", *p);
+            goto fail;
+        }
+        *eq = '\0';
+        if (!object_property_parse(OBJECT(inner), *p, eq + 1, errp)) {
+            goto fail;
+        }
+    }
+    if (s->link_memory &&
+        !object_property_set_link(OBJECT(inner), "memory", OBJECT(get_system_memory()), errp)) {
+        goto fail;
+    }
+    sbd = SYS_BUS_DEVICE(inner);
+    if (!sysbus_realize_and_unref(sbd, errp)) {
+        return;
+    }
+    memory_region_add_subregion_overlap(get_system_memory(), s->base,
+                                        sysbus_mmio_get_region(sbd, 0), 1);
+    gic = cosim_find_gic(&nspis, errp);
+    if (!gic) {
+        return;
+    }
+    irqs = g_strsplit(s->irq_list ? s->irq_list : "", ":", -1);
+    for (char **p = irqs; *p && **p; p++, n++) {
+        uint64_t spi;
+        if (qemu_strtou64(*p, NULL, 0, &spi) < 0 || spi >= nspis) {
+            error_setg(errp, "cosim-sysbus-host: IRQ '%s' is not a GIC SPI", *p);
+            return;
+        }
+        sysbus_connect_irq(sbd, n, qdev_get_gpio_in(DEVICE(gic), spi));
+    }
+    return;
+
+fail:
+    object_unref(OBJECT(inner));
+}
+
+static const Property cosim_host_properties[] = {
+    DEFINE_PROP_STRING("model", CosimSysbusHostState, model),
+    DEFINE_PROP_STRING("props", CosimSysbusHostState, props),
+    DEFINE_PROP_STRING("irqs", CosimSysbusHostState, irq_list),
+    DEFINE_PROP_UINT64("base", CosimSysbusHostState, base, 0),
+    DEFINE_PROP_BOOL("link-memory", CosimSysbusHostState, link_memory, false),
+};
+
+static void cosim_host_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+
+    dc->realize = cosim_host_realize;
+    dc->desc = "cosim: one of QEMU's own sysbus models, mapped and wired on any board";
+    device_class_set_props(dc, cosim_host_properties);
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+}
+
+static const TypeInfo cosim_host_info = {
+    .name = TYPE_COSIM_SYSBUS_HOST,
+    .parent = TYPE_DEVICE,
+    .instance_size = sizeof(CosimSysbusHostState),
+    .class_init = cosim_host_class_init,
+};
+
 static void cosim_register_types(void)
 {
     type_register_static(&cosim_info);
+    type_register_static(&cosim_host_info);
 }
 
 type_init(cosim_register_types)

@@ -31,6 +31,17 @@ class EngineError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class NativeDevice:
+    """One of QEMU's own sysbus models, put on the board by cosim-sysbus-host."""
+
+    model: str
+    base: int
+    spis: tuple[int, ...]
+    props: dict[str, str]
+    link_memory: bool
+
+
+@dataclass(frozen=True)
 class BridgedDevice:
     name: str
     socket: Path
@@ -80,7 +91,7 @@ class QemuEngine:
 
     def command(self, *, ram_file: Path, dtb: Path, kernel: Path, initramfs: Path, bootargs: str,
                 kernel_console: Path, shell_console: Path, devices: list[BridgedDevice],
-                extra_args: list[str]) -> list[str]:
+                native: list[NativeDevice], extra_args: list[str]) -> list[str]:
         ram = (f"memory-backend-file,id=ram,size={self.machine.memory},mem-path={ram_file},"
                "share=on")
         cmd = [str(self.binary), *self.machine_args(), "-object", ram,
@@ -95,6 +106,11 @@ class QemuEngine:
             irqs = ":".join(str(s) for s in d.spis)
             cmd += ["-device", f"cosim-bridge,name={d.name},socket={d.socket},base={d.base:#x},"
                                f"size={d.size:#x},irqs={irqs}"]
+        for n in native:
+            props = ",,".join(f"{k}={v}" for k, v in n.props.items())  # ",," escapes a comma
+            irqs = ":".join(str(s) for s in n.spis)
+            cmd += ["-device", f"cosim-sysbus-host,model={n.model},base={n.base:#x},irqs={irqs},"
+                               f"props={props},link-memory={'on' if n.link_memory else 'off'}"]
         return cmd + extra_args
 
     def start(self, cmd: list[str], stderr_log: Path, cpus: set[int] | None = None) -> None:
