@@ -38,7 +38,8 @@
 struct fifo_dev {
 	struct device *dev;
 	void __iomem *regs;
-	struct dma_chan *rx, *tx;
+	struct dma_chan *rx, *tx;	/* held while an operation runs */
+	phys_addr_t fifo;		/* the DATA register's bus address */
 	struct mutex lock;
 	struct dentry *debugfs;
 	struct completion done;
@@ -47,6 +48,12 @@ struct fifo_dev {
 };
 
 static struct dentry *debugfs_root;
+
+static void put_channels(struct fifo_dev *fd)
+{
+	dma_release_channel(fd->tx);
+	dma_release_channel(fd->rx);
+}
 
 static void transfer_done(void *param)
 {
@@ -187,6 +194,43 @@ out:
 	return ret;
 }
 
+static int fifo_config(struct fifo_dev *fd, struct dma_chan *chan, phys_addr_t fifo, bool rx)
+{
+	struct dma_slave_config cfg = {
+		.direction = rx ? DMA_DEV_TO_MEM : DMA_MEM_TO_DEV,
+		.src_addr = fifo,
+		.dst_addr = fifo,
+		.src_addr_width = DMA_SLAVE_BUSWIDTH_4_BYTES,
+		.dst_addr_width = DMA_SLAVE_BUSWIDTH_4_BYTES,
+		.src_maxburst = 4,
+		.dst_maxburst = 4,
+	};
+
+	return dmaengine_slave_config(chan, &cfg);
+}
+
+/* The channels are held only while an operation runs, so dmatest can use every channel else. */
+static int get_channels(struct fifo_dev *fd)
+{
+	int ret;
+
+	fd->rx = dma_request_chan(fd->dev, "rx");
+	if (IS_ERR(fd->rx))
+		return PTR_ERR(fd->rx);
+	fd->tx = dma_request_chan(fd->dev, "tx");
+	if (IS_ERR(fd->tx)) {
+		ret = PTR_ERR(fd->tx);
+		dma_release_channel(fd->rx);
+		return ret;
+	}
+	ret = fifo_config(fd, fd->rx, fd->fifo, true);
+	if (!ret)
+		ret = fifo_config(fd, fd->tx, fd->fifo, false);
+	if (ret)
+		put_channels(fd);
+	return ret;
+}
+
 static ssize_t control_write(struct file *file, const char __user *ubuf, size_t count,
 			     loff_t *ppos)
 {
@@ -202,6 +246,9 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 	buf[count] = '\0';
 	n = sscanf(buf, "%7s %u %u %u", op, &a, &b, &c);
 	mutex_lock(&fd->lock);
+	ret = get_channels(fd);
+	if (ret)
+		goto out;
 	if (n == 4 && !strcmp(op, "tx"))
 		ret = run_sg(fd, true, a, b, c);
 	else if (n == 4 && !strcmp(op, "rx"))
@@ -210,6 +257,8 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 		ret = run_cyclic(fd, a, b);
 	else
 		ret = -EINVAL;
+	put_channels(fd);
+out:
 	mutex_unlock(&fd->lock);
 	return ret ? ret : count;
 }
@@ -229,21 +278,6 @@ static const struct file_operations control_fops = {
 	.llseek = default_llseek,
 };
 
-static int fifo_config(struct fifo_dev *fd, struct dma_chan *chan, phys_addr_t fifo, bool rx)
-{
-	struct dma_slave_config cfg = {
-		.direction = rx ? DMA_DEV_TO_MEM : DMA_MEM_TO_DEV,
-		.src_addr = fifo,
-		.dst_addr = fifo,
-		.src_addr_width = DMA_SLAVE_BUSWIDTH_4_BYTES,
-		.dst_addr_width = DMA_SLAVE_BUSWIDTH_4_BYTES,
-		.src_maxburst = 4,
-		.dst_maxburst = 4,
-	};
-
-	return dmaengine_slave_config(chan, &cfg);
-}
-
 static int fifo_probe(struct platform_device *pdev)
 {
 	struct device *dev = &pdev->dev;
@@ -261,29 +295,16 @@ static int fifo_probe(struct platform_device *pdev)
 	fd->regs = devm_platform_get_and_ioremap_resource(pdev, 0, &res);
 	if (IS_ERR(fd->regs))
 		return PTR_ERR(fd->regs);
-	fd->rx = dma_request_chan(dev, "rx");
-	if (IS_ERR(fd->rx))
-		return dev_err_probe(dev, PTR_ERR(fd->rx), "no rx DMA channel\n");
-	fd->tx = dma_request_chan(dev, "tx");
-	if (IS_ERR(fd->tx)) {
-		ret = dev_err_probe(dev, PTR_ERR(fd->tx), "no tx DMA channel\n");
-		goto err_rx;
-	}
-	ret = fifo_config(fd, fd->rx, res->start + REG_DATA, true);
-	if (!ret)
-		ret = fifo_config(fd, fd->tx, res->start + REG_DATA, false);
+	fd->fifo = res->start + REG_DATA;
+	ret = get_channels(fd);  /* the device tree's dmas must resolve: fail the probe otherwise */
 	if (ret)
-		goto err_tx;
+		return dev_err_probe(dev, ret, "no rx/tx DMA channels\n");
+	dev_info(dev, "DMA channels rx %s, tx %s\n", dma_chan_name(fd->rx), dma_chan_name(fd->tx));
+	put_channels(fd);
 	fd->debugfs = debugfs_create_dir(dev_name(dev), debugfs_root);
 	debugfs_create_file("control", 0600, fd->debugfs, fd, &control_fops);
 	platform_set_drvdata(pdev, fd);
-	dev_info(dev, "DMA channels rx %s, tx %s\n", dma_chan_name(fd->rx), dma_chan_name(fd->tx));
 	return 0;
-err_tx:
-	dma_release_channel(fd->tx);
-err_rx:
-	dma_release_channel(fd->rx);
-	return ret;
 }
 
 static void fifo_remove(struct platform_device *pdev)
@@ -291,8 +312,6 @@ static void fifo_remove(struct platform_device *pdev)
 	struct fifo_dev *fd = platform_get_drvdata(pdev);
 
 	debugfs_remove_recursive(fd->debugfs);
-	dma_release_channel(fd->tx);
-	dma_release_channel(fd->rx);
 }
 
 static const struct of_device_id fifo_of_match[] = {
