@@ -31,6 +31,8 @@
 #include <linux/slab.h>
 #include <linux/string.h>
 
+#include "cosim_control.h"
+
 #define REG_ID		0x00
 #define REG_CTRL	0x08
 #define REG_STATUS	0x0c
@@ -467,11 +469,9 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 	u64 address;
 	int ret;
 
-	if (count >= sizeof(buf))
-		return -EINVAL;
-	if (copy_from_user(buf, ubuf, count))
-		return -EFAULT;
-	buf[count] = '\0';
+	ret = cosim_copy_command(buf, sizeof(buf), ubuf, count);
+	if (ret)
+		return ret;
 
 	mutex_lock(&ce->lock);
 	snprintf(ce->result, RESULT_LEN, "error: bad command\n");
@@ -573,24 +573,6 @@ static struct platform_driver copy_driver = {
 	},
 };
 
-static int __init copy_init(void)
-{
-	int ret;
-
-	debugfs_root = debugfs_create_dir("cosim-dma-copy", NULL);
-	ret = platform_driver_register(&copy_driver);
-	if (ret)
-		debugfs_remove_recursive(debugfs_root);
-	return ret;
-}
-
-static void __exit copy_exit(void)
-{
-	platform_driver_unregister(&copy_driver);
-	debugfs_remove_recursive(debugfs_root);
-}
-
-module_init(copy_init);
-module_exit(copy_exit);
+module_cosim_platform_driver(copy_driver, "cosim-dma-copy", debugfs_root);
 MODULE_DESCRIPTION("Driver and DMA-API exerciser for the cosim dma-copy engine");
 MODULE_LICENSE("GPL");

@@ -27,6 +27,8 @@
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
 
+#include "cosim_control.h"
+
 #define REG_DATA	0x00
 #define REG_CTRL	0x08
 #define CTRL_RX_DMA	BIT(0)
@@ -239,11 +241,9 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 	u32 a, b, c = 0;
 	int ret, n;
 
-	if (count >= sizeof(buf))
-		return -EINVAL;
-	if (copy_from_user(buf, ubuf, count))
-		return -EFAULT;
-	buf[count] = '\0';
+	ret = cosim_copy_command(buf, sizeof(buf), ubuf, count);
+	if (ret)
+		return ret;
 	n = sscanf(buf, "%7s %u %u %u", op, &a, &b, &c);
 	mutex_lock(&fd->lock);
 	ret = get_channels(fd);
@@ -329,24 +329,6 @@ static struct platform_driver fifo_driver = {
 	},
 };
 
-static int __init fifo_init(void)
-{
-	int ret;
-
-	debugfs_root = debugfs_create_dir("cosim-dma-fifo", NULL);
-	ret = platform_driver_register(&fifo_driver);
-	if (ret)
-		debugfs_remove_recursive(debugfs_root);
-	return ret;
-}
-
-static void __exit fifo_exit(void)
-{
-	platform_driver_unregister(&fifo_driver);
-	debugfs_remove_recursive(debugfs_root);
-}
-
-module_init(fifo_init);
-module_exit(fifo_exit);
+module_cosim_platform_driver(fifo_driver, "cosim-dma-fifo", debugfs_root);
 MODULE_DESCRIPTION("Slave-DMA exerciser for the cosim dma-fifo test peripheral");
 MODULE_LICENSE("GPL");

@@ -17,6 +17,8 @@
 #include <linux/mutex.h>
 #include <linux/slab.h>
 
+#include "cosim_control.h"
+
 #define RESULT_LEN 256
 
 static struct dentry *debugfs_dir;
@@ -91,11 +93,9 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 	u64 address;
 	int ret;
 
-	if (count >= sizeof(buf))
-		return -EINVAL;
-	if (copy_from_user(buf, ubuf, count))
-		return -EFAULT;
-	buf[count] = '\0';
+	ret = cosim_copy_command(buf, sizeof(buf), ubuf, count);
+	if (ret)
+		return ret;
 	if (sscanf(buf, "memcpy-to %llx", &address) != 1)
 		return -EINVAL;
 	mutex_lock(&lock);
