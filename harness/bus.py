@@ -8,6 +8,7 @@ IOMMU and a cache model tomorrow) wrap the path without any peripheral knowing.
 from __future__ import annotations
 
 import mmap
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,8 @@ class Bus:
     def __init__(self, memories: list[Memory] | None = None):
         self.memories: list[Memory] = list(memories or [])
         self.devices: list[tuple[int, int, DeviceWindow]] = []
+        # bytes each master moved to or from each device window: who carried a UART's data
+        self.device_traffic: Counter[tuple[str, int]] = Counter()
         self.layers: list[BusLayer] = []
         self.faults: list[DmaFault] = []
         self._path: Next = self._chain()
@@ -163,9 +166,9 @@ class Bus:
                 memory.view[start:start + size] = data[offset:offset + size]
         return None if data is not None else bytes(out)
 
-    @staticmethod
-    def _device_access(txn: Transaction, data: bytes | None, base: int, size: int,
+    def _device_access(self, txn: Transaction, data: bytes | None, base: int, size: int,
                        device: DeviceWindow) -> bytes | None:
+        self.device_traffic[txn.master, base] += txn.length
         out = bytearray()
         for address, offset, width in txn.beats():
             if not base <= address < address + width <= base + size or width not in (1, 2, 4, 8):

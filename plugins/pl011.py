@@ -4,7 +4,11 @@ Both directions run at the line rate the driver programmed (UARTCLK / (16 x IBRD
 character), so interrupts come FIFO by FIFO as on a real line: the 32-entry TX FIFO drains to a
 host buffer, and host data waits in a host queue until it arrives in the 32-entry RX FIFO.  When
 the RX FIFO is full the host holds back (ideal flow control): nothing is lost.
-DMACR is kept; its RX/TX DMA request outputs are wired by the DMAC's request interface.
+
+DMA (DMACR.RXDMAE/TXDMAE, request outputs "rx" and "tx" wired by the platform's ``dmas``), as the
+TRM defines the request lines: RX asks for a burst while the RX FIFO is at or above its watermark
+and for a single transfer while it holds a character; TX asks for a burst while the TX FIFO is at or
+below its watermark and for a single transfer while it has room.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import threading
 import time
 from collections import deque
 
-from cosim.api import DtNode, Field, Peripheral, Ref, Register, hookimpl
+from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, hookimpl
 
 FIFO_DEPTH = 32
 UARTCLK_HZ = 24_000_000  # QEMU virt's apb-pclk, which the device tree gives as uartclk
@@ -57,7 +61,7 @@ class Pl011(Peripheral):
     MIS = Register(0x040, width=16, access="ro", on_read="masked_status")
     ICR = Register(0x044, width=16, access="wo", on_write="clear_interrupts")
     DMACR = Register(0x048, width=8, fields=[Field("RXDMAE", 0), Field("TXDMAE", 1),
-                                            Field("DMAONERR", 2)])
+                                            Field("DMAONERR", 2)], on_write="update_interrupts")
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
@@ -70,6 +74,10 @@ class Pl011(Peripheral):
         self._closed = False
         self._tx_was_above = True  # so that an idle, empty FIFO asserts the TX interrupt once
         self._feeder: threading.Thread | None = None
+
+    def connect_dma_request(self, port: DmaRequestPort) -> None:
+        super().connect_dma_request(port)
+        port.on_flush = self._request_dma  # still in need after a flush: ask again
 
     # --- host side ---
 
@@ -207,6 +215,23 @@ class Pl011(Peripheral):
                 ris &= ~RT
         self.regs.RIS.value = ris
         self.irq("uart").set(bool(ris & self.regs.IMSC.value))
+        self._request_dma()
+
+    def _trigger(self, select: int) -> int:
+        return FIFO_DEPTH * TRIGGER_EIGHTHS[min(select, 4)] // 8 if self.regs.LCR_H.FEN else 1
+
+    def _request_dma(self) -> None:
+        rx, tx, dmacr = self.dma_requests.get("rx"), self.dma_requests.get("tx"), self.regs.DMACR
+        if rx is not None and dmacr.RXDMAE and self.rx_fifo:
+            if len(self.rx_fifo) >= self._trigger(self.regs.IFLS.RXIFLSEL):
+                rx.burst()
+            else:
+                rx.single()
+        if tx is not None and dmacr.TXDMAE and len(self.tx_fifo) < self._depth():
+            if len(self.tx_fifo) <= self._trigger(self.regs.IFLS.TXIFLSEL):
+                tx.burst()
+            else:
+                tx.single()
 
 
 @hookimpl
