@@ -169,13 +169,15 @@ class ShellConsole:
             raise
         self._expect(re.compile(rb"@@cosim-begin %d@@\r?\n" % cid), timeout, f"`{command}` to start")
         try:
-            match = self._expect(re.compile(rb"@@cosim-end %d (\d+)@@" % cid), timeout,
+            match = self._expect(re.compile(rb"@@cosim-end %d (\d+)( restart)?@@" % cid), timeout,
                                  f"`{command}` to finish")
         except CommandTimeout as e:
             partial = (self.spawn.before or b"").decode(errors="replace")
             self.spawn.send(b"\x03")  # SIGINT to the command; the agent survives it
             raise CommandTimeout(f"{e}\npartial output:\n{partial}") from None
         output = (self.spawn.before or b"").decode(errors="replace").replace("\r\n", "\n")
+        if match.group(2):  # the command ended the agent's shell: wait for the next agent
+            self.wait_ready(timeout)
         # Drop the newline the agent adds before the end marker, then the output's own last one.
         output = output.removesuffix("\n").removesuffix("\n")
         result = CommandResult(command, output, int(match.group(1)))
