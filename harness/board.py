@@ -107,6 +107,7 @@ class Board:
         self.endpoints: list[BridgeEndpoint] = []
         self.failures: list[BridgeFailure] = []
         self.expected_dma_faults = 0
+        self.expected_width_mismatches = 0
         self.failure: BoardFailure | None = None
         self._failure_lock = threading.Lock()
         self.workdir: Path | None = None
@@ -202,6 +203,10 @@ class Board:
         if unexpected > 0:
             faults = "\n".join(f"  {f}" for f in self.bus.faults[-unexpected:][:5])
             return self._report(f"unexpected DMA fault(s):\n{faults}")
+        unexpected = len(self.bus.width_mismatches) - self.expected_width_mismatches
+        if unexpected > 0:
+            lines = "\n".join(f"  {m}" for m in self.bus.width_mismatches[-unexpected:][:5])
+            return self._report(f"unexpected DMA width mismatch(es):\n{lines}")
         code = self.engine.exit_code()
         if code is not None:
             if self.kernel_log is not None:
@@ -220,9 +225,9 @@ class Board:
         return "\n".join(parts)
 
     @contextlib.contextmanager
-    def expect(self, *categories: str, dma_faults: int = 0) -> Iterator[None]:
-        """Within the block, the named kernel-log categories (e.g. "DMA-API") and up to
-        ``dma_faults`` DMA faults are expected, not failures."""
+    def expect(self, *categories: str, dma_faults: int = 0, width_mismatches: int = 0) -> Iterator[None]:
+        """Within the block, the named kernel-log categories (e.g. "DMA-API"), up to
+        ``dma_faults`` DMA faults and ``width_mismatches`` DMA width mismatches are expected."""
         unknown = set(categories) - EXPECTABLE
         if unknown:
             raise ValueError(f"cannot expect {sorted(unknown)}; expectable: {sorted(EXPECTABLE)}")
@@ -230,6 +235,7 @@ class Board:
         before = set(self.kernel_log.expected)
         self.kernel_log.expected |= set(categories) | ({"warning"} if "DMA-API" in categories else set())
         self.expected_dma_faults += dma_faults
+        self.expected_width_mismatches += width_mismatches
         try:
             yield
         finally:

@@ -15,6 +15,24 @@ from pathlib import Path
 from typing import Protocol
 
 
+@dataclass(frozen=True)
+class WidthMismatch:
+    """A DMA beat of the wrong width into or out of a FIFO data register: the transfer goes on as
+    the hardware takes it (losing or garbling data), and the test hears of it."""
+
+    master: str
+    address: int
+    beat_bytes: int
+    entry_bits: int
+    write: bool
+
+    def __str__(self) -> str:
+        kind = "wrote" if self.write else "read"
+        return (f"DMA width mismatch: {self.master} {kind} {self.beat_bytes}-byte beats at "
+                f"{self.address:#x}, a FIFO register of {self.entry_bits}-bit entries: the "
+                "driver's DMA slave configuration (addr_width) does not fit the device")
+
+
 class DmaFault(Exception):
     """A bus master touched an address no memory answers: the hardware's decode error."""
 
@@ -47,6 +65,8 @@ class DeviceWindow(Protocol):
     def read(self, offset: int, size: int) -> int: ...
 
     def write(self, offset: int, size: int, data: int) -> None: ...
+
+    def fifo_entry_bits(self, offset: int) -> int | None: ...
 
 
 class Memory:
@@ -122,6 +142,7 @@ class Bus:
         self.device_traffic: Counter[tuple[str, int]] = Counter()
         self.layers: list[BusLayer] = []
         self.faults: list[DmaFault] = []
+        self.width_mismatches: list[WidthMismatch] = []
         self._path: Next = self._chain()
 
     def add_memory(self, memory: Memory) -> None:
@@ -169,6 +190,12 @@ class Bus:
     def _device_access(self, txn: Transaction, data: bytes | None, base: int, size: int,
                        device: DeviceWindow) -> bytes | None:
         self.device_traffic[txn.master, base] += txn.length
+        bits = device.fifo_entry_bits(txn.address - base)
+        beat = txn.beat or txn.length
+        if bits is not None and beat * 8 != bits:
+            mismatch = WidthMismatch(txn.master, txn.address, beat, bits, txn.write)
+            if mismatch not in self.width_mismatches:  # each distinct one once
+                self.width_mismatches.append(mismatch)
         out = bytearray()
         for address, offset, width in txn.beats():
             if not base <= address < address + width <= base + size or width not in (1, 2, 4, 8):

@@ -49,12 +49,16 @@ class Register:
 
     def __init__(self, offset: int, *, width: int = 32, reset: int = 0, access: Access = "rw",
                  fields: Sequence[Field] = (), on_read: str | None = None,
-                 on_write: str | None = None, doc: str = ""):
+                 on_write: str | None = None, fifo_entry_bits: int | str | None = None,
+                 doc: str = ""):
         if width not in (8, 16, 32, 64):
             raise ValueError(f"register width {width} is not 8, 16, 32 or 64")
         self.offset, self.width, self.reset, self.access = offset, width, reset, access
         self.fields = {f.name: f for f in fields}
         self.on_read, self.on_write, self.doc = on_read, on_write, doc
+        # A FIFO data register: bits per entry (or the name of a method computing them, for a
+        # frame size the driver programs).  DMA beats of another width are a driver bug.
+        self.fifo_entry_bits = fifo_entry_bits
         full = (1 << width) - 1
         if fields:
             self.writable = sum(f.mask for f in fields if f.access in ("rw", "wo"))
@@ -314,6 +318,14 @@ class Peripheral:
 
     def register_at(self, offset: int) -> Register | None:
         return self._registers.get(offset)
+
+    def fifo_entry_bits(self, offset: int) -> int | None:
+        """Bits per entry if ``offset`` is a FIFO data register (for the bus's width check)."""
+        spec = self._registers.get(offset)
+        if spec is None or spec.fifo_entry_bits is None:
+            return None
+        bits = spec.fifo_entry_bits
+        return getattr(self, bits)() if isinstance(bits, str) else bits
 
     @classmethod
     def register_map(cls) -> list[Register]:

@@ -28,7 +28,7 @@ class DmaFifo(Peripheral):
     compatible = ("cosim,dma-fifo",)
     dma_request_names = ("rx", "tx")
 
-    DATA = Register(0x00, on_read="pop", on_write="push")
+    DATA = Register(0x00, on_read="pop", on_write="push", fifo_entry_bits=32)
     STATUS = Register(0x04, access="ro", on_read="status")
     CTRL = Register(0x08, fields=[Field("RX_DMA", 0), Field("TX_DMA", 1)], on_write="request")
     ID = Register(0x0C, access="ro", reset=0x46494630)

@@ -38,7 +38,7 @@ class Pl011(Peripheral):
     irq_names = ("uart",)
     dma_request_names = ("rx", "tx")
 
-    DR = Register(0x000, width=16, fields=[Field("DATA", 0, 8)],
+    DR = Register(0x000, width=16, fields=[Field("DATA", 0, 8)], fifo_entry_bits=8,
                   on_read="read_data", on_write="write_data")
     RSR = Register(0x004, fields=[Field("FE", 0), Field("PE", 1), Field("BE", 2), Field("OE", 3)],
                    on_write="clear_errors", doc="receive status / error clear")

@@ -9,6 +9,8 @@
  *                                       (SEED + 7 * i) & 0xff so the host can check it
  *   echo "rx LEN NSEG SEED" > control   LEN bytes from the device, checked against that pattern
  *   echo "cyclic PERIOD COUNT" > control  cyclic reception until COUNT periods have completed
+ *   echo "txw WIDTH LEN NSEG SEED" > control  "tx" with the channel set to WIDTH-byte accesses:
+ *                                       a driver bug when WIDTH is not the FIFO's 4 bytes
  *   cat control                         the last result
  * LEN and the pieces are multiples of 16 bytes: the device asks for 4-word bursts.
  */
@@ -196,14 +198,14 @@ out:
 	return ret;
 }
 
-static int fifo_config(struct fifo_dev *fd, struct dma_chan *chan, phys_addr_t fifo, bool rx)
+static int fifo_config(struct dma_chan *chan, phys_addr_t fifo, bool rx, u32 width)
 {
 	struct dma_slave_config cfg = {
 		.direction = rx ? DMA_DEV_TO_MEM : DMA_MEM_TO_DEV,
 		.src_addr = fifo,
 		.dst_addr = fifo,
-		.src_addr_width = DMA_SLAVE_BUSWIDTH_4_BYTES,
-		.dst_addr_width = DMA_SLAVE_BUSWIDTH_4_BYTES,
+		.src_addr_width = width,
+		.dst_addr_width = width,
 		.src_maxburst = 4,
 		.dst_maxburst = 4,
 	};
@@ -225,9 +227,9 @@ static int get_channels(struct fifo_dev *fd)
 		dma_release_channel(fd->rx);
 		return ret;
 	}
-	ret = fifo_config(fd, fd->rx, fd->fifo, true);
+	ret = fifo_config(fd->rx, fd->fifo, true, DMA_SLAVE_BUSWIDTH_4_BYTES);
 	if (!ret)
-		ret = fifo_config(fd, fd->tx, fd->fifo, false);
+		ret = fifo_config(fd->tx, fd->fifo, false, DMA_SLAVE_BUSWIDTH_4_BYTES);
 	if (ret)
 		put_channels(fd);
 	return ret;
@@ -238,13 +240,13 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 {
 	struct fifo_dev *fd = file->private_data;
 	char buf[64], op[8];
-	u32 a, b, c = 0;
+	u32 a, b, c = 0, d = 0;
 	int ret, n;
 
 	ret = cosim_copy_command(buf, sizeof(buf), ubuf, count);
 	if (ret)
 		return ret;
-	n = sscanf(buf, "%7s %u %u %u", op, &a, &b, &c);
+	n = sscanf(buf, "%7s %u %u %u %u", op, &a, &b, &c, &d);
 	mutex_lock(&fd->lock);
 	ret = get_channels(fd);
 	if (ret)
@@ -255,6 +257,11 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 		ret = run_sg(fd, false, a, b, c);
 	else if (n == 3 && !strcmp(op, "cyclic"))
 		ret = run_cyclic(fd, a, b);
+	else if (n == 5 && !strcmp(op, "txw")) {
+		ret = fifo_config(fd->tx, fd->fifo, false, a);
+		if (!ret)
+			ret = run_sg(fd, true, b, c, d);
+	}
 	else
 		ret = -EINVAL;
 	put_channels(fd);

@@ -50,3 +50,23 @@ def test_cyclic_reception_calls_back_once_per_period(module_board):
     module_board.run(f"echo 'cyclic {period} {periods}' > {CONTROL}", timeout=120)
     got = result(module_board)
     assert int(got["periods"]) == periods  # all the data, one callback per period, no more
+
+
+def test_wrong_access_width_fails_the_test_naming_the_bug(cosim_board_factory):
+    from cosim.board import BoardFailure
+
+    board = cosim_board_factory()
+    with pytest.raises(BoardFailure) as info:
+        board.run(f"echo 'txw 1 64 1 5' > {CONTROL}", timeout=60)
+    message = str(info.value)
+    assert "DMA width mismatch: pl330 wrote 1-byte beats at 0xc030000" in message
+    assert "32-bit entries" in message and "addr_width" in message
+
+
+def test_wrong_access_width_garbles_data_as_the_hardware_would(module_board):
+    fifo = module_board.peripheral("fifo")
+    with module_board.expect(width_mismatches=1):
+        module_board.run(f"echo 'txw 1 64 1 5' > {CONTROL}")
+    got = fifo.take_from_guest(4 * 64, timeout=5)
+    # every 1-byte beat became a whole 32-bit FIFO entry
+    assert got[::4] == pattern(5, 64) and got[1::4] + got[2::4] + got[3::4] == bytes(3 * 64)

@@ -233,3 +233,29 @@ def test_bad_dma_wiring_names_the_line(tmp_path, change, message):
             for endpoint in board.endpoints:
                 endpoint.close()
     assert "p.yaml:12" in str(info.value)
+
+
+def test_wrong_beat_width_into_a_uart_loses_data_and_is_reported(board_parts):
+    from cosim.plugins.pl011 import Pl011
+
+    dmac, _, bus, _ = board_parts
+    uart = Pl011(PeripheralConfig("uart", 0x0C040000, 0x1000, (117,)), bus, RecordingIrqSink(),
+                 lock=dmac.lock)
+    bus.add_device(0x0C040000, 0x1000, uart)
+    uart.write(0x2C, 1, 0x70)  # FIFOs on, 8 bits
+    uart.write(0x30, 2, 0x301)  # enabled
+    bus.write("cpu", SRC, b"ABCDEFGH")
+    # a driver that set dst_addr_width = 4 for the 8-bit DR: 4-byte beats, 2 of them
+    asm = Asm().mov("CCR", ccr(4, 2, dst_inc=False)).mov("SAR", SRC).mov("DAR", 0x0C040000)
+    go(dmac, 0, bytes(asm.ld().st().end().code), bus)
+    assert uart.take_from_guest(8, timeout=0.5) == b"AE"  # DR keeps bits 7:0 of each beat
+    [mismatch] = bus.width_mismatches
+    assert (mismatch.beat_bytes, mismatch.entry_bits, mismatch.write) == (4, 8, True)
+    assert "addr_width" in str(mismatch)
+
+
+def test_matching_beats_are_not_reported(board_parts):
+    dmac, device, bus, _ = board_parts
+    go(dmac, 0, rx_program(4), bus)
+    device.receive([1, 2, 3, 4])
+    assert bus.width_mismatches == []
