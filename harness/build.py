@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,7 +87,7 @@ def run(step: str, cmd: Sequence[str | Path], log: Path, cwd: Path | None = None
             out.write(line)
             text = line.decode(errors="replace").strip()
             if text:
-                status.update(f"[bold]{step}[/] [dim]{text[:100]}[/]")
+                status.update(f"[bold]{step}[/] [dim]{escape(text[:100])}[/]")
         if proc.wait() != 0:
             tail = log.read_text(errors="replace").splitlines()[-25:]
             raise BuildError(f"{step} failed (exit {proc.returncode}); log: {log}\n" + "\n".join(tail))
@@ -278,6 +279,28 @@ def build_guest_programs(logs: Path) -> Path:
     return out
 
 
+# Upstream test programs from the kernel source, built as they are (never copied into cosim).
+KERNEL_TOOLS = ("tools/spi/spidev_test.c",)
+
+
+def build_kernel_tools(kernel: KernelArtifacts, logs: Path) -> Path:
+    out = cache_root() / f"kernel-tools-{digest([str(kernel.image), *KERNEL_TOOLS])}"
+    if (out / ".done").exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    headers = out / "headers"  # this kernel's UAPI: the cross toolchain's are older
+    run("install the kernel's UAPI headers", [*KMAKE, f"INSTALL_HDR_PATH={headers}", "headers_install"],
+        logs / "guest.log", cwd=kernel.tree)
+    for tool in KERNEL_TOOLS:
+        name = Path(tool).stem
+        run(f"build {name} from the kernel source",
+            [f"{CROSS}gcc", "-static", "-O2", "-I", headers / "include", "-o", out / name,
+             kernel.tree / tool], logs / "guest.log")
+    (out / ".done").touch()
+    return out
+
+
 def fetch_arm64_deb(package: str, logs: Path) -> Path:
     """Unpacks an arm64 Debian package into the cache; returns the folder."""
     downloads = cache_root() / "downloads"
@@ -300,8 +323,10 @@ def build_initramfs(kernel: KernelArtifacts, logs: Path) -> Path:
     busybox = fetch_arm64_deb("busybox-static", logs) / "bin" / "busybox"
     modules = build_guest_modules(kernel, logs)
     programs = build_guest_programs(logs)
+    tools = build_kernel_tools(kernel, logs)
     rootfs_src = GUEST_DIR / "rootfs"
-    key = digest([busybox, str(kernel.image), str(modules), str(programs), *files_under(rootfs_src)])
+    key = digest([busybox, str(kernel.image), str(modules), str(programs), str(tools),
+                  *files_under(rootfs_src)])
     out = cache_root() / f"initramfs-{key}.cpio.gz"
     if out.exists():
         return out
@@ -320,7 +345,7 @@ def build_initramfs(kernel: KernelArtifacts, logs: Path) -> Path:
     for ko in modules.glob("*.ko"):
         shutil.copy(ko, extra / ko.name)
     run("index guest modules", ["/sbin/depmod", "-b", staging, kernel.release], logs / "guest.log")
-    for program in programs.iterdir():
+    for program in [*programs.iterdir(), *tools.iterdir()]:
         if program.is_file() and os.access(program, os.X_OK):
             shutil.copy(program, staging / "usr" / "bin" / program.name)
     write_cpio(staging, out)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .board import Board, BoardFailure
@@ -82,7 +83,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         log = board.kernel_log.text() if board.kernel_log else ""
         for line in log.splitlines():
             if "ttyAMA1" in line or "dma-copy" in line:
-                out.print(f"  [dim]guest kernel:[/] {line.strip()}")
+                out.print(f"  [dim]guest kernel:[/] {escape(line.strip())}")
 
         out.print("\n[bold]1. DMA through our guest driver and the Python copy engine[/]")
         control = "/sys/kernel/debug/cosim-dma-copy/c010000.dmacopy/control"
@@ -110,7 +111,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         table_text = board.run("cat /proc/interrupts").output
         for line in table_text.splitlines():
             if re.search(r"GICv3\s+14[45] Level", line):
-                out.print(f"  [dim]{line.strip()}[/]")
+                out.print(f"  [dim]{escape(line.strip())}[/]")
     out.print(f"\n[green]demo done[/] in {time.monotonic() - start:.1f} s; logs in {board.logdir}")
     return 0 if same else 1
 
@@ -137,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (PlatformError, BuildError) as e:
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {escape(str(e))}")
         return 2
     except (BoardFailure, CommandFailed, CommandTimeout) as e:
-        err.print(f"[red]failed:[/] {e}")
+        err.print(f"[red]failed:[/] {escape(str(e))}")
         return 1
     except KeyboardInterrupt:
         return 130

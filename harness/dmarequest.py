@@ -13,9 +13,11 @@ handshake does (PL330: drtype single/burst, drlast):
 * ``port.single()`` — room or data for one beat;  ``port.burst()`` — for a whole burst;
 * ``last=True`` — the final request of a transfer the peripheral controls the length of.
 
-A request stays pending until the controller consumes it (a channel's DMAWFP) or flushes it
-(DMAFLUSHP).  The controller calls the port's ``on_flush`` so that a peripheral still needing
-service asserts its request again, as a real flush handshake makes it do.
+Requests are levels, as on the wires: one stays pending until the controller consumes it (a
+channel's DMAWFP) or flushes it (DMAFLUSHP), or the peripheral withdraws it (``port.withdraw()``)
+because it can no longer take or give data — a full TX FIFO, an empty RX FIFO.  The controller
+calls the port's ``on_flush`` so that a peripheral still needing service asserts its request again,
+as a real flush handshake makes it do.
 
 Requests are delivered synchronously with the board-wide model lock held: a peripheral may call
 ``single()``/``burst()`` from a register callback or a host thread alike.
@@ -33,6 +35,8 @@ class DmaRequestTarget(Protocol):
     request_lines: int
 
     def dma_request(self, line: int, burst: bool, last: bool) -> None: ...
+
+    def dma_request_withdraw(self, line: int) -> None: ...
 
     def connect_request_line(self, line: int, on_flush: Callable[[], None]) -> None: ...
 
@@ -53,3 +57,6 @@ class DmaRequestPort:
     def burst(self, last: bool = False) -> None:
         self.requests += 1
         self.target.dma_request(self.line, burst=True, last=last)
+
+    def withdraw(self) -> None:
+        self.target.dma_request_withdraw(self.line)

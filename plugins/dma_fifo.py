@@ -86,13 +86,18 @@ class DmaFifo(Peripheral):
     def request(self, _value: int = 0) -> None:
         """Asserts the request lines that need service now."""
         rx, tx = self.dma_requests.get("rx"), self.dma_requests.get("tx")
-        if rx is not None and self.regs.CTRL.RX_DMA and self.rx:
-            if len(self.rx) >= BURST:
+        if rx is not None:
+            if not (self.regs.CTRL.RX_DMA and self.rx):
+                rx.withdraw()
+            elif len(self.rx) >= BURST:
                 rx.burst()
             else:
                 rx.single()
-        if tx is not None and self.regs.CTRL.TX_DMA:
-            tx.burst()  # the TX FIFO is always empty: room for a burst
+        if tx is not None:
+            if self.regs.CTRL.TX_DMA:
+                tx.burst()  # the TX FIFO is always empty: room for a burst
+            else:
+                tx.withdraw()
 
 
 @hookimpl

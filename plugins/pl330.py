@@ -185,6 +185,8 @@ class Pl330(Peripheral):
         that accepts it: DMAWFPB only a burst request, DMAWFPS and DMAWFPP either."""
         with self.lock:
             kind = BURST if burst else SINGLE
+            if self.pending_requests.get(line) == (kind, last):
+                return  # a level already asserted: nothing changes
             self.trace.instant(f"{self.name} request line {line}", "burst" if burst else "single",
                                last=last)
             for ch in self.channels:
@@ -194,6 +196,10 @@ class Pl330(Peripheral):
                     self._run(ch)
                     return
             self.pending_requests[line] = (kind, last)
+
+    def dma_request_withdraw(self, line: int) -> None:
+        with self.lock:
+            self.pending_requests.pop(line, None)
 
     @staticmethod
     def _accept_request(ch: Channel, wfp_op: int, kind: int, last: bool) -> None:

@@ -259,3 +259,14 @@ def test_matching_beats_are_not_reported(board_parts):
     go(dmac, 0, rx_program(4), bus)
     device.receive([1, 2, 3, 4])
     assert bus.width_mismatches == []
+
+
+def test_a_withdrawn_request_no_longer_releases_a_channel(board_parts):
+    dmac, device, bus, _ = board_parts
+    device.receive([7])  # a single request...
+    device.rx.clear()
+    device.request_rx()  # ...withdrawn when the FIFO empties (the test device re-evaluates)
+    device.dma_requests["rx"].withdraw()
+    asm = Asm().mov("CCR", ccr(4, 1, src_inc=False)).mov("SAR", FIFO_BASE).mov("DAR", DST)
+    go(dmac, 0, bytes(asm.raw(0x30, 0).raw(0x25, 0).st("S").end().code), bus)
+    assert dmac.read(CS0, 4) & 0xF == State.WFP

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import pytest
+
+from cosim.dmarequest import DmaRequestPort
+from cosim.peripheral import PeripheralConfig, RecordingIrqSink
+from cosim.plugins.pl022 import Pl022
+
+from .test_dma_requests import board_parts  # noqa: F401 - the PL330 fixture
+from .test_pl330 import DST, SRC, Asm, ccr, go
+
+CR0, CR1, DR, SR, IMSC, RIS, MIS, ICR, DMACR = 0x00, 0x04, 0x08, 0x0C, 0x14, 0x18, 0x1C, 0x20, 0x24
+TFE, TNF, RNE, RFF = 1, 2, 4, 8
+RORIM, RTIM, RXIM, TXIM = 1, 2, 4, 8
+SPI_BASE = 0x0C050000
+
+
+class Echo:
+    """A device that answers each frame with the previous one (and remembers them all)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def exchange(self, word: int, bits: int) -> int:
+        answer = self.seen[-1][0] if self.seen else 0
+        self.seen.append((word, bits))
+        return answer
+
+
+@pytest.fixture
+def spi(make) -> Pl022:
+    ssp = make(Pl022)
+    ssp.write(CR0, 2, 0x7)  # 8-bit frames, SPI
+    return ssp
+
+
+def test_identity(spi):
+    periph_id = sum(spi.read(0xFE0 + 4 * i, 4) << (8 * i) for i in range(4))
+    assert periph_id & 0xFFFFF == 0x41022
+
+
+def test_frames_wait_until_the_port_is_enabled_then_loop_back(spi):
+    spi.write(CR1, 2, 0x1)  # loopback, not enabled
+    for b in (1, 2, 3):
+        spi.write(DR, 2, b)
+    assert spi.read(SR, 2) & (TFE | RNE) == 0
+    spi.write(CR1, 2, 0x3)  # enable
+    assert spi.read(SR, 2) & (TFE | RNE) == TFE | RNE
+    assert [spi.read(DR, 2) for _ in range(3)] == [1, 2, 3]
+
+
+def test_frames_go_to_the_attached_device(spi):
+    echo = Echo()
+    spi.attach(echo)
+    spi.write(CR0, 2, 0xF)  # 16-bit frames
+    spi.write(CR1, 2, 0x2)
+    for word in (0x1234, 0xABCD):
+        spi.write(DR, 2, word)
+    assert echo.seen == [(0x1234, 16), (0xABCD, 16)]
+    assert [spi.read(DR, 2) for _ in range(2)] == [0, 0x1234]
+
+
+def test_frames_wait_while_the_rx_fifo_is_full_and_none_is_lost(spi):
+    spi.write(CR1, 2, 0x3)
+    for b in range(12):
+        spi.write(DR, 2, b)
+    assert spi.read(SR, 2) & RFF and not spi.read(SR, 2) & TFE  # 8 answered, 4 waiting
+    assert [spi.read(DR, 2) for _ in range(12)] == list(range(12))
+    assert not spi.read(RIS, 2) & RORIM
+
+
+def test_writes_to_a_full_tx_fifo_are_lost(spi):
+    for b in range(10):  # port disabled: nothing goes out
+        spi.write(DR, 2, b)
+    spi.write(CR1, 2, 0x3)
+    assert [spi.read(DR, 2) for _ in range(8)] == list(range(8))
+    assert not spi.read(SR, 2) & RNE
+
+
+def test_rx_and_timeout_interrupts(spi):
+    spi.write(IMSC, 2, RXIM | RTIM)
+    spi.write(CR1, 2, 0x3)
+    spi.write(DR, 2, 1)
+    assert spi.read(MIS, 2) == RTIM  # one frame waiting, nothing more clocked
+    for b in range(3):
+        spi.write(DR, 2, b)
+    assert spi.read(MIS, 2) & RXIM
+
+
+def test_dma_moves_frames_both_ways_through_loopback(board_parts):  # noqa: F811
+    dmac, _, bus, _ = board_parts
+    ssp = Pl022(PeripheralConfig("spi", SPI_BASE, 0x1000, (118,)), bus, RecordingIrqSink(), lock=dmac.lock)
+    bus.add_device(SPI_BASE, 0x1000, ssp)
+    ssp.connect_dma_request(DmaRequestPort("rx", dmac, 2))
+    ssp.connect_dma_request(DmaRequestPort("tx", dmac, 3))
+    ssp.write(CR0, 2, 0x7)
+    ssp.write(CR1, 2, 0x3)
+    ssp.write(DMACR, 2, 0x3)
+    data = bytes(range(64))
+    bus.write("cpu", SRC, data)
+
+    def slave_program(rx: bool) -> bytes:  # what pl330_prep_slave_sg emits, bursts of 4 bytes
+        peri = 2 if rx else 3
+        cfg = ccr(1, 4, src_inc=not rx, dst_inc=rx)
+        asm = Asm().mov("CCR", cfg).mov("SAR", SPI_BASE + DR if rx else SRC)
+        asm.mov("DAR", DST if rx else SPI_BASE + DR).raw(0x35, peri << 3)
+        start = asm.lp(1, 16)
+        asm.raw(0x32, peri << 3)  # DMAWFPB
+        if rx:
+            asm.raw(0x27, peri << 3).st("B")  # DMALDPB, DMASTB
+        else:
+            asm.ld("B").raw(0x2B, peri << 3)  # DMALDB, DMASTPB
+        return bytes(asm.lpend(1, start).end().code)
+
+    go(dmac, 0, slave_program(rx=True), bus)  # Linux starts RX before TX
+    bus.write("cpu", 0x40001800, slave_program(rx=False))
+    insn = bytes([0xA0, 1]) + (0x40001800).to_bytes(4, "little")
+    dmac.write(0xD08, 4, insn[0] << 16 | insn[1] << 24)
+    dmac.write(0xD0C, 4, int.from_bytes(insn[2:6], "little"))
+    dmac.write(0xD04, 4, 0)
+    assert bus.read("cpu", DST, 64) == data
+    assert ssp.frames == 64 and bus.width_mismatches == []
