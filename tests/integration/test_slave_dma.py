@@ -21,7 +21,7 @@ def result(board) -> dict[str, str]:
 def requests_on(board, line: int) -> int:
     events = board.trace.chrome_json()["traceEvents"]
     tracks = {e["args"]["name"]: e["tid"] for e in events if e["ph"] == "M"}
-    tid = tracks.get(f"pl330 request line {line}")
+    tid = tracks.get(f"pdma request line {line}")
     return sum(1 for e in events if e["ph"] == "i" and e["tid"] == tid)
 
 
@@ -41,7 +41,7 @@ def test_slave_sg_from_the_device(module_board, length, pieces):
     module_board.peripheral("fifo").send_to_guest(pattern(seed, length))
     module_board.run(f"echo 'rx {length} {pieces} {seed}' > {CONTROL}", timeout=120)
     got = result(module_board)
-    assert (got["status"], got["mismatches"], got["channel"]) == ("0", "0", "dma0chan6")
+    assert (got["status"], got["mismatches"], got["channel"]) == ("0", "0", "dma1chan6")
 
 
 def test_cyclic_reception_calls_back_once_per_period(module_board):
@@ -59,7 +59,7 @@ def test_wrong_access_width_fails_the_test_naming_the_bug(cosim_board_factory):
     with pytest.raises(BoardFailure) as info:
         board.run(f"echo 'txw 1 64 1 5' > {CONTROL}", timeout=60)
     message = str(info.value)
-    assert "DMA width mismatch: pl330 wrote 1-byte beats at 0xc030000" in message
+    assert "DMA width mismatch: pdma wrote 1-byte beats at 0xc030000" in message
     assert "32-bit entries" in message and "addr_width" in message
 
 

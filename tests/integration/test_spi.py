@@ -17,13 +17,13 @@ def test_upstream_driver_probes_with_dma(module_board):
 
 @pytest.mark.parametrize("bits,size", [(8, 1), (8, 7), (8, 64), (8, 4096), (16, 2), (16, 4096)])
 def test_spidev_test_loopback(module_board, bits, size):
-    before = module_board.bus.device_traffic["pl330", SPI0]
+    before = module_board.bus.device_traffic["pdma", SPI0]
     module_board.run(f"head -c {size} /dev/urandom > /tmp/in")
     module_board.run(f"spidev_test -D /dev/spidev0.0 -l -b {bits} -s 1000000 -i /tmp/in -o /tmp/out",
                      timeout=60)
     assert module_board.run("cmp /tmp/in /tmp/out").status == 0
     # both directions went through the DMA controller, not the CPU
-    assert module_board.bus.device_traffic["pl330", SPI0] - before == 2 * size
+    assert module_board.bus.device_traffic["pdma", SPI0] - before == 2 * size
 
 
 def test_spidev_test_reports_its_frames(module_board):
