@@ -91,7 +91,7 @@ def main() -> None:
     ratio = statistics.median(full) / statistics.median(bare)
     rows.append(("boot to shell, no Python peripherals (median of "
                  f"{args.boots})", f"{statistics.median(bare):.2f} s"))
-    rows.append(("boot to shell, default platform (PL011, PL330, dma-copy, FIFO)",
+    rows.append(("boot to shell, default platform (2 PL011, 2 PL330, PL022, dma-copy, FIFO)",
                  f"{statistics.median(full):.2f} s"))
     rows.append(("boot ratio with / without Python peripherals", f"{ratio:.2f}x"))
 
