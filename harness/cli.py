@@ -20,8 +20,8 @@ from .build import BuildError, build_all
 from .console import CommandFailed, CommandTimeout
 from .platform import PlatformError, load_platform
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # never break a path or an error message
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _logdir(name: str) -> Path:

@@ -1,0 +1,39 @@
+"""The cosim command as a user runs it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+COSIM = [sys.executable, "-m", "cosim.cli"]
+
+
+def cosim(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*COSIM, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_run_prints_output_and_exits_with_the_commands_status():
+    proc = cosim("run", "virt", "--", "echo from the guest; exit 3")
+    assert proc.stdout == "from the guest\n"
+    assert proc.returncode == 3
+
+
+def test_dts_shows_what_the_guest_boots_with():
+    proc = cosim("dts", "virt")
+    assert proc.returncode == 0
+    assert 'compatible = "arm,pl330", "arm,primecell";' in proc.stdout
+    assert "dmas = <&{/pdma@c060000} 0x0 &{/pdma@c060000} 0x1>;" in proc.stdout
+    assert shutil.which("dtc") and "intc@8000000" in proc.stdout  # QEMU's own nodes are kept
+
+
+def test_unknown_platform_is_a_clear_error(tmp_path: Path):
+    proc = cosim("run", "vrit", "--", "true")
+    assert proc.returncode == 2
+    assert "no platform 'vrit'" in proc.stderr and "virt" in proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nperipherals:\n  - name: x\n    plugin: nope\n    base: 0x0c000000\n")
+    proc = cosim("dts", str(bad))
+    assert proc.returncode == 2
+    assert "bad.yaml:4: unknown plugin 'nope' — installed plugins:" in proc.stderr
