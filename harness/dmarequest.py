@@ -60,3 +60,13 @@ class DmaRequestPort:
 
     def withdraw(self) -> None:
         self.target.dma_request_withdraw(self.line)
+
+    def drive(self, active: bool, burst: bool = False) -> None:
+        """Sets the request lines as a peripheral's FIFO logic does: withdrawn when not
+        ``active``, else a burst request when ``burst``, else a single one."""
+        if not active:
+            self.withdraw()
+        elif burst:
+            self.burst()
+        else:
+            self.single()

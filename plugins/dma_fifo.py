@@ -87,17 +87,9 @@ class DmaFifo(Peripheral):
         """Asserts the request lines that need service now."""
         rx, tx = self.dma_requests.get("rx"), self.dma_requests.get("tx")
         if rx is not None:
-            if not (self.regs.CTRL.RX_DMA and self.rx):
-                rx.withdraw()
-            elif len(self.rx) >= BURST:
-                rx.burst()
-            else:
-                rx.single()
-        if tx is not None:
-            if self.regs.CTRL.TX_DMA:
-                tx.burst()  # the TX FIFO is always empty: room for a burst
-            else:
-                tx.withdraw()
+            rx.drive(bool(self.regs.CTRL.RX_DMA and self.rx), burst=len(self.rx) >= BURST)
+        if tx is not None:  # the TX FIFO is always empty: room for a burst
+            tx.drive(bool(self.regs.CTRL.TX_DMA), burst=True)
 
 
 @hookimpl

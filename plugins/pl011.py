@@ -223,19 +223,11 @@ class Pl011(Peripheral):
     def _request_dma(self) -> None:
         rx, tx, dmacr = self.dma_requests.get("rx"), self.dma_requests.get("tx"), self.regs.DMACR
         if rx is not None:
-            if not (dmacr.RXDMAE and self.rx_fifo):
-                rx.withdraw()
-            elif len(self.rx_fifo) >= self._trigger(self.regs.IFLS.RXIFLSEL):
-                rx.burst()
-            else:
-                rx.single()
+            rx.drive(bool(dmacr.RXDMAE and self.rx_fifo),
+                     burst=len(self.rx_fifo) >= self._trigger(self.regs.IFLS.RXIFLSEL))
         if tx is not None:
-            if not (dmacr.TXDMAE and len(self.tx_fifo) < self._depth()):
-                tx.withdraw()
-            elif len(self.tx_fifo) <= self._trigger(self.regs.IFLS.TXIFLSEL):
-                tx.burst()
-            else:
-                tx.single()
+            tx.drive(bool(dmacr.TXDMAE and len(self.tx_fifo) < self._depth()),
+                     burst=len(self.tx_fifo) <= self._trigger(self.regs.IFLS.TXIFLSEL))
 
 
 @hookimpl

@@ -128,19 +128,9 @@ class Pl022(Peripheral):
     def _request_dma(self) -> None:
         rx, tx, dmacr = self.dma_requests.get("rx"), self.dma_requests.get("tx"), self.regs.DMACR
         if rx is not None:
-            if not (dmacr.RXDMAE and self.rx):
-                rx.withdraw()
-            elif len(self.rx) >= HALF:
-                rx.burst()
-            else:
-                rx.single()
+            rx.drive(bool(dmacr.RXDMAE and self.rx), burst=len(self.rx) >= HALF)
         if tx is not None:
-            if not (dmacr.TXDMAE and len(self.tx) < FIFO_DEPTH):
-                tx.withdraw()
-            elif len(self.tx) <= HALF:
-                tx.burst()
-            else:
-                tx.single()
+            tx.drive(bool(dmacr.TXDMAE and len(self.tx) < FIFO_DEPTH), burst=len(self.tx) <= HALF)
 
 
 @hookimpl
