@@ -4,7 +4,15 @@ from .bus import BusMaster, DmaFault
 from .devicetree import DtNode, Ref
 from .dmarequest import DmaRequestPort, DmaRequestTarget
 from .hookspecs import hookimpl
-from .peripheral import Field, Peripheral, PeripheralConfig, PeripheralError, Register, RegisterArray
+from .peripheral import (
+    Field,
+    HostBuffer,
+    Peripheral,
+    PeripheralConfig,
+    PeripheralError,
+    Register,
+    RegisterArray,
+)
 
 __all__ = [
     "BusMaster",
@@ -13,6 +21,7 @@ __all__ = [
     "DmaRequestTarget",
     "DtNode",
     "Field",
+    "HostBuffer",
     "Peripheral",
     "PeripheralConfig",
     "PeripheralError",

@@ -179,6 +179,27 @@ def _primecell_id_registers(periph_id: int, cell_id: int) -> dict[str, Register]
     return regs
 
 
+class HostBuffer:
+    """Bytes a model has sent towards the host (a UART's line, a FIFO's far side), for host-side
+    code to wait for and take.  Shares the model's lock, so models append with it held."""
+
+    def __init__(self, lock: threading.RLock):
+        self.data = bytearray()
+        self._arrived = threading.Condition(lock)
+
+    def append(self, data: bytes | bytearray | list[int]) -> None:
+        self.data.extend(data)
+        self._arrived.notify_all()
+
+    def take(self, count: int, timeout: float) -> bytes:
+        """Waits until ``count`` bytes are there (or ``timeout`` passes); takes up to that many."""
+        with self._arrived:
+            self._arrived.wait_for(lambda: len(self.data) >= count, timeout)
+            data = bytes(self.data[:count])
+            del self.data[:count]
+            return data
+
+
 class PeripheralError(RuntimeError):
     """A model was configured or used in a way it does not support."""
 

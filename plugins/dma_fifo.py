@@ -15,10 +15,9 @@ RX side asks for single transfers, which a burst-waiting channel does not take.
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 
-from cosim.api import DmaRequestPort, Field, Peripheral, Register, hookimpl
+from cosim.api import DmaRequestPort, Field, HostBuffer, Peripheral, Register, hookimpl
 
 DEPTH = 16
 BURST = 4
@@ -37,8 +36,7 @@ class DmaFifo(Peripheral):
         super().__init__(*args, **kwargs)
         self.rx: deque[int] = deque()
         self.host_queue: deque[int] = deque()
-        self.transmitted = bytearray()
-        self.received_from_guest = threading.Condition(self.lock)
+        self.transmitted = HostBuffer(self.lock)
 
     def connect_dma_request(self, port: DmaRequestPort) -> None:
         super().connect_dma_request(port)
@@ -57,11 +55,7 @@ class DmaFifo(Peripheral):
             self.request()
 
     def take_from_guest(self, count: int, timeout: float) -> bytes:
-        with self.received_from_guest:
-            self.received_from_guest.wait_for(lambda: len(self.transmitted) >= count, timeout)
-            data = bytes(self.transmitted[:count])
-            del self.transmitted[:count]
-            return data
+        return self.transmitted.take(count, timeout)
 
     # --- registers ---
 
@@ -76,8 +70,7 @@ class DmaFifo(Peripheral):
         return value
 
     def push(self, value: int) -> None:
-        self.transmitted += value.to_bytes(4, "little")  # the TX FIFO drains at once
-        self.received_from_guest.notify_all()
+        self.transmitted.append(value.to_bytes(4, "little"))  # the TX FIFO drains at once
         self.request()
 
     def status(self) -> int:

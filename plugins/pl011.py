@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 
-from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, hookimpl
+from cosim.api import DmaRequestPort, DtNode, Field, HostBuffer, Peripheral, Ref, Register, hookimpl
 
 FIFO_DEPTH = 32
 UARTCLK_HZ = 24_000_000  # QEMU virt's apb-pclk, which the device tree gives as uartclk
@@ -68,8 +68,7 @@ class Pl011(Peripheral):
         self.rx_fifo: deque[int] = deque()
         self.tx_fifo: deque[int] = deque()
         self.host_queue: deque[int] = deque()
-        self.transmitted = bytearray()
-        self.tx_ready = threading.Condition(self.lock)
+        self.transmitted = HostBuffer(self.lock)
         self._line = threading.Condition(self.lock)  # wakes the feeder
         self._closed = False
         self._tx_was_above = True  # so that an idle, empty FIFO asserts the TX interrupt once
@@ -121,8 +120,7 @@ class Pl011(Peripheral):
     def _transmit(self, limit: int) -> None:
         sent = [self.tx_fifo.popleft() for _ in range(min(limit, len(self.tx_fifo)))]
         if sent:
-            self.transmitted.extend(sent)
-            self.tx_ready.notify_all()
+            self.transmitted.append(sent)
 
     def close(self) -> None:
         with self.lock:
@@ -133,11 +131,7 @@ class Pl011(Peripheral):
 
     def take_from_guest(self, count: int, timeout: float) -> bytes:
         """Waits until the guest has sent ``count`` bytes (or ``timeout`` passes); takes them."""
-        with self.tx_ready:
-            self.tx_ready.wait_for(lambda: len(self.transmitted) >= count, timeout)
-            data = bytes(self.transmitted[:count])
-            del self.transmitted[:count]
-            return data
+        return self.transmitted.take(count, timeout)
 
     # --- register side effects ---
 
