@@ -106,11 +106,6 @@ def apt_source_version(package: str, upstream: str) -> str:
 
 # --- QEMU ---------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class QemuArtifacts:
-    binary: Path
-
-
 def qemu_tree_key() -> str:
     return digest([QEMU_UPSTREAM_VERSION, *QEMU_CONFIGURE, QEMU_TREE_PATCHES])
 
@@ -161,10 +156,10 @@ def prepare_qemu_tree(tree: Path, logs: Path) -> Path:
     return src
 
 
-def build_qemu(logs: Path) -> QemuArtifacts:
+def build_qemu(logs: Path) -> Path:
     binary = qemu_binary_path()
     if binary.exists():
-        return QemuArtifacts(binary)
+        return binary
     src = prepare_qemu_tree(cache_root() / f"qemu-tree-{qemu_tree_key()}", logs)
     target = src / "hw" / "misc" / "cosim-bridge.c"
     if target.read_bytes() != BRIDGE_SOURCE.read_bytes():
@@ -175,7 +170,7 @@ def build_qemu(logs: Path) -> QemuArtifacts:
     tmp = binary.with_suffix(".tmp")
     shutil.copy(src / "build" / "qemu-system-aarch64", tmp)
     tmp.rename(binary)
-    return QemuArtifacts(binary)
+    return binary
 
 
 # --- kernel ---------------------------------------------------------------------------------------
@@ -244,12 +239,6 @@ def build_kernel(logs: Path) -> KernelArtifacts:
 
 
 # --- guest modules, programs and initramfs --------------------------------------------------------
-
-@dataclass(frozen=True)
-class GuestArtifacts:
-    kernel: Path
-    initramfs: Path
-
 
 def build_guest_modules(kernel: KernelArtifacts, logs: Path) -> Path:
     sources = GUEST_DIR / "drivers"
@@ -370,11 +359,6 @@ def write_cpio(staging: Path, out: Path) -> None:
     tmp.rename(out)
 
 
-def build_guest(logs: Path) -> GuestArtifacts:
-    kernel = build_kernel(logs)
-    return GuestArtifacts(kernel.image, build_initramfs(kernel, logs))
-
-
 @dataclass(frozen=True)
 class Artifacts:
     qemu: Path
@@ -385,5 +369,5 @@ class Artifacts:
 def build_all(logs: Path | None = None) -> Artifacts:
     logs = logs or cache_root() / "logs"
     qemu = build_qemu(logs)
-    guest = build_guest(logs)
-    return Artifacts(qemu.binary, guest.kernel, guest.initramfs)
+    kernel = build_kernel(logs)
+    return Artifacts(qemu, kernel.image, build_initramfs(kernel, logs))

@@ -157,7 +157,7 @@ class Bus:
         self._path = self._chain()
 
     def _chain(self) -> Next:
-        path: Next = self._memory_access
+        path: Next = self._target_access
         for layer in self.layers:
             path = (lambda lyr, nxt: lambda t, d: lyr.access(t, d, nxt))(layer, path)
         return path
@@ -168,7 +168,8 @@ class Bus:
                 return memory
         raise DmaFault(txn.master, txn.address, txn.length, txn.write, "no memory at that address")
 
-    def _memory_access(self, txn: Transaction, data: bytes | None) -> bytes | None:
+    def _target_access(self, txn: Transaction, data: bytes | None) -> bytes | None:
+        """The end of the path: a device window (slave DMA) or a memory."""
         for base, size, device in self.devices:
             if base <= txn.address < base + size:
                 return self._device_access(txn, data, base, size, device)
@@ -254,9 +255,6 @@ class BusMaster:
 
     def read_u32(self, address: int) -> int:
         return int.from_bytes(self.read(address, 4), "little")
-
-    def read_u64(self, address: int) -> int:
-        return int.from_bytes(self.read(address, 8), "little")
 
     def write_u32(self, address: int, value: int) -> None:
         self.write(address, value.to_bytes(4, "little"))

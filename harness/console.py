@@ -50,9 +50,6 @@ class CommandResult:
     output: str
     status: int
 
-    def __bool__(self) -> bool:
-        return self.status == 0
-
 
 class CommandFailed(AssertionError):
     def __init__(self, result: CommandResult):

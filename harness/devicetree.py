@@ -17,12 +17,12 @@ IRQ_TYPE_LEVEL_HIGH = 4
 
 @dataclass(frozen=True)
 class Ref:
-    """A phandle reference to a node by path (``Ref("/apb-pclk")``) or label."""
+    """A phandle reference to a node by its path (``Ref("/apb-pclk")``)."""
 
-    target: str
+    path: str
 
     def dts(self) -> str:
-        return f"&{{{self.target}}}" if self.target.startswith("/") else f"&{self.target}"
+        return f"&{{{self.path}}}"
 
 
 Cell = int | Ref
@@ -69,7 +69,6 @@ class DtNode:
     unit_address: int | None = None
     properties: dict[str, Value] = field(default_factory=dict)
     children: list[DtNode] = field(default_factory=list)
-    label: str | None = None
 
     @property
     def full_name(self) -> str:
@@ -84,8 +83,7 @@ class DtNode:
 
     def dts(self, indent: int = 1) -> str:
         pad = "\t" * indent
-        label = f"{self.label}: " if self.label else ""
-        lines = [f"{pad}{label}{self.full_name} {{"]
+        lines = [f"{pad}{self.full_name} {{"]
         lines += [f"{pad}\t{_format(k, v)}" for k, v in self.properties.items()]
         lines += [child.dts(indent + 1) for child in self.children]
         lines.append(f"{pad}}};")

@@ -46,16 +46,13 @@ class DmaRequestPort:
 
     def __init__(self, name: str, target: DmaRequestTarget, line: int):
         self.name, self.target, self.line = name, target, line
-        self.requests = 0
         self.on_flush: Callable[[], None] = lambda: None
         target.connect_request_line(line, lambda: self.on_flush())
 
     def single(self, last: bool = False) -> None:
-        self.requests += 1
         self.target.dma_request(self.line, burst=False, last=last)
 
     def burst(self, last: bool = False) -> None:
-        self.requests += 1
         self.target.dma_request(self.line, burst=True, last=last)
 
     def withdraw(self) -> None:

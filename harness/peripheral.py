@@ -279,10 +279,6 @@ class Peripheral:
             raise PeripheralError(f"{type(self).__name__} has no DMA request '{port.name}'")
         self.dma_requests[port.name] = port
 
-    def reset(self) -> None:
-        for spec in self._registers.values():
-            getattr(self.regs, spec.name).value = spec.reset
-
     # --- the bus side: called by the bridge (or a unit test) for each access ---
 
     def _find(self, offset: int, size: int) -> tuple[Register, int] | None:
@@ -336,9 +332,6 @@ class Peripheral:
                     hook(spec.index, data)
 
     # --- helpers for models ---
-
-    def register_at(self, offset: int) -> Register | None:
-        return self._registers.get(offset)
 
     def fifo_entry_bits(self, offset: int) -> int | None:
         """Bits per entry if ``offset`` is a FIFO data register (for the bus's width check)."""

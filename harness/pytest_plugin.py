@@ -30,7 +30,6 @@ from .platform import load_platform
 from .pluginmanager import create_plugin_manager
 
 LOGS_KEY = pytest.StashKey[list[Path]]()
-BOARD_FIXTURES = ("board", "module_board", "session_board", "console")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

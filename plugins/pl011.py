@@ -48,7 +48,7 @@ class Pl011(Peripheral):
     FBRD = Register(0x028, width=8, fields=[Field("DIVFRAC", 0, 6)])
     LCR_H = Register(0x02C, width=8, fields=[
         Field("BRK", 0), Field("PEN", 1), Field("EPS", 2), Field("STP2", 3), Field("FEN", 4),
-        Field("WLEN", 5, 2), Field("SPS", 7)], on_write="line_control_written")
+        Field("WLEN", 5, 2), Field("SPS", 7)], on_write="update_interrupts")
     CR = Register(0x030, width=16, reset=0x0300, fields=[
         Field("UARTEN", 0), Field("SIREN", 1), Field("SIRLP", 2), Field("LBE", 7), Field("TXE", 8),
         Field("RXE", 9), Field("DTR", 10), Field("RTS", 11), Field("OUT1", 12), Field("OUT2", 13),
@@ -174,9 +174,6 @@ class Pl011(Peripheral):
 
     def clear_errors(self, _value: int) -> None:
         self.regs.RSR.value = 0
-
-    def line_control_written(self, _value: int) -> None:
-        self.update_interrupts()
 
     def control_written(self, _value: int) -> None:
         self._line.notify()  # the receiver may just have been enabled

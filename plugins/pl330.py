@@ -111,7 +111,7 @@ class Pl330(Peripheral):
     dma_master = True
     default_size = 0x1000
 
-    DSR = Register(0x000, access="ro", on_read="manager_status")
+    DSR = Register(0x000, access="ro")  # the manager stays Stopped: Linux drives it by debug
     DPC = Register(0x004, access="ro")
     INTEN = Register(0x020, on_write="update_interrupts")
     INT_EVENT_RIS = Register(0x024, access="ro")
@@ -207,9 +207,6 @@ class Pl330(Peripheral):
         ch.last_request = last
 
     # --- status registers ---
-
-    def manager_status(self) -> int:
-        return State.STOPPED
 
     def channel(self, index: int) -> Channel | None:
         return self.channels[index] if index < self.num_channels else None
