@@ -33,6 +33,7 @@ from .engines.qemu.engine import BridgedDevice, NativeDevice, QemuEngine, pin
 from .peripheral import Peripheral, PeripheralConfig
 from .platform import LoadedPlatform, PlatformError
 from .pluginmanager import default_plugin_manager, peripheral_types
+from .protocol import MAX_IRQ_CHANGES_PER_REPLY
 from .trace import EventTrace
 
 BOOTARGS = "console=ttyAMA0 rdinit=/init panic=-1 loglevel=7"
@@ -130,6 +131,9 @@ class Board:
             size = p.size or self.types[p.plugin].default_size
             self._check_window(("peripherals", i), p.name, p.base, size, windows)
             wanted = len(self.types[p.plugin].irq_names)
+            if wanted > MAX_IRQ_CHANGES_PER_REPLY:
+                raise PlatformError(f"{where}: plugin '{p.plugin}' declares {wanted} IRQ outputs; "
+                                    f"the bridge carries at most {MAX_IRQ_CHANGES_PER_REPLY}")
             if len(p.irqs) != wanted:
                 raise PlatformError(f"{self.platform.where('peripherals', i, 'irqs')}: '{p.name}' "
                                     f"({p.plugin}) has {wanted} IRQ outputs "

@@ -46,8 +46,8 @@ REPLY = struct.Struct("<IBBHQ")
 #   u16 op (=Op.IRQ), u16 line, u32 level, u64 sequence number
 IRQ_CHANGE = struct.Struct("<HHIQ")
 
+# A reply carries at most one change per line, so this also bounds a peripheral's IRQ lines.
 MAX_IRQ_CHANGES_PER_REPLY = 32
-MAX_IRQ_LINES = 64
 
 
 class Channel(IntEnum):

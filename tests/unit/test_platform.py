@@ -117,3 +117,20 @@ def test_unknown_platform_name_lists_known_ones():
 def test_sizes_accept_units(tmp_path):
     spec = load_platform(write(tmp_path, GOOD.replace("512M", "2G"))).spec
     assert spec.machine.memory == 2 << 30
+
+
+def test_more_irq_outputs_than_the_bridge_carries(tmp_path):
+    from cosim.api import Peripheral, hookimpl
+    from cosim.pluginmanager import create_plugin_manager
+
+    class Many(Peripheral):
+        irq_names = tuple(f"irq{i}" for i in range(33))
+
+    class Plugin:
+        @hookimpl
+        def cosim_peripheral_types(self):
+            return {"many": Many}
+
+    path = write(tmp_path, "name: t\nperipherals:\n  - name: m\n    plugin: many\n    base: 0x0c000000\n")
+    with pytest.raises(PlatformError, match="declares 33 IRQ outputs; the bridge carries at most 32"):
+        Board(load_platform(path), NOWHERE, tmp_path, pm=create_plugin_manager((Plugin(),)))
