@@ -53,7 +53,9 @@ def _stop_live_boards() -> None:
 
 
 def _terminate_like_interrupt(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    # KeyboardInterrupt, not SystemExit: pytest ends a session on it (a SystemExit inside a test
+    # is only that test's failure, and the run would go on booting boards).
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _unwind_on_sigterm() -> None:
@@ -424,6 +426,7 @@ class Board:
         _live_boards.discard(self)
 
     def _write_trace(self) -> None:
+        self.logdir.mkdir(parents=True, exist_ok=True)  # another session may have tidied it away
         lines = [f"{'W' if r.write else 'R'} {r.master} {r.address:#x} +{r.length}"
                  + (f" FAULT {r.fault}" if r.fault else "") for r in self.tracer.records]
         if self.tracer.dropped:

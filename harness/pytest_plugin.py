@@ -16,6 +16,8 @@ Each test's logs (serial, kernel log, QEMU stderr, plugin trace, DTS) are named 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -30,6 +32,7 @@ from .platform import load_platform
 from .pluginmanager import create_plugin_manager
 
 LOGS_KEY = pytest.StashKey[list[Path]]()
+SESSION_LOGS_KEY = pytest.StashKey[list[Path]]()  # the log folders this session made
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -81,8 +84,10 @@ class _BoardMaker:
 
 def _logdir(request: pytest.FixtureRequest, name: str) -> Path:
     root: Path = request.config.getoption("--cosim-artifacts")
-    logdir = (root / _safe_name(name)).resolve()
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # parallel sessions must not share folders
+    logdir = (root / _safe_name(f"{name}-{worker}" if worker else name)).resolve()
     shutil.rmtree(logdir, ignore_errors=True)
+    request.config.stash.setdefault(SESSION_LOGS_KEY, []).append(logdir)
     return logdir
 
 
@@ -166,10 +171,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A run that passed leaves no logs behind unless asked to; a failing run keeps them all."""
+    """A run that passed leaves no logs of its own behind unless asked to; a failing run keeps
+    them all.  Only this session's folders go: another session may be writing beside them."""
     if session.config.getoption("--cosim-keep-artifacts", default=True):
         return
-    root: Path = session.config.getoption("--cosim-artifacts")
-    failed = session.testsfailed or exitstatus not in (0, 5)
-    if root.exists() and not failed:
-        shutil.rmtree(root, ignore_errors=True)
+    if session.testsfailed or exitstatus not in (0, 5):
+        return
+    for logdir in session.config.stash.get(SESSION_LOGS_KEY, []):
+        shutil.rmtree(logdir, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the folder itself, if nothing else is in it
+        session.config.getoption("--cosim-artifacts").rmdir()

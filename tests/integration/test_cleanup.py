@@ -70,3 +70,55 @@ def test_interrupted_harness_leaves_nothing(tmp_path, sig):
         from cosim.board import sweep_stale_workdirs
         sweep_stale_workdirs()
     assert workdirs_of(proc.pid) == []
+
+
+SLOW_TEST = """
+from pathlib import Path
+
+
+def test_sleeps(board):
+    Path("booted").write_text("yes")
+    board.run("sleep 600", timeout=900)
+
+
+def test_never_reached(board):
+    Path("second").write_text("yes")
+"""
+
+
+def test_sigterm_ends_a_pytest_session_and_leaves_nothing(tmp_path):
+    (tmp_path / "test_slow.py").write_text(SLOW_TEST)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "booted").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+        [qemu] = qemu_children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "KeyboardInterrupt" in output
+    assert not (tmp_path / "second").exists()  # the session ended; it did not go on
+    assert not Path(f"/proc/{qemu}").exists() or "zombie" in Path(f"/proc/{qemu}/status").read_text()
+    assert workdirs_of(proc.pid) == []
+
+
+PASSING_TEST = """
+def test_boots(board):
+    assert board.run("true").status == 0
+"""
+
+
+def test_a_passing_session_removes_only_its_own_logs(tmp_path):
+    artifacts = tmp_path / "artifacts"
+    (artifacts / "another-session").mkdir(parents=True)
+    (tmp_path / "test_ok.py").write_text(PASSING_TEST)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           f"--cosim-artifacts={artifacts}"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout
+    assert [p.name for p in artifacts.iterdir()] == ["another-session"]
