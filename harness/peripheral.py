@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, ClassVar, Literal, Protocol
 
 from .bus import Bus, BusMaster
@@ -36,10 +37,10 @@ class Field:
     lsb: int
     width: int = 1
     access: Access = "rw"
+    mask: int = dataclass_field(init=False)
 
-    @property
-    def mask(self) -> int:
-        return ((1 << self.width) - 1) << self.lsb
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask", ((1 << self.width) - 1) << self.lsb)
 
 
 class Register:

@@ -70,9 +70,6 @@ class Pl022(Peripheral):
     def frame_bits(self) -> int:
         return max(self.regs.CR0.DSS, 3) + 1
 
-    def frame_bytes(self) -> int:
-        return 1 if self.frame_bits() <= 8 else 2
-
     # --- registers ---
 
     def write_frame(self, value: int) -> None:

@@ -76,6 +76,7 @@ class Channel:
     fault: int = 0
     nonsecure: bool = False
     icache: dict[int, bytes] = field(default_factory=dict)
+    decoded: dict[int, bytes] = field(default_factory=dict)  # pc -> instruction, from the icache
     started_ns: int = 0  # the transfer on the timeline: from DMAGO to DMAEND
     first_src: int | None = None
     first_dst: int | None = None
@@ -297,6 +298,7 @@ class Pl330(Peripheral):
         ch.started_ns, ch.first_src, ch.first_dst, ch.moved = self.trace.now(), None, None, 0
         ch.mfifo.clear()
         ch.icache.clear()
+        ch.decoded.clear()
         ch.loops.clear()
         self._run(ch)
 
@@ -345,20 +347,23 @@ class Pl330(Peripheral):
 
     def _run(self, ch: Channel) -> None:
         """Executes ``ch`` until it stops, faults or waits."""
+        decoded = ch.decoded
         for _ in range(STEP_LIMIT):
             if ch.state != State.EXECUTING:
                 break
-            try:
-                head = self._fetch(ch, ch.pc, 1)[0]
-                size = instruction_size(head)
-                if size == 0:
-                    self._fault(ch, Fault.UNDEF_INSTR)
-                    break
-                insn = self._fetch(ch, ch.pc, size) if size > 1 else bytes([head])
-            except DmaFault:
-                self._fault(ch, Fault.INSTR_FETCH_ERR)
-                break
             here = ch.pc
+            insn = decoded.get(here)
+            if insn is None:
+                try:
+                    head = self._fetch(ch, here, 1)[0]
+                    size = instruction_size(head)
+                    if size == 0:
+                        self._fault(ch, Fault.UNDEF_INSTR)
+                        break
+                    insn = decoded[here] = self._fetch(ch, here, size) if size > 1 else bytes([head])
+                except DmaFault:
+                    self._fault(ch, Fault.INSTR_FETCH_ERR)
+                    break
             self._execute(ch, insn)
             if ch.state == State.FAULTING:
                 ch.pc = here  # CPC names the instruction that faulted
