@@ -13,6 +13,7 @@ from .peripheral import (
     Register,
     RegisterArray,
 )
+from .spi import SpiDevice
 
 __all__ = [
     "BusMaster",
@@ -28,5 +29,6 @@ __all__ = [
     "Ref",
     "Register",
     "RegisterArray",
+    "SpiDevice",
     "hookimpl",
 ]

@@ -30,10 +30,12 @@ from .console import EXPECTABLE, CommandResult, KernelLog, ShellConsole
 from .devicetree import Cell, DtNode, Ref, compile_dts, overlay_dts, reg_cells, spi_cells
 from .dmarequest import DmaRequestPort
 from .engines.qemu.engine import BridgedDevice, NativeDevice, QemuEngine, pin
+from .gpio import GPIO_ACTIVE_LOW
 from .peripheral import Peripheral, PeripheralConfig
-from .platform import LoadedPlatform, PlatformError
-from .pluginmanager import default_plugin_manager, peripheral_types
+from .platform import BusDeviceSpec, LoadedPlatform, PeripheralSpec, PlatformError
+from .pluginmanager import default_plugin_manager, peripheral_types, spi_device_types
 from .protocol import MAX_IRQ_CHANGES_PER_REPLY
+from .spi import SpiDevice
 from .trace import EventTrace
 
 BOOTARGS = "console=ttyAMA0 rdinit=/init panic=-1 loglevel=7"
@@ -99,12 +101,14 @@ class Board:
         self.pm = pm or default_plugin_manager()
         self.pin_cpus = default_pinning() if pin_cpus is None else pin_cpus
         self.types = peripheral_types(self.pm)
+        self.spi_types = spi_device_types(self.pm)
         self.engine = QemuEngine(artifacts.qemu, platform.spec.machine)
         self._check_platform()
         self.bus = Bus()
         self.tracer = BusTracer()
         self.bus.add_layer(self.tracer)
         self.peripherals: dict[str, Peripheral] = {}
+        self.spi_devices: dict[str, SpiDevice] = {}
         self.model_lock = threading.RLock()  # one for all models: see Peripheral.lock
         self.trace = EventTrace()
         self.endpoints: list[BridgeEndpoint] = []
@@ -156,9 +160,38 @@ class Board:
                 if target not in names or not hasattr(self.types[names[target].plugin], "dma_request"):
                     raise PlatformError(f"{where}: '{target}' is not a DMA controller of this "
                                         "platform — name one that takes requests (e.g. a pl330)")
+            self._check_gpios(i, p, names)
+            self._check_devices(i, p)
         spis = [s for p in [*spec.peripherals, *spec.qemu_devices] for s in p.irqs]
         if len(spis) != len(set(spis)):
             raise PlatformError(f"{self.platform.where('peripherals')}: two peripherals share an SPI")
+
+    def _check_gpios(self, i: int, p: PeripheralSpec, names: dict[str, PeripheralSpec]) -> None:
+        for name, lines in p.gpios.items():
+            where = self.platform.where("peripherals", i, "gpios", name)
+            offered = self.types[p.plugin].gpio_input_names
+            if name not in offered:
+                raise PlatformError(f"{where}: '{p.name}' ({p.plugin}) has no GPIO input '{name}' "
+                                    f"— it has {list(offered) or 'none'}")
+            for target, _line in lines:
+                cls = self.types[names[target].plugin] if target in names else None
+                if cls is None or not hasattr(cls, "connect_gpio_output"):
+                    raise PlatformError(f"{where}: '{target}' is not a GPIO controller of this "
+                                        "platform — name one (e.g. a pl061)")
+
+    def _check_devices(self, i: int, p: PeripheralSpec) -> None:
+        if p.devices and not hasattr(self.types[p.plugin], "attach"):
+            raise PlatformError(f"{self.platform.where('peripherals', i, 'devices')}: '{p.name}' "
+                                f"({p.plugin}) has no bus for devices")
+        for j, d in enumerate(p.devices):
+            where = self.platform.where("peripherals", i, "devices", j)
+            if d.model not in self.spi_types:
+                known = ", ".join(sorted(self.spi_types)) or "none"
+                raise PlatformError(f"{self.platform.where('peripherals', i, 'devices', j, 'model')}"
+                                    f": unknown SPI device model '{d.model}' — installed: {known}")
+            if self.spi_types[d.model].needs_chip_select and len(p.gpios.get("cs", [])) <= d.reg:
+                raise PlatformError(f"{where}: '{d.name}' ({d.model}) needs a chip select: wire "
+                                    f"GPIO line {d.reg} of '{p.name}' (gpios: {{cs: [...]}})")
 
     def _check_window(self, loc: tuple[str, int], name: str, base: int, size: int,
                       windows: list[tuple[int, int, str]]) -> None:
@@ -269,7 +302,34 @@ class Board:
             devices.append(BridgedDevice(spec.name, endpoint.socket_path, spec.base, size,
                                          tuple(spec.irqs)))
         self._wire_dma_requests()
+        self._build_spi_devices()
+        self._wire_gpios()
         return devices
+
+    def _build_spi_devices(self) -> None:
+        for i, spec in enumerate(self.platform.spec.peripherals):
+            for j, d in enumerate(spec.devices):
+                try:
+                    device = self.spi_types[d.model](d.name, d.properties, trace=self.trace)
+                    self.peripherals[spec.name].attach(d.reg, device)  # type: ignore[attr-defined]
+                except Exception as e:
+                    raise PlatformError(f"{self.platform.where('peripherals', i, 'devices', j)}: "
+                                        f"'{d.name}' ({d.model}): {type(e).__name__}: {e}") from e
+                self.spi_devices[d.name] = device
+
+    def _wire_gpios(self) -> None:
+        for i, spec in enumerate(self.platform.spec.peripherals):
+            consumer = self.peripherals[spec.name]
+            for name, lines in spec.gpios.items():
+                for index, (target, line) in enumerate(lines):
+                    def on_change(level: bool, name: str = name, index: int = index,
+                                  consumer: Peripheral = consumer) -> None:
+                        consumer.gpio_input(name, index, level)
+                    try:
+                        self.peripherals[target].connect_gpio_output(line, on_change)  # type: ignore[attr-defined]
+                    except ValueError as e:
+                        where = self.platform.where("peripherals", i, "gpios", name)
+                        raise PlatformError(f"{where}: {e}") from None
 
     def _wire_dma_requests(self) -> None:
         for i, spec in enumerate(self.platform.spec.peripherals):
@@ -292,12 +352,18 @@ class Board:
             node.set("reg", reg_cells(spec.base, peripheral.config.size))
             if spec.irqs:
                 node.set("interrupts", spi_cells(spec.irqs))
+            for d in spec.devices:
+                node.child(self._spi_device_node(d))
+            for name, lines in spec.gpios.items():
+                gpio_cells: list[Cell] = []
+                for target, line in lines:
+                    gpio_cells += [self._node_ref(target), line, GPIO_ACTIVE_LOW]
+                node.set(f"{name}-gpios", gpio_cells)
             self.pm.hook.cosim_device_tree(peripheral=peripheral, node=node)
             if spec.dmas:
                 cells: list[Cell] = []
                 for target, line in spec.dmas.values():
-                    target_spec = self.peripherals[target].config
-                    cells += [Ref(f"/{target}@{target_spec.base:x}"), line]
+                    cells += [self._node_ref(target), line]
                 node.set("dmas", cells)
                 node.set("dma-names", list(spec.dmas))
             for key, value in spec.dt.items():
@@ -315,6 +381,18 @@ class Board:
                 node.set(key, value)
             nodes.append(node)
         return nodes, aliases
+
+    def _node_ref(self, peripheral: str) -> Ref:
+        return Ref(f"/{peripheral}@{self.peripherals[peripheral].config.base:x}")
+
+    def _spi_device_node(self, spec: BusDeviceSpec) -> DtNode:
+        device = self.spi_devices[spec.name]
+        node = DtNode(spec.name, spec.reg, {"compatible": list(device.compatible), "reg": spec.reg,
+                                            "spi-max-frequency": device.max_frequency})
+        device.device_tree(node)
+        for key, value in spec.dt.items():
+            node.set(key, value)
+        return node
 
     def device_tree_source(self) -> str:
         nodes, aliases = self.device_tree_nodes()
@@ -413,6 +491,10 @@ class Board:
             endpoint.close()
         for peripheral in self.peripherals.values():
             peripheral.close()
+        for device in self.spi_devices.values():
+            with contextlib.suppress(Exception):
+                device.save(self.logdir)
+            device.close()
         if self.console is not None:
             self.console.close()
         if self.kernel_log is not None:

@@ -8,6 +8,7 @@ recompiles one file.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -368,6 +369,11 @@ class Artifacts:
 
 def build_all(logs: Path | None = None) -> Artifacts:
     logs = logs or cache_root() / "logs"
-    qemu = build_qemu(logs)
-    kernel = build_kernel(logs)
-    return Artifacts(qemu, kernel.image, build_initramfs(kernel, logs))
+    cache_root().mkdir(parents=True, exist_ok=True)
+    # One build at a time per cache: a second process (another session, an xdist worker) waits
+    # here, then finds the artifacts done, instead of unpacking over a tree being compiled.
+    with (cache_root() / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        qemu = build_qemu(logs)
+        kernel = build_kernel(logs)
+        return Artifacts(qemu, kernel.image, build_initramfs(kernel, logs))

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .board import Board
     from .devicetree import DtNode
     from .peripheral import Peripheral
+    from .spi import SpiDevice
 
 PROJECT = "cosim"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -33,6 +34,13 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def cosim_peripheral_types() -> dict[str, type[Peripheral]]:
     """Return the peripheral models this plugin provides, by the name platform files use
     (``plugin: NAME``).  Two plugins providing one name is an error."""
+    raise NotImplementedError
+
+
+@hookspec
+def cosim_spi_device_types() -> dict[str, type[SpiDevice]]:
+    """Return the SPI device models (flashes, sensors) this plugin provides, by the name platform
+    files use under a controller's ``devices`` (``model: NAME``)."""
     raise NotImplementedError
 
 

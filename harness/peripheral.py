@@ -224,6 +224,7 @@ class Peripheral:
     irq_names: ClassVar[tuple[str, ...]] = ()
     dma_master: ClassVar[bool] = False  # has a bus-master port
     dma_request_names: ClassVar[tuple[str, ...]] = ()  # DRQ outputs, wired by the platform's dmas
+    gpio_input_names: ClassVar[tuple[str, ...]] = ()  # inputs a platform wires to GPIO lines
     default_size: ClassVar[int] = 0x1000
     # ARM PrimeCell peripheral ID: adds PERIPHID0-3/PCELLID0-3 at 0xFE0..0xFFC, as AMBA probing reads
     primecell_id: ClassVar[int | None] = None
@@ -274,6 +275,10 @@ class Peripheral:
 
     def irq(self, name: str) -> IrqLine:
         return self.irqs[name]
+
+    def gpio_input(self, name: str, index: int, level: bool) -> None:
+        """A GPIO line wired to this model's input ``name`` (see cosim.gpio) changed level."""
+        raise PeripheralError(f"{type(self).__name__} has no GPIO input '{name}'")
 
     def connect_dma_request(self, port: DmaRequestPort) -> None:
         if port.name not in self.dma_request_names:

@@ -48,6 +48,16 @@ class Guest(_Strict):
     bootargs: str = ""
 
 
+class BusDeviceSpec(_Strict):
+    """A device on a peripheral's bus (an SPI flash behind an SPI controller)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,30}$")
+    model: str
+    reg: int = 0  # the address on that bus: an SPI chip select
+    properties: dict[str, Any] = {}
+    dt: dict[str, Any] = {}
+
+
 class PeripheralSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,30}$")
     plugin: str
@@ -57,6 +67,8 @@ class PeripheralSpec(_Strict):
     properties: dict[str, Any] = {}
     dt: dict[str, Any] = {}
     dmas: dict[str, tuple[str, int]] = {}  # request name -> (DMA controller, request line)
+    gpios: dict[str, list[tuple[str, int]]] = {}  # input name -> [(GPIO controller, line)...]
+    devices: list[BusDeviceSpec] = []
 
     @field_validator("size", mode="before")
     @classmethod

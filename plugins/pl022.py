@@ -10,24 +10,22 @@ Interrupts: RX when the RX FIFO is half full or more, TX when the TX FIFO is hal
 (receive timeout) when data waits in the RX FIFO and nothing more is being clocked.  DMA
 (DMACR.RXDMAE/TXDMAE, request outputs "rx"/"tx"): RX asks for a burst at half full and a single
 transfer while it holds a frame; TX asks for a burst at half empty and a single transfer while it
-has room."""
+has room.
+
+Devices (cosim.spi) sit on chip selects 0..n.  The ARM PL022 has no chip-select outputs of its own:
+boards use GPIOs (``gpios: {cs: [...]}``, the binding's cs-gpios, active low).  A device whose chip
+select is not wired is tied active, as on a board with one device.  Frames go to the selected
+devices; MISO is pulled up when none drives it."""
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Protocol
 
-from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, hookimpl
+from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, SpiDevice, hookimpl
 
 FIFO_DEPTH = 8
 HALF = FIFO_DEPTH // 2
 RORIM, RTIM, RXIM, TXIM = 1, 2, 4, 8
-
-
-class SpiDevice(Protocol):
-    """What sits on the bus behind the controller (a flash, a sensor)."""
-
-    def exchange(self, word: int, bits: int) -> int: ...
 
 
 class Pl022(Peripheral):
@@ -35,6 +33,7 @@ class Pl022(Peripheral):
     primecell_id = 0x00041022  # ARM's PL022: 8-entry FIFOs
     irq_names = ("ssp",)
     dma_request_names = ("rx", "tx")
+    gpio_input_names = ("cs",)
 
     CR0 = Register(0x00, width=16, fields=[Field("DSS", 0, 4), Field("FRF", 4, 2), Field("SPO", 6),
                                            Field("SPH", 7), Field("SCR", 8, 8)])
@@ -56,12 +55,28 @@ class Pl022(Peripheral):
         super().__init__(*args, **kwargs)
         self.tx: deque[int] = deque()
         self.rx: deque[int] = deque()
-        self.device: SpiDevice | None = None
+        self.devices: dict[int, SpiDevice] = {}  # chip select -> device
+        self.selected: dict[int, bool] = {}  # chip select -> active; absent: not wired, tied active
         self.frames = 0  # frames clocked since reset
 
-    def attach(self, device: SpiDevice) -> None:
-        """Puts ``device`` on the bus (one chip select)."""
-        self.device = device
+    def attach(self, chip_select: int, device: SpiDevice) -> None:
+        """Puts ``device`` on the bus at ``chip_select``."""
+        if chip_select in self.devices:
+            raise ValueError(f"chip select {chip_select} of {self.name} already has "
+                             f"'{self.devices[chip_select].name}'")
+        self.devices[chip_select] = device
+
+    def gpio_input(self, name: str, index: int, level: bool) -> None:
+        if name != "cs":
+            super().gpio_input(name, index, level)
+        with self.lock:
+            active = not level  # active low
+            if self.selected.get(index) == active:
+                return
+            self.selected[index] = active
+            device = self.devices.get(index)
+            if device is not None:
+                device.select(active)
 
     def connect_dma_request(self, port: DmaRequestPort) -> None:
         super().connect_dma_request(port)
@@ -88,15 +103,17 @@ class Pl022(Peripheral):
             bits = self.frame_bits()
             while self.tx and len(self.rx) < FIFO_DEPTH:
                 word = self.tx.popleft()
-                if self.regs.CR1.LBM:
-                    answer = word
-                elif self.device is not None:
-                    answer = self.device.exchange(word, bits) & ((1 << bits) - 1)
-                else:
-                    answer = (1 << bits) - 1  # MISO pulled up: nobody answers
+                answer = word if self.regs.CR1.LBM else self._exchange(word, bits)
                 self.frames += 1
                 self.rx.append(answer)
         self.update_interrupts()
+
+    def _exchange(self, word: int, bits: int) -> int:
+        answer = (1 << bits) - 1  # MISO pulled up: nobody answers
+        for cs, device in self.devices.items():
+            if self.selected.get(cs, True):
+                answer &= device.exchange(word, bits)  # several drivers: the low ones win
+        return answer
 
     def status(self) -> int:
         tfe, tnf = not self.tx, len(self.tx) < FIFO_DEPTH
@@ -142,10 +159,6 @@ def cosim_device_tree(peripheral: Peripheral, node: DtNode) -> None:
         node.set("clock-names", ["sspclk", "apb_pclk"])
         node.set("#address-cells", 1)
         node.set("#size-cells", 0)
-        spidev = node.child(DtNode("spidev", 0))
-        # spidev binds to a device it knows; this compatible is the conventional stand-in
-        spidev.set("compatible", "rohm,dh2228fv")
-        spidev.set("reg", 0)
-        spidev.set("spi-max-frequency", 12_000_000)
-        spidev.set("pl022,com-mode", 2)  # DMA transfers when the controller has channels
-        spidev.set("pl022,interface", 0)  # SPI
+        for device in node.children:
+            device.set("pl022,interface", 0)  # SPI
+            device.set("pl022,com-mode", 2)  # DMA transfers when the controller has channels

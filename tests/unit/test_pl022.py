@@ -5,6 +5,7 @@ import pytest
 from cosim.dmarequest import DmaRequestPort
 from cosim.peripheral import PeripheralConfig, RecordingIrqSink
 from cosim.plugins.pl022 import Pl022
+from cosim.spi import SpiDevice
 
 from .test_dma_requests import board_parts  # noqa: F401 - the PL330 fixture
 from .test_pl330 import DST, SRC, Asm, ccr, go
@@ -15,11 +16,17 @@ RORIM, RTIM, RXIM, TXIM = 1, 2, 4, 8
 SPI_BASE = 0x0C050000
 
 
-class Echo:
+class Echo(SpiDevice):
     """A device that answers each frame with the previous one (and remembers them all)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "echo") -> None:
+        super().__init__(name)
         self.seen: list[tuple[int, int]] = []
+        self.selects: list[bool] = []
+
+    def select(self, selected: bool) -> None:
+        super().select(selected)
+        self.selects.append(selected)
 
     def exchange(self, word: int, bits: int) -> int:
         answer = self.seen[-1][0] if self.seen else 0
@@ -51,13 +58,31 @@ def test_frames_wait_until_the_port_is_enabled_then_loop_back(spi):
 
 def test_frames_go_to_the_attached_device(spi):
     echo = Echo()
-    spi.attach(echo)
+    spi.attach(0, echo)  # no chip select wired: tied active
     spi.write(CR0, 2, 0xF)  # 16-bit frames
     spi.write(CR1, 2, 0x2)
     for word in (0x1234, 0xABCD):
         spi.write(DR, 2, word)
     assert echo.seen == [(0x1234, 16), (0xABCD, 16)]
     assert [spi.read(DR, 2) for _ in range(2)] == [0, 0x1234]
+
+
+def test_chip_selects_pick_the_device_and_frame_its_commands(spi):
+    first, second = Echo("first"), Echo("second")
+    spi.attach(0, first)
+    spi.attach(1, second)
+    spi.gpio_input("cs", 0, True)  # both inactive (high)
+    spi.gpio_input("cs", 1, True)
+    spi.write(CR1, 2, 0x2)
+    spi.write(DR, 2, 0x11)
+    assert spi.read(DR, 2) == 0xFF  # nobody drives MISO: pulled up
+    spi.gpio_input("cs", 1, False)  # second selected (active low)
+    spi.write(DR, 2, 0x22)
+    spi.gpio_input("cs", 1, True)
+    assert first.seen == [] and second.seen == [(0x22, 8)]
+    assert second.selects == [False, True, False] and first.selects == [False]
+    with pytest.raises(ValueError, match="already has"):
+        spi.attach(1, Echo())
 
 
 def test_frames_wait_while_the_rx_fifo_is_full_and_none_is_lost(spi):

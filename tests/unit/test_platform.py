@@ -56,7 +56,7 @@ def test_good_file(tmp_path):
 def test_unknown_key_names_line_and_allowed_keys(tmp_path):
     msg = board_error(tmp_path, GOOD.replace("    irqs: [113]", "    irqs: [113]\n    colour: red"))
     assert "board.yaml:13: unknown key 'colour'" in msg
-    assert "allowed here: base, dmas, dt, irqs, name, plugin, properties, size" in msg
+    assert "allowed here: base, devices, dmas, dt, gpios, irqs, name, plugin, properties, size" in msg
 
 
 def test_missing_field(tmp_path):
