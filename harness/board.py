@@ -372,6 +372,8 @@ class Board:
                 aliases[f"serial{serial_index}"] = f"/{node.full_name}"
                 serial_index += 1
             nodes.append(node)
+        for name, mapping in self.platform.spec.dt_nodes.items():
+            nodes.append(DtNode.from_mapping(name, mapping))
         for q in self.platform.spec.qemu_devices:
             node = DtNode(q.name, q.base, {"compatible": list(q.compatible),
                                            "reg": reg_cells(q.base, q.size)})

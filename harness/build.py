@@ -263,7 +263,7 @@ def build_guest_programs(logs: Path) -> Path:
     out.mkdir(parents=True)
     for source in sorted(sources.glob("*.c")):
         run(f"build guest program {source.stem}",
-            [f"{CROSS}gcc", "-static", "-O2", "-Wall", "-o", out / source.stem, source],
+            [f"{CROSS}gcc", "-static", "-O2", "-Wall", "-o", out / source.stem, source, "-lm"],
             logs / "guest.log")
     (out / ".done").touch()
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 GIC_SPI = 0
 IRQ_TYPE_LEVEL_HIGH = 4
@@ -79,6 +80,17 @@ class DtNode:
 
     def child(self, node: DtNode) -> DtNode:
         self.children.append(node)
+        return node
+
+    @classmethod
+    def from_mapping(cls, name: str, mapping: dict[str, Any]) -> DtNode:
+        """A node written as a mapping (platform YAML): nested mappings are child nodes."""
+        node = cls(name)
+        for key, value in mapping.items():
+            if isinstance(value, dict):
+                node.child(cls.from_mapping(key, value))
+            else:
+                node.set(key, value)
         return node
 
     def dts(self, indent: int = 1) -> str:

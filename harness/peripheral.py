@@ -337,6 +337,19 @@ class Peripheral:
                 else:
                     hook(spec.index, data)
 
+    def write_beats(self, offset: int, size: int, data: bytes) -> None:
+        """A DMA burst into one register (a FIFO): ``data`` in beats of ``size`` bytes, each a
+        bus write.  Models that take a whole burst faster override it (same effect)."""
+        with self.lock:
+            for i in range(0, len(data), size):
+                self.write(offset, size, int.from_bytes(data[i:i + size], "little"))
+
+    def read_beats(self, offset: int, size: int, length: int) -> bytes:
+        """A DMA burst out of one register: ``length`` bytes in beats of ``size``."""
+        with self.lock:
+            return b"".join(self.read(offset, size).to_bytes(size, "little")
+                            for _ in range(0, length, size))
+
     # --- helpers for models ---
 
     def fifo_entry_bits(self, offset: int) -> int | None:

@@ -102,6 +102,9 @@ class Platform(_Strict):
     guest: Guest = Guest()
     peripherals: list[PeripheralSpec] = []
     qemu_devices: list[QemuDeviceSpec] = []
+    # Board-level device-tree nodes no model owns (a sound card, a codec without a control bus):
+    # name -> properties, a nested mapping being a child node; cells as "<...>" DTS text.
+    dt_nodes: dict[str, dict[str, Any]] = {}
 
     @model_validator(mode="after")
     def _unique_names(self) -> Platform:

@@ -1,0 +1,348 @@
+"""Synopsys DesignWare I2S (DW_apb_i2s), one stereo channel pair, as Linux's dwc-i2s drives it
+with the generic dmaengine PCM (cyclic DMA).
+
+The block is the bus master of the I2S wires (COMP_PARAM_1 says so): its sample clock is its
+``i2sclk`` (a fixed clock of ``clock_hz``, default 1.536 MHz) divided by the word-select length
+CCR.WSS programs — 48 kHz with 16-bit words.  As on a board with a fixed audio clock, a stream at
+another rate plays at the clock's pace.  While the clock runs (IER.IEN and CER), every sample
+period takes one frame (left, right) out of the TX FIFO onto the wire and puts one frame from
+the wire into the RX FIFO:
+
+* playback: what the guest plays is the data on the wire, kept in ``played`` and written as a
+  WAV file (``<name>-playback.wav`` in the board's logs, and ``playback_wav`` if given);
+* capture: frames come from the WAV file ``capture_wav`` (silence after its end, or without one).
+
+FIFOs of 16 frames; DMA (I2S_DMACR, the combined TXDMA/RXDMA registers, left then right sample
+per frame): TX asks for a burst while the FIFO is at or below TFCR's level, RX while it holds more
+than RFCR's.  A TX FIFO found empty when a frame is due is an underrun: the wire carries silence
+and the harness counts it (``underruns``); a full RX FIFO loses the frame (``overruns``, ISR.RXFO).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import wave
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, hookimpl
+
+FIFO_DEPTH = 16
+TICK_S = 0.0002  # the clock thread catches up with real time this often
+# The clock runs in TICK_S steps on a host that also runs the guest, so a frame is often clocked
+# a little after its time.  An empty TX (full RX) FIFO counts as an underrun (overrun) only once
+# the frame is GRACE_S overdue: the guest gets that much more than the FIFO's own slack to
+# restart its DMA after a period interrupt.
+GRACE_S = 0.010
+# When the host holds the clock thread up for longer than this (a busy core), the clock slips
+# instead of catching up in one burst the guest could not have seen coming (``clock_slip_s``).
+MAX_BURST_S = 0.004
+RXDA, RXFO, TXFE, TXFO = 0x01, 0x02, 0x10, 0x20
+WSS_CYCLES = {0: 16, 1: 24, 2: 32}
+WLEN_BITS = {0: 0, 1: 12, 2: 16, 3: 20, 4: 24, 5: 32}
+COMP_PARAM_1 = (
+    2  # APB data width 32 bits
+    | 3 << 2  # FIFO depth 16
+    | 1 << 4  # master mode (it drives the bit and word clocks)
+    | 1 << 5 | 1 << 6  # transmitter and receiver
+    | 1 << 16)  # transmit word size 16 bits: S16_LE
+COMP_PARAM_2 = 1  # receive word size 16 bits
+
+
+class DwI2s(Peripheral):
+    compatible = ("snps,designware-i2s",)
+    dma_request_names = ("rx", "tx")
+
+    IER = Register(0x000, fields=[Field("IEN", 0)], on_write="clock_control")
+    IRER = Register(0x004, fields=[Field("RXEN", 0)], on_write="clock_control")
+    ITER = Register(0x008, fields=[Field("TXEN", 0)], on_write="clock_control")
+    CER = Register(0x00C, fields=[Field("CLKEN", 0)], on_write="clock_control")
+    CCR = Register(0x010, fields=[Field("SCLKG", 0, 3), Field("WSS", 3, 2)])
+    RXFFR = Register(0x014, access="wo", on_write="reset_rx")
+    TXFFR = Register(0x018, access="wo", on_write="reset_tx")
+    LRBR_LTHR = Register(0x020, on_read="read_left", on_write="write_left")
+    RRBR_RTHR = Register(0x024, on_read="read_right", on_write="write_right")
+    RER = Register(0x028, fields=[Field("RXCHEN", 0)], reset=1, on_write="configure")
+    TER = Register(0x02C, fields=[Field("TXCHEN", 0)], reset=1, on_write="configure")
+    RCR = Register(0x030, fields=[Field("WLEN", 0, 3)], reset=2)
+    TCR = Register(0x034, fields=[Field("WLEN", 0, 3)], reset=2)
+    ISR = Register(0x038, access="ro", on_read="status")
+    IMR = Register(0x03C, reset=0x33)
+    ROR = Register(0x040, access="ro", on_read="clear_rx_overrun")
+    TOR = Register(0x044, access="ro", on_read="clear_tx_overrun")
+    RFCR = Register(0x048, fields=[Field("RXCHDT", 0, 4)], on_write="configure")
+    TFCR = Register(0x04C, fields=[Field("TXCHET", 0, 4)], on_write="configure")
+    RFF = Register(0x050, access="wo", on_write="reset_rx")
+    TFF = Register(0x054, access="wo", on_write="reset_tx")
+    RXDMA = Register(0x1C0, on_read="dma_read", fifo_entry_bits="rx_entry_bits")
+    RRXDMA = Register(0x1C4, access="wo", on_write="reset_rx")
+    TXDMA = Register(0x1C8, on_write="dma_write", fifo_entry_bits="tx_entry_bits")
+    RTXDMA = Register(0x1CC, access="wo", on_write="reset_tx")
+    COMP_PARAM_2 = Register(0x1F0, access="ro", reset=COMP_PARAM_2)
+    COMP_PARAM_1 = Register(0x1F4, access="ro", reset=COMP_PARAM_1)
+    COMP_VERSION = Register(0x1F8, access="ro", reset=0x3131302A)  # "1.10*"
+    COMP_TYPE = Register(0x1FC, access="ro", reset=0x445701A0)
+    DMACR = Register(0x200, fields=[Field("RXBLOCK", 16), Field("TXBLOCK", 17)],
+                     on_write="configure")
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        p = self.properties
+        self.clock_hz = int(p.get("clock_hz", 48_000 * 32))
+        self.tx: deque[tuple[int, int]] = deque()
+        self.rx: deque[tuple[int, int]] = deque()
+        self.tx_left: int | None = None  # a left sample waiting for its right one
+        self.rx_right: int | None = None  # the right sample of a frame whose left was read
+        self.played = bytearray()  # the wire, transmit side: 16-bit stereo little-endian
+        self.underruns = 0  # frames the wire needed and the TX FIFO did not have
+        self.overruns = 0  # frames the RX FIFO had no room for
+        self.tx_overruns = 0  # writes to a full TX FIFO
+        self.flags = 0  # latched ISR bits: TXFO, RXFO
+        self.capture = self._load_capture(p.get("capture_wav"))
+        self.capture_pos = 0
+        self.frames_clocked = 0
+        self.clock_slip_s = 0.0  # time the clock stood still because the host held it up
+        self.tx_switches: list[tuple[bool, int, float]] = []  # (on, frame on the wire, time)
+        self._tx_on = False
+        self._clock_start = 0.0
+        self._stop = threading.Event()  # a new one per clock thread
+        self._thread: threading.Thread | None = None
+        self.configure()
+
+    @property
+    def sample_rate(self) -> int:
+        return self.clock_hz // (2 * WSS_CYCLES.get(self.regs.CCR.WSS, 32))
+
+    def _load_capture(self, path: str | None) -> bytes:
+        if path is None:
+            return b""
+        with wave.open(str(path), "rb") as w:
+            if w.getnchannels() != 2 or w.getsampwidth() != 2:
+                raise ValueError(f"capture_wav {path}: needs 16-bit stereo, has "
+                                 f"{w.getsampwidth() * 8}-bit, {w.getnchannels()} channel(s)")
+            return w.readframes(w.getnframes())
+
+    def connect_dma_request(self, port: DmaRequestPort) -> None:
+        super().connect_dma_request(port)
+        port.on_flush = self.update_requests
+
+    # --- the sample clock ---
+
+    def _running(self) -> bool:
+        return bool(self.regs.IER.IEN and self.regs.CER.CLKEN)
+
+    def clock_control(self, _value: int = 0) -> None:
+        if self._running() and self._thread is None:
+            self._clock_start, self.frames_clocked = time.monotonic(), 0
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._clock, args=(self._stop,),
+                                            name=f"{self.name}-clock", daemon=True)
+            self._thread.start()
+        elif not self._running() and self._thread is not None:
+            self._stop.set()  # the thread ends at its next tick; it holds no state of its own
+            self._thread = None
+        self.configure()
+
+    def _clock(self, stop: threading.Event) -> None:
+        while not stop.wait(TICK_S):
+            with self.lock:
+                if stop.is_set():
+                    return
+                rate, now = self.sample_rate, time.monotonic()
+                behind = (now - self._clock_start) - self.frames_clocked / rate
+                if behind > MAX_BURST_S and not self._starved():
+                    self._clock_start += behind - MAX_BURST_S
+                    self.clock_slip_s += behind - MAX_BURST_S
+                due = int((now - self._clock_start) * rate)
+                while self.frames_clocked < due:
+                    late = now - self._clock_start - self.frames_clocked / rate
+                    if self._starved() and late < GRACE_S:
+                        break  # give the DMA (and the guest behind it) until the grace ends
+                    self._frame()
+                    self.frames_clocked += 1
+
+    def _starved(self) -> bool:
+        """The next frame has nowhere to come from (TX) or to go (RX) yet."""
+        return (self._tx_on and not self.tx) or (self._rx_on and len(self.rx) >= FIFO_DEPTH)
+
+    def _frame(self) -> None:
+        """One sample period on the wire."""
+        if self._tx_on:
+            if self.tx:
+                left, right = self.tx.popleft()
+            else:
+                left = right = 0
+                self.underruns += 1
+                self.trace.instant(f"{self.name} wire", "underrun")
+            self.played += (left & 0xFFFF).to_bytes(2, "little") + (right & 0xFFFF).to_bytes(2, "little")
+        if self._rx_on:
+            chunk = self.capture[self.capture_pos:self.capture_pos + 4]
+            self.capture_pos += 4
+            chunk = chunk.ljust(4, b"\0")
+            if len(self.rx) < FIFO_DEPTH:
+                self.rx.append((int.from_bytes(chunk[:2], "little"), int.from_bytes(chunk[2:], "little")))
+            else:
+                self.overruns += 1
+                self.flags |= RXFO
+                self.trace.instant(f"{self.name} wire", "overrun")
+        self.update_requests()
+
+    # --- FIFOs ---
+
+    def _push(self, left: int, right: int) -> None:
+        if len(self.tx) < FIFO_DEPTH:
+            self.tx.append((left, right))
+        else:
+            self.tx_overruns += 1
+            self.flags |= TXFO
+        self.update_requests()
+
+    def write_left(self, value: int) -> None:
+        self.tx_left = value
+
+    def write_right(self, value: int) -> None:
+        self._push(self.tx_left or 0, value)
+        self.tx_left = None
+
+    def read_left(self) -> int:
+        if not self.rx:
+            return 0
+        left, self.rx_right = self.rx.popleft()
+        self.update_requests()
+        return left
+
+    def read_right(self) -> int:
+        right, self.rx_right = self.rx_right or 0, None
+        return right
+
+    def dma_write(self, value: int) -> None:
+        """Combined DMA register: samples alternate left, right."""
+        if self.tx_left is None:
+            self.tx_left = value
+        else:
+            self.write_right(value)
+
+    def dma_read(self) -> int:
+        return self.read_right() if self.rx_right is not None else self.read_left()
+
+    def write_beats(self, offset: int, size: int, data: bytes) -> None:
+        if offset != self.TXDMA.offset or size != 2:
+            return super().write_beats(offset, size, data)
+        with self.lock:  # the burst as its beats, without a bus write per sample
+            for value in memoryview(data).cast("H"):
+                self.dma_write(value)
+
+    def read_beats(self, offset: int, size: int, length: int) -> bytes:
+        if offset != self.RXDMA.offset or size != 2:
+            return super().read_beats(offset, size, length)
+        with self.lock:
+            return b"".join(self.dma_read().to_bytes(2, "little") for _ in range(length // 2))
+
+    def tx_entry_bits(self) -> int:
+        return 16 if WLEN_BITS.get(self.regs.TCR.WLEN, 32) <= 16 else 32
+
+    def rx_entry_bits(self) -> int:
+        return 16 if WLEN_BITS.get(self.regs.RCR.WLEN, 32) <= 16 else 32
+
+    def reset_tx(self, _value: int = 0) -> None:
+        self.tx.clear()
+        self.tx_left = None
+        self.update_requests()
+
+    def reset_rx(self, _value: int = 0) -> None:
+        self.rx.clear()
+        self.rx_right = None
+        self.update_requests()
+
+    # --- status and DMA requests ---
+
+    def status(self) -> int:
+        isr = self.flags
+        if len(self.tx) <= self.regs.TFCR.TXCHET:
+            isr |= TXFE
+        if len(self.rx) > self.regs.RFCR.RXCHDT:
+            isr |= RXDA
+        return isr
+
+    def clear_rx_overrun(self) -> int:
+        self.flags &= ~RXFO
+        return 0
+
+    def clear_tx_overrun(self) -> int:
+        self.flags &= ~TXFO
+        return 0
+
+    def configure(self, _value: int = 0) -> None:
+        """A control register changed: recompute what the per-frame paths test."""
+        r = self.regs
+        tx_on = bool(r.ITER.TXEN and r.TER.TXCHEN)
+        if tx_on != self._tx_on:
+            # the transmitter started or stopped: where on the wire, and when
+            self.tx_switches.append((tx_on, len(self.played) // 4, time.monotonic()))
+            self.trace.instant(f"{self.name} wire", "transmit on" if tx_on else "transmit off")
+        self._tx_on = tx_on
+        self._rx_on = bool(r.IRER.RXEN and r.RER.RXCHEN)
+        self._tx_dma = bool(r.DMACR.TXBLOCK and r.ITER.TXEN and r.IER.IEN)
+        self._rx_dma = bool(r.DMACR.RXBLOCK and r.IRER.RXEN and r.IER.IEN)
+        self._tx_level, self._rx_level = r.TFCR.TXCHET, r.RFCR.RXCHDT
+        self.update_requests()
+
+    def update_requests(self, _value: int = 0) -> None:
+        # Driven on every change: a request is a level, and the DMAC consumes it at each DMAWFP.
+        tx_n, rx_n = len(self.tx), len(self.rx)
+        tx, rx = self.dma_requests.get("tx"), self.dma_requests.get("rx")
+        if tx is not None:
+            tx.drive(self._tx_dma and tx_n < FIFO_DEPTH, burst=tx_n <= self._tx_level)
+        if rx is not None:
+            rx.drive(self._rx_dma and rx_n > 0, burst=rx_n > self._rx_level)
+
+    # --- host side ---
+
+    def wav(self) -> bytes:
+        """What was played, as a WAV file."""
+        out = io.BytesIO()
+        with wave.open(out, "wb") as w:
+            w.setnchannels(2)
+            w.setsampwidth(2)
+            w.setframerate(self.sample_rate)
+            w.writeframes(bytes(self.played))
+        return out.getvalue()
+
+    def save(self, artifacts: Path) -> None:
+        data = self.wav()
+        (artifacts / f"{self.name}-playback.wav").write_bytes(data)
+        if "playback_wav" in self.properties:
+            Path(self.properties["playback_wav"]).write_bytes(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+            self._thread = None
+
+
+@hookimpl
+def cosim_peripheral_types() -> dict[str, type[Peripheral]]:
+    return {"dw-i2s": DwI2s}
+
+
+@hookimpl
+def cosim_board_stopping(board: Any, artifacts: Path) -> None:
+    for peripheral in board.peripherals.values():
+        if isinstance(peripheral, DwI2s):
+            peripheral.save(artifacts)
+
+
+@hookimpl
+def cosim_device_tree(peripheral: Peripheral, node: DtNode) -> None:
+    if isinstance(peripheral, DwI2s):
+        clock = node.child(DtNode("i2sclk"))  # the fixed audio clock the block divides
+        clock.set("compatible", "fixed-clock")
+        clock.set("#clock-cells", 0)
+        clock.set("clock-frequency", peripheral.clock_hz)
+        node.set("clocks", [Ref(f"/{node.full_name}/i2sclk")])
+        node.set("clock-names", "i2sclk")
+        node.set("#sound-dai-cells", 0)
