@@ -8,6 +8,7 @@ import pytest
 
 from cosim.board import Board
 from cosim.build import Artifacts
+from cosim.devicetree import Ref
 from cosim.platform import PlatformError, load_platform
 
 NOWHERE = Artifacts(Path("/nonexistent/qemu"), Path("/nonexistent/Image"), Path("/nonexistent/initrd"))
@@ -134,3 +135,74 @@ def test_more_irq_outputs_than_the_bridge_carries(tmp_path):
     path = write(tmp_path, "name: t\nperipherals:\n  - name: m\n    plugin: many\n    base: 0x0c000000\n")
     with pytest.raises(PlatformError, match="declares 33 IRQ outputs; the bridge carries at most 32"):
         Board(load_platform(path), NOWHERE, tmp_path, pm=create_plugin_manager((Plugin(),)))
+
+
+SPI_BOARD = """\
+name: t
+peripherals:
+  - name: gpio0
+    plugin: pl061
+    base: 0x0c000000
+    irqs: [112]
+  - name: spi1
+    plugin: pl022
+    base: 0x0c001000
+    irqs: [113]
+    gpios: {cs: [[gpio0, 0]]}
+    devices:
+      - {name: flash, model: spi-nor, reg: 0}
+"""
+
+
+def test_spi_devices_and_chip_selects_reach_the_device_tree(tmp_path):
+    board = Board(load_platform(write(tmp_path, SPI_BOARD)), NOWHERE, tmp_path / "logs")
+    board._prepare_peripherals_only()
+    nodes, _ = board.device_tree_nodes()
+    spi = next(n for n in nodes if n.name == "spi1")
+    assert spi.properties["cs-gpios"] == [Ref("/gpio0@c000000"), 0, 1]
+    flash = spi.children[0]
+    assert flash.full_name == "flash@0"
+    assert flash.properties["compatible"] == ["jedec,spi-nor"]
+    assert flash.properties["pl022,com-mode"] == 2
+
+
+def test_unknown_spi_device_model(tmp_path):
+    msg = board_error(tmp_path, SPI_BOARD.replace("model: spi-nor", "model: eeprom"))
+    assert "board.yaml:13: unknown SPI device model 'eeprom' — installed: spi-nor, spidev" in msg
+
+
+def test_a_flash_needs_a_chip_select(tmp_path):
+    msg = board_error(tmp_path, SPI_BOARD.replace("    gpios: {cs: [[gpio0, 0]]}\n", ""))
+    assert "'flash' (spi-nor) needs a chip select: wire GPIO line 0 of 'spi1'" in msg
+
+
+def test_gpios_name_a_gpio_controller_and_an_input_the_model_has(tmp_path):
+    msg = board_error(tmp_path, SPI_BOARD.replace("[[gpio0, 0]]", "[[spi1, 0]]"))
+    assert "'spi1' is not a GPIO controller of this platform" in msg
+    msg = board_error(tmp_path, SPI_BOARD.replace("gpios: {cs:", "gpios: {reset:"))
+    assert "'spi1' (pl022) has no GPIO input 'reset' — it has ['cs']" in msg
+
+
+def test_a_gpio_line_the_controller_lacks(tmp_path):
+    board = Board(load_platform(write(tmp_path, SPI_BOARD.replace("[[gpio0, 0]]", "[[gpio0, 9]]")
+                                      .replace("reg: 0}", "reg: 0, model: spidev}")
+                                      .replace("model: spi-nor, ", ""))), NOWHERE, tmp_path / "logs")
+    with pytest.raises(PlatformError, match=r"board.yaml:11: gpio0 has GPIO lines 0\.\.7, not 9"):
+        board._prepare_peripherals_only()
+
+
+def test_devices_need_a_bus(tmp_path):
+    msg = board_error(tmp_path, SPI_BOARD.replace("plugin: pl022", "plugin: dma-copy").replace(
+        "    gpios: {cs: [[gpio0, 0]]}\n", ""))
+    assert "'spi1' (dma-copy) has no bus for devices" in msg
+
+
+def test_board_level_device_tree_nodes(tmp_path):
+    text = SPI_BOARD + ('dt_nodes:\n  codec:\n    compatible: asahi-kasei,ak4554\n'
+                        '    "#sound-dai-cells": 0\n    port: {reg: 1}\n')
+    board = Board(load_platform(write(tmp_path, text)), NOWHERE, tmp_path / "logs")
+    board._prepare_peripherals_only()
+    nodes, _ = board.device_tree_nodes()
+    codec = next(n for n in nodes if n.name == "codec")
+    assert codec.dts() == ('\tcodec {\n\t\tcompatible = "asahi-kasei,ak4554";\n'
+                           '\t\t#sound-dai-cells = <0x0>;\n\t\tport {\n\t\t\treg = <0x1>;\n\t\t};\n\t};')

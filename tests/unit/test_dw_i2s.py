@@ -1,0 +1,139 @@
+"""The DesignWare I2S model against an in-memory bus: FIFOs, DMA requests, the wire."""
+
+from __future__ import annotations
+
+import io
+import struct
+import wave
+
+import pytest
+
+from cosim.dmarequest import DmaRequestPort
+from cosim.peripheral import PeripheralConfig, RecordingIrqSink
+from cosim.plugins.dw_i2s import FIFO_DEPTH, RXDA, RXFO, TXFE, TXFO, DwI2s
+
+from .test_dma_requests import board_parts  # noqa: F401 - the PL330 fixture
+from .test_pl330 import SRC, Asm, ccr, go
+
+IER, IRER, ITER, CER, CCR, TXFFR = 0x000, 0x004, 0x008, 0x00C, 0x010, 0x018
+LTHR, RTHR, TCR, ISR, ROR, RFCR, TFCR = 0x020, 0x024, 0x034, 0x038, 0x040, 0x048, 0x04C
+RXDMA, TXDMA, COMP1, DMACR = 0x1C0, 0x1C8, 0x1F4, 0x200
+I2S_BASE = 0x0C0A0000
+
+
+@pytest.fixture
+def i2s(make) -> DwI2s:
+    return make(DwI2s)
+
+
+def test_component_parameters_say_what_the_driver_reads(i2s):
+    comp1 = i2s.read(COMP1, 4)
+    assert 1 << (1 + ((comp1 >> 2) & 3)) == FIFO_DEPTH
+    assert comp1 & (1 << 4)  # master: it drives the clocks
+    assert comp1 & (1 << 5) and comp1 & (1 << 6)  # transmitter and receiver
+    assert (comp1 >> 16) & 7 == 1  # 16-bit words: S16_LE
+
+
+def test_sample_rate_follows_the_clock_and_word_select_length(make):
+    i2s = make(DwI2s, clock_hz=1_536_000)
+    assert i2s.sample_rate == 48_000  # WSS 0: 16 clocks a word
+    i2s.write(CCR, 4, 2 << 3)  # WSS 2: 32 clocks a word
+    assert i2s.sample_rate == 24_000
+
+
+def test_frames_go_out_left_then_right_and_underruns_send_silence(i2s):
+    i2s.write(IER, 4, 1)
+    i2s.write(ITER, 4, 1)
+    i2s.write(LTHR, 4, 0x1111)
+    i2s.write(RTHR, 4, 0x2222)
+    with i2s.lock:
+        i2s._frame()
+        i2s._frame()  # nothing in the FIFO: an underrun
+    assert bytes(i2s.played) == struct.pack("<hhhh", 0x1111, 0x2222, 0, 0)
+    assert i2s.underruns == 1
+
+
+def test_a_full_tx_fifo_loses_the_write_and_says_so(i2s):
+    for n in range(FIFO_DEPTH + 1):
+        i2s.write(TXDMA, 4, n)
+        i2s.write(TXDMA, 4, n)
+    assert i2s.tx_overruns == 1 and i2s.read(ISR, 4) & TXFO
+
+
+def test_capture_from_a_wav_and_receive_overrun(make, tmp_path):
+    source = tmp_path / "in.wav"
+    with wave.open(str(source), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes(b"".join(struct.pack("<hh", n, -n) for n in range(1, 40)))
+    i2s = make(DwI2s, capture_wav=str(source))
+    i2s.write(IER, 4, 1)
+    i2s.write(IRER, 4, 1)
+    i2s.write(RFCR, 4, 7)
+    with i2s.lock:
+        for _ in range(FIFO_DEPTH + 2):
+            i2s._frame()
+    assert i2s.overruns == 2 and i2s.read(ISR, 4) & (RXFO | RXDA) == RXFO | RXDA
+    i2s.read(ROR, 4)  # reading ROR clears the overrun
+    assert not i2s.read(ISR, 4) & RXFO
+    assert [i2s.read(RXDMA, 2) for _ in range(4)] == [1, 0xFFFF, 2, 0xFFFE]
+
+
+def test_a_capture_wav_must_be_16_bit_stereo(make, tmp_path):
+    source = tmp_path / "mono.wav"
+    with wave.open(str(source), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes(b"\0\0")
+    with pytest.raises(ValueError, match="needs 16-bit stereo"):
+        make(DwI2s, capture_wav=str(source))
+
+
+def test_the_wav_of_the_wire(i2s):
+    i2s.write(IER, 4, 1)
+    i2s.write(ITER, 4, 1)
+    i2s.write(TXDMA, 4, 5)
+    i2s.write(TXDMA, 4, 6)
+    with i2s.lock:
+        i2s._frame()
+    with wave.open(io.BytesIO(i2s.wav())) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 48_000)
+        assert w.readframes(1) == struct.pack("<hh", 5, 6)
+
+
+def test_cyclic_dma_keeps_the_fifo_fed_in_bursts(board_parts):  # noqa: F811
+    dmac, _, bus, _ = board_parts
+    i2s = DwI2s(PeripheralConfig("i2s", I2S_BASE, 0x1000, ()), bus, RecordingIrqSink(), lock=dmac.lock)
+    bus.add_device(I2S_BASE, 0x1000, i2s)
+    i2s.connect_dma_request(DmaRequestPort("rx", dmac, 0))
+    i2s.connect_dma_request(DmaRequestPort("tx", dmac, 1))
+    samples = struct.pack("<64h", *range(64))  # 32 frames
+    bus.write("cpu", SRC, samples)
+    for offset, value in ((TCR, 2), (TFCR, 7), (DMACR, 1 << 17), (IER, 1), (ITER, 1)):
+        i2s.write(offset, 4, value)
+    # what pl330_prep_dma_cyclic emits for a period: bursts of 16 two-byte beats per request
+    asm = Asm().mov("CCR", ccr(2, 16, src_inc=True, dst_inc=False)).mov("SAR", SRC)
+    asm.mov("DAR", I2S_BASE + TXDMA).raw(0x35, 1 << 3)
+    start = asm.lp(0, 4)
+    asm.raw(0x32, 1 << 3).ld("B").raw(0x2B, 1 << 3)  # DMAWFPB, DMALDB, DMASTPB
+    go(dmac, 0, bytes(asm.lpend(0, start).end().code), bus)
+    assert len(i2s.tx) == 8  # one burst; the next waits until the FIFO is at TFCR (7) again
+    with i2s.lock:
+        for _ in range(32):
+            i2s._frame()
+    assert bytes(i2s.played) == samples and i2s.underruns == 0
+    assert bus.width_mismatches == []
+    assert i2s.read(ISR, 4) & TXFE
+
+
+def test_beats_wider_than_a_sample_are_reported(board_parts):  # noqa: F811
+    dmac, _, bus, _ = board_parts
+    i2s = DwI2s(PeripheralConfig("i2s", I2S_BASE, 0x1000, ()), bus, RecordingIrqSink(), lock=dmac.lock)
+    bus.add_device(I2S_BASE, 0x1000, i2s)
+    i2s.write(TCR, 4, 2)  # 16-bit words
+    bus.write("pdma", I2S_BASE + TXDMA, bytes(8), beat=4, increment=False)
+    assert [str(m) for m in bus.width_mismatches] == [
+        f"DMA width mismatch: pdma wrote 4-byte beats at {I2S_BASE + TXDMA:#x}, a FIFO register "
+        "of 16-bit entries: the driver's DMA slave configuration (addr_width) does not fit the device"]
