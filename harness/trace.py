@@ -9,15 +9,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-MAX_EVENTS = 200_000
+MAX_EVENTS = 300_000
+MAX_EVENTS_PER_TRACK = 20_000  # a chatty request line must not crowd the other tracks out
 
 
 class EventTrace:
-    def __init__(self, limit: int = MAX_EVENTS):
-        self.limit = limit
+    def __init__(self, limit: int = MAX_EVENTS, per_track: int = MAX_EVENTS_PER_TRACK):
+        self.limit, self.per_track = limit, per_track
         self.events: list[dict[str, Any]] = []
         self.dropped = 0
         self._tracks: dict[str, int] = {}
+        self._per_track: dict[int, int] = {}
         self._lock = threading.Lock()
         self._origin = time.perf_counter_ns()
 
@@ -32,10 +34,12 @@ class EventTrace:
 
     def _add(self, event: dict[str, Any]) -> None:
         with self._lock:
-            if len(self.events) >= self.limit:
+            tid = self._track(event.pop("track"))
+            if len(self.events) >= self.limit or self._per_track.get(tid, 0) >= self.per_track:
                 self.dropped += 1
                 return
-            event["tid"] = self._track(event.pop("track"))
+            self._per_track[tid] = self._per_track.get(tid, 0) + 1
+            event["tid"] = tid
             self.events.append(event)
 
     def span(self, track: str, name: str, start_ns: int, end_ns: int, **args: Any) -> None:
@@ -47,6 +51,12 @@ class EventTrace:
         """A moment on ``track`` (a peripheral's DMA request)."""
         self._add({"name": name, "ph": "i", "s": "t", "ts": self.now() / 1000, "pid": 1,
                    "track": track, "args": args})
+
+    def on_track(self, track: str) -> list[dict[str, Any]]:
+        """The events recorded on ``track`` so far (for tests)."""
+        with self._lock:
+            tid = self._tracks.get(track)
+            return [e for e in self.events if e["tid"] == tid]
 
     def chrome_json(self) -> dict[str, Any]:
         with self._lock:

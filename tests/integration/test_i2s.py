@@ -82,6 +82,10 @@ def test_playback_of_a_tone_reaches_the_wire_exactly(module_board, artifacts_dir
     assert i2s.underruns == underruns_before  # the FIFO never ran dry during the stream
     # one period interrupt per period the DMA completed, and none more
     assert adma_interrupts(module_board) - irqs_before == math.ceil(frames / PERIOD)
+    # the timeline shows the I2S's requests and the adma's period transfers together
+    assert module_board.trace.on_track("adma request line 1")
+    assert any(e["name"] == "transfer" for channel in range(8)
+               for e in module_board.trace.on_track(f"adma channel {channel}"))
     left = [sample for sample, _ in played[start:start + 4800]]
     assert dominant_frequency(left, 900, 1100) == 1000
     (artifacts_dir / "playback-1kHz.wav").write_bytes(i2s.wav())  # a person can listen to it

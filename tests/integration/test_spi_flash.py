@@ -35,6 +35,10 @@ def test_write_read_back_and_erase_an_image(module_board):
     assert done["SE"] == 1 and done["PP"] == SECTOR // 256 and done["READ"] + done.get("FAST_READ", 0) >= 1
     # program and read moved through the DMA controller: 64 KiB out, 64 KiB in, plus commands
     assert module_board.bus.device_traffic["pdma", SPI1] - before_dma >= 2 * SECTOR
+    # the timeline has the flash's commands beside the pdma's requests and transfers
+    commands = {e["name"] for e in module_board.trace.on_track("flash flash")}
+    assert {"sector erase", "page program", "read"} <= commands
+    assert module_board.trace.on_track("pdma request line 5")  # spi1's TX requests
 
     module_board.run(f"mtd-erase /dev/mtd0 {SECTOR} {SECTOR}")
     module_board.run("dd if=/dev/mtd0 of=/tmp/back bs=65536 skip=1 count=1", timeout=120)

@@ -12,6 +12,7 @@ from cosim.bus import Bus, Memory
 from cosim.dmarequest import DmaRequestPort
 from cosim.peripheral import Peripheral, PeripheralConfig, RecordingIrqSink, Register
 from cosim.plugins.pl330 import Pl330, State
+from cosim.trace import EventTrace
 
 from .test_pl330 import CS0, DST, ES, INTEN, RAM_BASE, SRC, Asm, ccr, go
 
@@ -270,3 +271,13 @@ def test_a_withdrawn_request_no_longer_releases_a_channel(board_parts):
     asm = Asm().mov("CCR", ccr(4, 1, src_inc=False)).mov("SAR", FIFO_BASE).mov("DAR", DST)
     go(dmac, 0, bytes(asm.raw(0x30, 0).raw(0x25, 0).st("S").end().code), bus)
     assert dmac.read(CS0, 4) & 0xF == State.WFP
+
+
+def test_a_chatty_track_does_not_crowd_the_others_out_of_the_timeline():
+    trace = EventTrace(limit=10, per_track=3)
+    for _ in range(5):
+        trace.instant("pdma request line 3", "single")
+    trace.instant("flash", "page program")
+    assert len(trace.on_track("pdma request line 3")) == 3
+    assert [e["name"] for e in trace.on_track("flash")] == ["page program"]
+    assert trace.chrome_json()["otherData"]["cosim_dropped_events"] == 2
