@@ -16,6 +16,11 @@ FIFOs of 16 frames; DMA (I2S_DMACR, the combined TXDMA/RXDMA registers, left the
 per frame): TX asks for a burst while the FIFO is at or below TFCR's level, RX while it holds more
 than RFCR's.  A TX FIFO found empty when a frame is due is an underrun: the wire carries silence
 and the harness counts it (``underruns``); a full RX FIFO loses the frame (``overruns``, ISR.RXFO).
+
+Real time, approximately: the clock thread catches up every TICK_S; a frame waits for its DMA up to
+GRACE_S past its time before it counts as an underrun or overrun (the emulated guest's interrupt
+latency varies by milliseconds), and a host stall longer than MAX_BURST_S makes the clock slip
+rather than burst (``clock_slip_s``, "clock slip" on the timeline).
 """
 
 from __future__ import annotations
@@ -154,8 +159,10 @@ class DwI2s(Peripheral):
                 rate, now = self.sample_rate, time.monotonic()
                 behind = (now - self._clock_start) - self.frames_clocked / rate
                 if behind > MAX_BURST_S and not self._starved():
-                    self._clock_start += behind - MAX_BURST_S
-                    self.clock_slip_s += behind - MAX_BURST_S
+                    slip = behind - MAX_BURST_S
+                    self._clock_start += slip
+                    self.clock_slip_s += slip
+                    self.trace.instant(f"{self.name} wire", "clock slip", ms=round(slip * 1000, 2))
                 due = int((now - self._clock_start) * rate)
                 while self.frames_clocked < due:
                     late = now - self._clock_start - self.frames_clocked / rate
