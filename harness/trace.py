@@ -49,6 +49,11 @@ class EventTrace:
 
     def instant(self, track: str, name: str, **args: Any) -> None:
         """A moment on ``track`` (a peripheral's DMA request)."""
+        tid = self._tracks.get(track)
+        if tid is not None and self._per_track.get(tid, 0) >= self.per_track:
+            with self._lock:  # full: skip building the event (requests come per frame)
+                self.dropped += 1
+            return
         self._add({"name": name, "ph": "i", "s": "t", "ts": self.now() / 1000, "pid": 1,
                    "track": track, "args": args})
 

@@ -36,20 +36,20 @@ class Pl022(Peripheral):
     gpio_input_names = ("cs",)
 
     CR0 = Register(0x00, width=16, fields=[Field("DSS", 0, 4), Field("FRF", 4, 2), Field("SPO", 6),
-                                           Field("SPH", 7), Field("SCR", 8, 8)])
+                                           Field("SPH", 7), Field("SCR", 8, 8)], on_write="configure")
     CR1 = Register(0x04, width=16, fields=[Field("LBM", 0), Field("SSE", 1), Field("MS", 2),
-                                           Field("SOD", 3)], on_write="shift")
+                                           Field("SOD", 3)], on_write="configure")
     DR = Register(0x08, width=16, on_read="read_frame", on_write="write_frame",
                   fifo_entry_bits="frame_bits")
     SR = Register(0x0C, width=16, access="ro", on_read="status")
     CPSR = Register(0x10, width=16, fields=[Field("CPSDVSR", 0, 8)])
     IMSC = Register(0x14, width=16, fields=[Field("RORIM", 0), Field("RTIM", 1), Field("RXIM", 2),
-                                            Field("TXIM", 3)], on_write="update_interrupts")
+                                            Field("TXIM", 3)], on_write="configure")
     RIS = Register(0x18, width=16, access="ro")
     MIS = Register(0x1C, width=16, access="ro", on_read="masked_status")
     ICR = Register(0x20, width=16, access="wo", on_write="clear_interrupts")
     DMACR = Register(0x24, width=16, fields=[Field("RXDMAE", 0), Field("TXDMAE", 1)],
-                     on_write="update_interrupts")
+                     on_write="configure")
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
@@ -58,6 +58,7 @@ class Pl022(Peripheral):
         self.devices: dict[int, SpiDevice] = {}  # chip select -> device
         self.selected: dict[int, bool] = {}  # chip select -> active; absent: not wired, tied active
         self.frames = 0  # frames clocked since reset
+        self.configure()
 
     def attach(self, chip_select: int, device: SpiDevice) -> None:
         """Puts ``device`` on the bus at ``chip_select``."""
@@ -82,14 +83,24 @@ class Pl022(Peripheral):
         super().connect_dma_request(port)
         port.on_flush = self._request_dma
 
+    def configure(self, _value: int = 0) -> None:
+        """A control register changed: keep what the per-frame paths test at hand."""
+        r = self.regs
+        self._bits = max(r.CR0.DSS, 3) + 1
+        self._clocking = bool(r.CR1.SSE and not r.CR1.MS)
+        self._loopback = bool(r.CR1.LBM)
+        self._imsc = r.IMSC.value
+        self._rx_dma, self._tx_dma = bool(r.DMACR.RXDMAE), bool(r.DMACR.TXDMAE)
+        self.shift()
+
     def frame_bits(self) -> int:
-        return max(self.regs.CR0.DSS, 3) + 1
+        return self._bits
 
     # --- registers ---
 
     def write_frame(self, value: int) -> None:
         if len(self.tx) < FIFO_DEPTH:  # a write to a full FIFO is lost
-            self.tx.append(value & ((1 << self.frame_bits()) - 1))
+            self.tx.append(value & ((1 << self._bits) - 1))
         self.shift()
 
     def read_frame(self) -> int:
@@ -99,11 +110,11 @@ class Pl022(Peripheral):
 
     def shift(self, _value: int = 0) -> None:
         """Clocks out every frame waiting in the TX FIFO (the bus is fast compared with us)."""
-        if self.regs.CR1.SSE and not self.regs.CR1.MS:
-            bits = self.frame_bits()
+        if self._clocking:
+            bits = self._bits
             while self.tx and len(self.rx) < FIFO_DEPTH:
                 word = self.tx.popleft()
-                answer = word if self.regs.CR1.LBM else self._exchange(word, bits)
+                answer = word if self._loopback else self._exchange(word, bits)
                 self.frames += 1
                 self.rx.append(answer)
         self.update_interrupts()
@@ -133,18 +144,18 @@ class Pl022(Peripheral):
             ris |= RXIM
         if len(self.tx) <= HALF:
             ris |= TXIM
-        if self.rx and not (self.tx and self.regs.CR1.SSE):
+        if self.rx and not (self.tx and self._clocking):
             ris |= RTIM  # nothing more is being clocked in
         self.regs.RIS.value = ris
-        self.irq("ssp").set(bool(ris & self.regs.IMSC.value))
+        self.irqs["ssp"].set(bool(ris & self._imsc))
         self._request_dma()
 
     def _request_dma(self) -> None:
-        rx, tx, dmacr = self.dma_requests.get("rx"), self.dma_requests.get("tx"), self.regs.DMACR
+        rx, tx = self.dma_requests.get("rx"), self.dma_requests.get("tx")
         if rx is not None:
-            rx.drive(bool(dmacr.RXDMAE and self.rx), burst=len(self.rx) >= HALF)
+            rx.drive(self._rx_dma and bool(self.rx), burst=len(self.rx) >= HALF)
         if tx is not None:
-            tx.drive(bool(dmacr.TXDMAE and len(self.tx) < FIFO_DEPTH), burst=len(self.tx) <= HALF)
+            tx.drive(self._tx_dma and len(self.tx) < FIFO_DEPTH, burst=len(self.tx) <= HALF)
 
 
 @hookimpl
