@@ -297,6 +297,9 @@ class Board:
             except Exception as e:
                 raise PlatformError(f"{self.platform.where('peripherals')}: plugin '{spec.plugin}' "
                                     f"failed to create '{spec.name}': {type(e).__name__}: {e}") from e
+            peripheral.host_failure = (  # type: ignore[method-assign]
+                lambda message, details, name=spec.name: self._on_bridge_failure(
+                    BridgeFailure(name, message, details)))
             self.peripherals[spec.name] = peripheral
             self.bus.add_device(spec.base, size, peripheral)  # reachable by slave DMA
             devices.append(BridgedDevice(spec.name, endpoint.socket_path, spec.base, size,
@@ -489,10 +492,10 @@ class Board:
         with contextlib.suppress(Exception):
             self.pm.hook.cosim_board_stopping(board=self, artifacts=self.logdir)
         self.engine.stop()
+        for peripheral in self.peripherals.values():
+            peripheral.close()  # host threads first: they may still signal through endpoints
         for endpoint in self.endpoints:
             endpoint.close()
-        for peripheral in self.peripherals.values():
-            peripheral.close()
         for device in self.spi_devices.values():
             with contextlib.suppress(Exception):
                 device.save(self.logdir)

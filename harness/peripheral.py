@@ -19,6 +19,7 @@ that share state take ``with self.lock:`` too.
 from __future__ import annotations
 
 import threading
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -264,6 +265,7 @@ class Peripheral:
         self.irqs = {n: IrqLine(n, i, irq_sink) for i, n in enumerate(self.irq_names)}
         self.dma = BusMaster(bus, config.name) if self.dma_master else None
         self.unmapped_accesses = 0
+        self.host_failures: list[str] = []
         self._callbacks: dict[str, Callable[..., Any]] = {}
         for spec in self._registers.values():
             for hook in (spec.on_read, spec.on_write):
@@ -272,6 +274,23 @@ class Peripheral:
 
     def close(self) -> None:
         """The board is stopping: models with host-side threads or files release them here."""
+
+    def host_failure(self, message: str, details: str) -> None:
+        """A host-side thread of the model failed; the board replaces this to fail its test."""
+        self.host_failures.append(f"{message}\n{details}")
+
+    def start_host_thread(self, target: Callable[..., None], *args: Any) -> threading.Thread:
+        """Runs ``target`` on a thread of its own (a line or sample clock).  An exception there
+        fails the board as one in a register callback does, with its traceback."""
+        def run() -> None:
+            try:
+                target(*args)
+            except Exception as e:
+                self.host_failure(f"{self.name}: host thread {target.__name__}: {type(e).__name__}: {e}",
+                                  traceback.format_exc())
+        thread = threading.Thread(target=run, name=f"{self.name}-{target.__name__}", daemon=True)
+        thread.start()
+        return thread
 
     def irq(self, name: str) -> IrqLine:
         return self.irqs[name]

@@ -143,9 +143,7 @@ class DwI2s(Peripheral):
         if self._running() and self._thread is None:
             self._clock_start, self.frames_clocked = time.monotonic(), 0
             self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._clock, args=(self._stop,),
-                                            name=f"{self.name}-clock", daemon=True)
-            self._thread.start()
+            self._thread = self.start_host_thread(self._clock, self._stop)
         elif not self._running() and self._thread is not None:
             self._stop.set()  # the thread ends at its next tick; it holds no state of its own
             self._thread = None

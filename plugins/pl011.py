@@ -88,9 +88,7 @@ class Pl011(Peripheral):
 
     def _wake_line(self) -> None:
         if self._feeder is None:
-            self._feeder = threading.Thread(target=self._run_line, name=f"{self.name}-line",
-                                            daemon=True)
-            self._feeder.start()
+            self._feeder = self.start_host_thread(self._run_line)
         self._line.notify()
 
     def chars_per_second(self) -> float:

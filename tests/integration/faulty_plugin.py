@@ -10,9 +10,16 @@ class Faulty(Peripheral):
 
     GOOD = Register(0x0, reset=0x600D)
     BAD = Register(0x4, on_read="broken")
+    START = Register(0x8, on_write="start_clock")
 
     def broken(self) -> int:
         return {}["no such key"]
+
+    def start_clock(self, _value: int) -> None:
+        self.start_host_thread(self.clock)
+
+    def clock(self) -> None:
+        raise ZeroDivisionError("the clock divided by zero")
 
 
 @hookimpl

@@ -31,6 +31,15 @@ def test_plugin_exception_fails_with_traceback_and_guest_sees_bus_error(cosim_bo
     assert "Bus error" in (board.logdir / "serial.log").read_text(errors="replace")
 
 
+def test_an_exception_on_a_models_host_thread_fails_the_test(cosim_board_factory):
+    board = cosim_board_factory(FAULTY_PLATFORM, plugins=(faulty_plugin,))
+    with pytest.raises(BoardFailure) as info:
+        board.run("devmem 0x0c000008 32 1; sleep 5", timeout=20)
+    message = str(info.value)
+    assert "faulty: host thread clock: ZeroDivisionError: the clock divided by zero" in message
+    assert "in clock" in message  # the model's traceback
+
+
 def test_kernel_panic_fails_at_once_with_the_log(board):
     start = time.monotonic()
     with pytest.raises(BoardFailure) as info:

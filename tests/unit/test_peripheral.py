@@ -121,3 +121,15 @@ def test_register_arrays_expand_and_pass_the_index(make):
     b.write(0x114, 4, 7)
     assert b.seen == (2, 7) and b.regs.CTRL2.value == 7
     assert [r.name for r in Banked.register_map()][:2] == ["STATUS0", "CTRL0"]
+
+
+def test_an_exception_in_a_host_thread_is_reported_with_its_traceback(make):
+    class Clocked(Peripheral):
+        def tick(self, count: int) -> None:
+            raise RuntimeError(f"tick {count} went wrong")
+
+    model = make(Clocked)
+    model.start_host_thread(model.tick, 3).join(timeout=5)
+    assert len(model.host_failures) == 1
+    assert model.host_failures[0].startswith("dut: host thread tick: RuntimeError: tick 3 went wrong")
+    assert "Traceback" in model.host_failures[0]
