@@ -81,7 +81,7 @@ class Pl022(Peripheral):
 
     def connect_dma_request(self, port: DmaRequestPort) -> None:
         super().connect_dma_request(port)
-        port.on_flush = self._request_dma
+        port.on_flush = self._request_rx if port.name == "rx" else self._request_tx
 
     def configure(self, _value: int = 0) -> None:
         """A control register changed: keep what the per-frame paths test at hand."""
@@ -151,9 +151,16 @@ class Pl022(Peripheral):
         self._request_dma()
 
     def _request_dma(self) -> None:
-        rx, tx = self.dma_requests.get("rx"), self.dma_requests.get("tx")
+        self._request_rx()
+        self._request_tx()
+
+    def _request_rx(self) -> None:
+        rx = self.dma_requests.get("rx")
         if rx is not None:
             rx.drive(self._rx_dma and bool(self.rx), burst=len(self.rx) >= HALF)
+
+    def _request_tx(self) -> None:
+        tx = self.dma_requests.get("tx")
         if tx is not None:
             tx.drive(self._tx_dma and len(self.tx) < FIFO_DEPTH, burst=len(self.tx) <= HALF)
 

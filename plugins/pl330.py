@@ -3,7 +3,8 @@
 The controller runs microcode from memory: a manager thread (driven here, as by Linux, through the
 debug registers) starts channel threads with DMAGO; each channel executes DMAMOV/DMALD/DMAST/DMALP
 ... through its MFIFO.  A channel runs as far as it can at once — until DMAEND, a fault, or a wait
-for a peripheral (DMAWFP) or an event (DMAWFE) — inside the register write that started or woke it.
+for a peripheral (DMAWFP) or an event (DMAWFE) — inside the register write that started or woke it;
+a channel woken while another runs goes next (one channel at a time, as on the one bus master).
 
 Bulk speed: when a DMALPEND closes a loop whose body only moves whole bursts from SAR to DAR
 (the driver's memcpy loop), the remaining iterations are done as one bus transfer with exactly
@@ -16,6 +17,7 @@ in data-width lines).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -160,6 +162,8 @@ class Pl330(Peripheral):
         self.pending_events = 0  # events signalled without an interrupt, not yet waited for
         self.pending_requests: dict[int, tuple[int, bool]] = {}  # line -> (type, last)
         self.flush_handlers: dict[int, Callable[[], None]] = {}
+        self.runnable: deque[Channel] = deque()  # woken channels waiting for the one running
+        self.running = False
         self.regs.CR0.value = (
             (self.num_peripherals > 0)
             | (self.num_channels - 1) << 4
@@ -193,8 +197,7 @@ class Pl330(Peripheral):
             for ch in self.channels:
                 if ch.state == State.WFP and ch.wait_on == line and accepts(ch.wfp_op, kind):
                     self._accept_request(ch, ch.wfp_op, kind, last)
-                    ch.state = State.EXECUTING
-                    self._run(ch)
+                    self._wake(ch)
                     return
             self.pending_requests[line] = (kind, last)
 
@@ -300,7 +303,7 @@ class Pl330(Peripheral):
         ch.icache.clear()
         ch.decoded.clear()
         ch.loops.clear()
-        self._run(ch)
+        self._wake(ch)
 
     def _kill(self, ch: Channel) -> None:
         ch.state, ch.fault = State.STOPPED, 0
@@ -314,8 +317,7 @@ class Pl330(Peripheral):
             return
         for ch in self.channels:
             if ch.state == State.WFE and ch.wait_on == event:
-                ch.state = State.EXECUTING
-                self._run(ch)
+                self._wake(ch)
                 return
         self.pending_events |= 1 << event
 
@@ -344,6 +346,21 @@ class Pl330(Peripheral):
             out += data[start:start + length - len(out)]
             address = line + ICACHE_LINE
         return out
+
+    def _wake(self, ch: Channel) -> None:
+        """``ch`` can execute.  One channel runs at a time, as on the DMAC's single bus master: a
+        channel woken while another runs (by a request that other channel's store raised) runs
+        after it, so a slave loop goes on while its peripheral keeps asking."""
+        ch.state = State.EXECUTING
+        self.runnable.append(ch)
+        if self.running:
+            return
+        self.running = True
+        try:
+            while self.runnable:
+                self._run(self.runnable.popleft())
+        finally:
+            self.running = False
 
     def _run(self, ch: Channel) -> None:
         """Executes ``ch`` until it stops, faults or waits."""
@@ -374,44 +391,45 @@ class Pl330(Peripheral):
     def _execute(self, ch: Channel, insn: bytes) -> None:
         op, here = insn[0], ch.pc
         ch.pc = (ch.pc + len(insn)) & 0xFFFFFFFF
-        if op == 0x00:  # DMAEND
-            ch.state = State.STOPPED
-            ch.mfifo.clear()
-            self._trace_transfer(ch, "transfer")
-        elif op == 0x01:  # DMAKILL
-            self._kill(ch)
-        elif op & 0xFC == 0x04:  # DMALD[S|B]
+        # the loop bodies of memcpy and slave transfers first: they are most of what runs
+        if op & 0xFC == 0x04:  # DMALD[S|B]
             if self._condition(ch, op):
                 self._load(ch)
         elif op & 0xFC == 0x08:  # DMAST[S|B]
             if self._condition(ch, op):
                 self._store(ch)
-        elif op == 0x0C:  # DMASTZ
-            self._store(ch, zeros=True)
-        elif op in (0x12, 0x13, 0x18):  # DMARMB, DMAWMB, DMANOP: nothing to order here
-            pass
-        elif op & 0xFD == 0x20:  # DMALP
-            ch.lc[(op >> 1) & 1] = insn[1]
         elif op & 0xFD == 0x25:  # DMALDP[S|B]
             if self._peripheral_ok(ch, insn) and self._condition(ch, op | 1):
                 self._load(ch)
         elif op & 0xFD == 0x29:  # DMASTP[S|B]
             if self._peripheral_ok(ch, insn) and self._condition(ch, op):
                 self._store(ch)
-        elif op & 0xE8 == 0x28:  # DMALPEND / DMALPFE
-            self._loop_end(ch, op, insn[1], here)
         elif op & 0xFC == 0x30:  # DMAWFP[S|B|P]
             if self._peripheral_ok(ch, insn):
                 self._wait_for_peripheral(ch, op, insn[1] >> 3)
+        elif op == 0x35:  # DMAFLUSHP: drop the request; the peripheral asserts it anew if it must
+            if self._peripheral_ok(ch, insn):
+                self.pending_requests.pop(insn[1] >> 3, None)
+                self.flush_handlers.get(insn[1] >> 3, lambda: None)()
+        elif op & 0xE8 == 0x28:  # DMALPEND / DMALPFE (after DMASTP, which this mask also matches)
+            self._loop_end(ch, op, insn[1], here)
+        elif op == 0x00:  # DMAEND
+            ch.state = State.STOPPED
+            ch.mfifo.clear()
+            self._trace_transfer(ch, "transfer")
+        elif op == 0x01:  # DMAKILL
+            self._kill(ch)
+        elif op == 0x0C:  # DMASTZ
+            self._store(ch, zeros=True)
+        elif op in (0x12, 0x13, 0x18):  # DMARMB, DMAWMB, DMANOP: nothing to order here
+            pass
+        elif op & 0xFD == 0x20:  # DMALP
+            ch.lc[(op >> 1) & 1] = insn[1]
         elif op == 0x34:  # DMASEV
             if insn[1] >> 3 >= self.num_events:
                 self._fault(ch, Fault.EVENT_ERR)
             else:
                 self._signal_event(insn[1] >> 3)
-        elif op == 0x35:  # DMAFLUSHP: drop the request; the peripheral asserts it anew if it must
-            if self._peripheral_ok(ch, insn):
-                self.pending_requests.pop(insn[1] >> 3, None)
-                self.flush_handlers.get(insn[1] >> 3, lambda: None)()
         elif op == 0x36:  # DMAWFE
             self._wait_for_event(ch, insn[1] >> 3)
         elif op & 0xFD == 0x54 or op & 0xFD == 0x5C:  # DMAADDH / DMAADNH

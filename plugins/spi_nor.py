@@ -44,7 +44,7 @@ NAMES = {RDID: "RDID", RDSR: "RDSR", WRSR: "WRSR", WREN: "WREN", WRDI: "WRDI", R
 class SpiNorFlash(SpiDevice):
     compatible = ("jedec,spi-nor",)
     # The SPI core allows a transfer twice its time on the wire: the models move a byte in
-    # ~40 us, so the flash is clocked as slowly as they keep up with (a 64 KiB read in ~5 s).
+    # ~60 us, so the flash is clocked as slowly as they keep up with (a 64 KiB read in ~4 s).
     max_frequency = 100_000
     needs_chip_select = True
 
