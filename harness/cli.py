@@ -112,8 +112,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for line in table_text.splitlines():
             if re.search(r"GICv3\s+14[45] Level", line):
                 out.print(f"  [dim]{escape(line.strip())}[/]")
+
+        out.print("\n[bold]3. spi-nor and MTD on a Python SPI NOR flash behind the PL022, with DMA[/]")
+        part = board.run("cat /sys/bus/spi/devices/spi1.0/spi-nor/partname").output
+        board.run("head -c 4096 /dev/urandom > /tmp/image && mtd-erase /dev/mtd0 0 65536 "
+                  "&& dd if=/tmp/image of=/dev/mtd0 bs=4096 2>/dev/null", timeout=120)
+        flashed = board.run("dd if=/dev/mtd0 bs=4096 count=1 2>/dev/null | cmp - /tmp/image",
+                            timeout=120, check=False).status == 0
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(board.spi_devices["flash"].counts.items()))
+        out.print(f"  spi-nor identified an {part}; 4 KiB erased, written and read back through "
+                  f"/dev/mtd0: {'identical' if flashed else 'DIFFERENT'}")
+        out.print(f"  [dim]commands the flash model executed: {counts}[/]")
+
+        out.print("\n[bold]4. dwc-i2s with cyclic DMA on the Python DesignWare I2S[/]")
+        i2s = board.peripheral("i2s0")
+        played = board.run("pcmtest play /dev/snd/pcmC0D0p 48000 440 48000", timeout=60).output
+        out.print(f"  {played}; {len(i2s.played) // 4} frames on the I2S wire, underruns "
+                  f"{i2s.underruns}")
+    out.print(f"  the tone is in {board.logdir}/i2s0-playback.wav")
     out.print(f"\n[green]demo done[/] in {time.monotonic() - start:.1f} s; logs in {board.logdir}")
-    return 0 if same else 1
+    return 0 if same and flashed else 1
 
 
 def main(argv: list[str] | None = None) -> int:

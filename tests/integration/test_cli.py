@@ -37,3 +37,16 @@ def test_unknown_platform_is_a_clear_error(tmp_path: Path):
     proc = cosim("dts", str(bad))
     assert proc.returncode == 2
     assert "bad.yaml:4: unknown plugin 'nope' — installed plugins:" in proc.stderr
+
+
+def test_the_demo_passes_and_leaves_its_wav():
+    proc = cosim("demo")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = " ".join(proc.stdout.split())  # rich wraps long lines
+    assert "failures=0" in text and "DMA-API debug error count: 0" in text
+    assert "host -> guest 4 KiB at 115200 baud: identical" in text
+    assert "spi-nor identified an m25p80" in text and "read back through /dev/mtd0: identical" in text
+    assert "played 48000 frames at 48000 Hz, xruns 0" in text and "underruns 0" in text
+    wav = Path(text.split("the tone is in ")[1].split()[0])
+    assert wav.stat().st_size > 4 * 48000
+    shutil.rmtree(wav.parent)
