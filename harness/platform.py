@@ -113,6 +113,10 @@ class Platform(_Strict):
             if p.name in seen:
                 raise ValueError(f"two peripherals are named {p.name!r}")
             seen.add(p.name)
+        for d in (d for p in self.peripherals for d in p.devices):
+            if d.name in seen:
+                raise ValueError(f"the name {d.name!r} is taken twice: devices need their own names")
+            seen.add(d.name)
         return self
 
 

@@ -206,3 +206,8 @@ def test_board_level_device_tree_nodes(tmp_path):
     codec = next(n for n in nodes if n.name == "codec")
     assert codec.dts() == ('\tcodec {\n\t\tcompatible = "asahi-kasei,ak4554";\n'
                            '\t\t#sound-dai-cells = <0x0>;\n\t\tport {\n\t\t\treg = <0x1>;\n\t\t};\n\t};')
+
+
+def test_device_names_are_unique_across_the_board(tmp_path):
+    msg = board_error(tmp_path, SPI_BOARD.replace("name: flash", "name: gpio0"))
+    assert "the name 'gpio0' is taken twice: devices need their own names" in msg
