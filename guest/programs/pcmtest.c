@@ -8,8 +8,9 @@
  *       records FRAMES 16-bit stereo frames into FILE; with STALL_AT, stops reading for STALL_MS
  *       there (provoking an overrun).
  *
- * Period 1024 frames (21 ms at 48 kHz), 4 periods per buffer: the emulated guest's timing varies
- * by milliseconds, more than a low-latency ring of a few ms would tolerate.  Prints frames moved and the xruns seen. */
+ * Period 2048 frames (43 ms at 48 kHz), 4 periods per buffer: an emulated guest on a shared host
+ * can stall for tens of milliseconds, more than a low-latency ring tolerates.  Prints the frames
+ * moved and the xruns seen. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -22,7 +23,7 @@
 #include <unistd.h>
 #include <sound/asound.h>
 
-#define PERIOD 1024
+#define PERIOD 2048
 #define PERIODS 4
 #define CHANNELS 2
 
