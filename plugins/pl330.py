@@ -187,7 +187,9 @@ class Pl330(Peripheral):
 
     def dma_request(self, line: int, burst: bool, last: bool) -> None:
         """A peripheral asserts a request.  One request per line stays pending until a DMAWFP
-        that accepts it: DMAWFPB only a burst request, DMAWFPS and DMAWFPP either."""
+        consumes it: DMAWFPB a burst request, DMAWFPP either type, DMAWFPS a single one — a
+        DMAWFPS goes on past a burst request but leaves it pending, for a DMAWFPB or DMAFLUSHP
+        (the request FIFO's rules in the DMA-330 documentation)."""
         with self.lock:
             kind = BURST if burst else SINGLE
             if self.pending_requests.get(line) == (kind, last):
@@ -197,6 +199,8 @@ class Pl330(Peripheral):
             for ch in self.channels:
                 if ch.state == State.WFP and ch.wait_on == line and accepts(ch.wfp_op, kind):
                     self._accept_request(ch, ch.wfp_op, kind, last)
+                    if leaves_pending(ch.wfp_op, kind):
+                        self.pending_requests[line] = (kind, last)
                     self._wake(ch)
                     return
             self.pending_requests[line] = (kind, last)
@@ -554,9 +558,10 @@ class Pl330(Peripheral):
         request = self.pending_requests.get(peripheral)
         if request is None or not accepts(op, request[0]):
             ch.state, ch.wait_on, ch.wfp_op = State.WFP, peripheral, op
-        else:
+            return
+        if not leaves_pending(op, request[0]):
             del self.pending_requests[peripheral]
-            self._accept_request(ch, op, *request)
+        self._accept_request(ch, op, *request)
 
     def _wait_for_event(self, ch: Channel, event: int) -> None:
         if event >= self.num_events:
@@ -568,8 +573,13 @@ class Pl330(Peripheral):
 
 
 def accepts(wfp_op: int, kind: int) -> bool:
-    """Whether a channel in this DMAWFP form takes a request of this type."""
+    """Whether a channel in this DMAWFP form goes on at a request of this type."""
     return kind == BURST or wfp_op & 0x3 != 0x2
+
+
+def leaves_pending(wfp_op: int, kind: int) -> bool:
+    """A DMAWFPS going on at a burst request leaves it for a DMAWFPB or DMAFLUSHP."""
+    return wfp_op & 0x3 == 0x0 and kind == BURST
 
 
 def instruction_size(op: int) -> int:

@@ -142,6 +142,18 @@ def test_single_requests_skip_burst_only_instructions(board_parts):
     assert bus.read("cpu", DST + 4, 4) == bytes(4)
 
 
+def test_a_dmawfps_goes_on_at_a_burst_request_and_leaves_it_for_a_dmawfpb(board_parts):
+    dmac, _, bus, _ = board_parts
+    program = bytes(Asm().raw(0x30, 0).raw(0x32, 0).end().code)  # DMAWFPS 0; DMAWFPB 0
+    dmac.dma_request(0, burst=True, last=False)
+    go(dmac, 0, program, bus)
+    assert dmac.read(CS0, 4) & 0xF == State.STOPPED  # the DMAWFPB found the burst request
+    assert 0 not in dmac.pending_requests  # and consumed it
+    dmac.dma_request(0, burst=False, last=False)
+    go(dmac, 0, program, bus)
+    assert dmac.read(CS0, 4) & 0xF == State.WFP  # a single one the DMAWFPS consumed
+
+
 def test_last_request_ends_a_loop_forever(board_parts):
     dmac, device, bus, _ = board_parts
     device.last_at = 1  # the peripheral controls the length: its final word comes with "last"
