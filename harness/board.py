@@ -492,14 +492,14 @@ class Board:
         with contextlib.suppress(Exception):
             self.pm.hook.cosim_board_stopping(board=self, artifacts=self.logdir)
         self.engine.stop()
-        for peripheral in self.peripherals.values():
-            peripheral.close()  # host threads first: they may still signal through endpoints
+        models: list[Peripheral | SpiDevice] = [*self.peripherals.values(), *self.spi_devices.values()]
+        for model in models:
+            model.close()  # host threads first: they may still signal through endpoints
         for endpoint in self.endpoints:
             endpoint.close()
-        for device in self.spi_devices.values():
-            with contextlib.suppress(Exception):
-                device.save(self.logdir)
-            device.close()
+        for model in models:
+            with contextlib.suppress(Exception):  # keep what can be kept; stopping goes on
+                model.save(self.logdir)
         if self.console is not None:
             self.console.close()
         if self.kernel_log is not None:

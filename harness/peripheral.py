@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from .bus import Bus, BusMaster
@@ -274,6 +275,10 @@ class Peripheral:
 
     def close(self) -> None:
         """The board is stopping: models with host-side threads or files release them here."""
+
+    def save(self, artifacts: Path) -> None:
+        """After ``close()``: write what a person may want to look at into ``artifacts`` (the
+        board's logs folder)."""
 
     def host_failure(self, message: str, details: str) -> None:
         """A host-side thread of the model failed; the board replaces this to fail its test."""

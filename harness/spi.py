@@ -46,8 +46,8 @@ class SpiDevice:
     def device_tree(self, node: DtNode) -> None:
         """Adds what the device's binding needs beyond compatible, reg, spi-max-frequency."""
 
-    def save(self, artifacts: Path) -> None:
-        """The board is stopping: keep what a person may want to look at."""
-
     def close(self) -> None:
-        """Release host-side files."""
+        """The board is stopping: release host-side files."""
+
+    def save(self, artifacts: Path) -> None:
+        """After ``close()``: write what a person may want to look at into ``artifacts``."""

@@ -31,7 +31,6 @@ import time
 import wave
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, hookimpl
 
@@ -266,9 +265,9 @@ class DwI2s(Peripheral):
 
     def status(self) -> int:
         isr = self.flags
-        if len(self.tx) <= self.regs.TFCR.TXCHET:
+        if len(self.tx) <= self._tx_level:
             isr |= TXFE
-        if len(self.rx) > self.regs.RFCR.RXCHDT:
+        if len(self.rx) > self._rx_level:
             isr |= RXDA
         return isr
 
@@ -332,13 +331,6 @@ class DwI2s(Peripheral):
 @hookimpl
 def cosim_peripheral_types() -> dict[str, type[Peripheral]]:
     return {"dw-i2s": DwI2s}
-
-
-@hookimpl
-def cosim_board_stopping(board: Any, artifacts: Path) -> None:
-    for peripheral in board.peripherals.values():
-        if isinstance(peripheral, DwI2s):
-            peripheral.save(artifacts)
 
 
 @hookimpl
