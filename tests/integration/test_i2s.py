@@ -13,7 +13,8 @@ import wave
 from pathlib import Path
 
 import pytest
-import yaml
+
+from .conftest import virt_with
 
 RATE = 48_000
 PERIOD = 2048  # pcmtest's period
@@ -135,11 +136,7 @@ def capture_board(cosim_board_factory, tmp_path):
         w.writeframes(b"".join(
             struct.pack("<hh", round(9000 * math.sin(2 * math.pi * 440 * n / RATE)),
                         round(9000 * math.sin(2 * math.pi * 660 * n / RATE))) for n in range(2 * RATE)))
-    spec = yaml.safe_load(Path("platforms/virt.yaml").read_text())
-    i2s = next(p for p in spec["peripherals"] if p["name"] == "i2s0")
-    i2s["properties"] = {"capture_wav": str(source)}
-    platform = tmp_path / "board.yaml"
-    platform.write_text(yaml.safe_dump(spec))
+    platform = virt_with(tmp_path, "i2s0", lambda i2s: i2s.update(properties={"capture_wav": str(source)}))
     board = cosim_board_factory(platform=platform)
     with wave.open(str(source)) as w:
         board.capture_source = w.readframes(w.getnframes())

@@ -4,9 +4,8 @@ it, MTD programs, reads and erases it over SPI with DMA through the Python PL330
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
-import yaml
+from .conftest import virt_with
 
 SPI1 = 0x0C080000
 SECTOR = 64 << 10
@@ -50,11 +49,8 @@ def test_flash_content_from_and_to_host_files(cosim_board_factory, tmp_path):
     image = tmp_path / "boot.img"
     image.write_bytes(b"cosim flash image\n" + bytes(range(256)) * 16)
     saved = tmp_path / "saved.bin"
-    spec = yaml.safe_load(Path("platforms/virt.yaml").read_text())
-    spi1 = next(p for p in spec["peripherals"] if p["name"] == "spi1")
-    spi1["devices"][0]["properties"] = {"image": str(image), "save_to": str(saved)}
-    platform = tmp_path / "board.yaml"
-    platform.write_text(yaml.safe_dump(spec))
+    platform = virt_with(tmp_path, "spi1", lambda spi1: spi1["devices"][0].update(
+        properties={"image": str(image), "save_to": str(saved)}))
     board = cosim_board_factory(platform=platform)
     assert board.run("head -c 18 /dev/mtd0").output == "cosim flash image"
     board.run("mtd-erase /dev/mtd0 0 65536 && echo -n written | dd of=/dev/mtd0 conv=notrunc")

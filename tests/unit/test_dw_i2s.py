@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import wave
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,16 @@ IER, IRER, ITER, CER, CCR, TXFFR = 0x000, 0x004, 0x008, 0x00C, 0x010, 0x018
 LTHR, RTHR, TCR, ISR, ROR, RFCR, TFCR = 0x020, 0x024, 0x034, 0x038, 0x040, 0x048, 0x04C
 RXDMA, TXDMA, COMP1, DMACR = 0x1C0, 0x1C8, 0x1F4, 0x200
 I2S_BASE = 0x0C0A0000
+
+
+def write_wav(path: Path, channels: int, frames: bytes) -> Path:
+    """A 16-bit 48 kHz WAV file of ``frames``."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes(frames)
+    return path
 
 
 @pytest.fixture
@@ -61,12 +72,7 @@ def test_a_full_tx_fifo_loses_the_write_and_says_so(i2s):
 
 
 def test_capture_from_a_wav_and_receive_overrun(make, tmp_path):
-    source = tmp_path / "in.wav"
-    with wave.open(str(source), "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(48_000)
-        w.writeframes(b"".join(struct.pack("<hh", n, -n) for n in range(1, 40)))
+    source = write_wav(tmp_path / "in.wav", 2, b"".join(struct.pack("<hh", n, -n) for n in range(1, 40)))
     i2s = make(DwI2s, capture_wav=str(source))
     i2s.write(IER, 4, 1)
     i2s.write(IRER, 4, 1)
@@ -81,12 +87,7 @@ def test_capture_from_a_wav_and_receive_overrun(make, tmp_path):
 
 
 def test_a_capture_wav_must_be_16_bit_stereo(make, tmp_path):
-    source = tmp_path / "mono.wav"
-    with wave.open(str(source), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48_000)
-        w.writeframes(b"\0\0")
+    source = write_wav(tmp_path / "mono.wav", 1, b"\0\0")
     with pytest.raises(ValueError, match="needs 16-bit stereo"):
         make(DwI2s, capture_wav=str(source))
 
