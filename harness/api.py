@@ -1,8 +1,9 @@
 """What a plugin may use: the whole plugin API.  Plugins import from here and nowhere else."""
 
-from .bus import BusMaster, DmaFault
-from .devicetree import DtNode, Ref
-from .dmarequest import DmaRequestPort, DmaRequestTarget
+from .bus import PLACES, BusLayer, BusMaster, DmaFault, Next, Transaction
+from .connectors import Connector
+from .devicetree import DtAliases, DtNode, Ref
+from .dmarequest import DmaRequestPort
 from .hookspecs import hookimpl
 from .peripheral import (
     Field,
@@ -13,22 +14,33 @@ from .peripheral import (
     Register,
     RegisterArray,
 )
+from .roles import DmaController, GpioController, Iommu, ResetController, SpiBus
 from .spi import SpiDevice
 
 __all__ = [
+    "PLACES",
+    "BusLayer",
     "BusMaster",
+    "Connector",
+    "DmaController",
     "DmaFault",
     "DmaRequestPort",
-    "DmaRequestTarget",
+    "DtAliases",
     "DtNode",
     "Field",
+    "GpioController",
     "HostBuffer",
+    "Iommu",
+    "Next",
     "Peripheral",
     "PeripheralConfig",
     "PeripheralError",
     "Ref",
     "Register",
     "RegisterArray",
+    "ResetController",
+    "SpiBus",
     "SpiDevice",
+    "Transaction",
     "hookimpl",
 ]

@@ -1,8 +1,22 @@
-"""The system bus as device-side masters see it.
+"""The system bus as device-side masters see it: the DMA path.
 
-Every DMA a peripheral model performs goes through one :class:`Bus`: it checks the address
-against the memory regions and raises :class:`DmaFault` outside them.  Layers (a tracer today; an
-IOMMU and a cache model tomorrow) wrap the path without any peripheral knowing.
+Every DMA a peripheral model performs goes through one :class:`Bus`, from the master towards
+memory through named places, in this order::
+
+    master --> translation --> coherency --> trace --> memory (or a device window)
+
+* ``translation``: IOMMUs.  A layer here turns the master's address into a physical one
+  (``dataclasses.replace(txn, address=...)``) or raises :class:`DmaFault` (a translation fault).
+* ``coherency``: a CPU-cache model sees physical addresses and every device access to them.
+* ``trace``: the board's :class:`BusTracer` records physical addresses (and the master's own
+  address, when translated).
+* memory: the address is checked against RAM and device windows; nothing there is a DMA fault.
+
+Layers are :class:`BusLayer` objects added at a place (``bus.add_layer(layer, "coherency")``;
+plugins do it through the ``cosim_bus_layers`` hook); within one place, the first added is
+nearest the master.  Every transaction carries its master's name and ``stream_id`` (the
+identity a translation layer keys on).  Table walks (an IOMMU reading its page tables) enter the
+path below ``translation`` and are marked ``walk``: they are not the device's own traffic.
 """
 
 from __future__ import annotations
@@ -13,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+PLACES = ("translation", "coherency", "trace")  # from the masters towards memory
 
 
 @dataclass(frozen=True)
@@ -46,11 +62,14 @@ class DmaFault(Exception):
 @dataclass(frozen=True)
 class Transaction:
     master: str
-    address: int
+    address: int  # where the transaction goes now: physical once past ``translation``
     length: int
     write: bool
     beat: int = 0  # bytes per bus beat; 0: one beat of ``length`` (a block copy)
     increment: bool = True  # False: every beat goes to ``address`` (a FIFO register)
+    stream_id: int | None = None  # the master's identity on the bus (an IOMMU's stream ID)
+    master_address: int | None = None  # the address the master issued, set when translated
+    walk: bool = False  # a table walk on the master's behalf, not the master's own data
 
     def beats(self) -> list[tuple[int, int, int]]:
         """(address, offset into the data, size) of each beat."""
@@ -115,6 +134,13 @@ class TraceRecord:
     length: int
     write: bool
     fault: str | None = None
+    master_address: int | None = None
+    walk: bool = False
+
+    def __str__(self) -> str:
+        via = "" if self.master_address is None else f" (from {self.master_address:#x})"
+        return (f"{'W' if self.write else 'R'} {self.master}{' walk' if self.walk else ''} "
+                f"{self.address:#x}{via} +{self.length}" + (f" FAULT {self.fault}" if self.fault else ""))
 
 
 @dataclass
@@ -126,7 +152,8 @@ class BusTracer:
     dropped: int = 0
 
     def access(self, txn: Transaction, data: bytes | None, next_: Next) -> bytes | None:
-        record = TraceRecord(txn.master, txn.address, txn.length, txn.write)
+        record = TraceRecord(txn.master, txn.address, txn.length, txn.write,
+                             master_address=txn.master_address, walk=txn.walk)
         if len(self.records) < self.limit:
             self.records.append(record)
         else:
@@ -144,10 +171,11 @@ class Bus:
         self.devices: list[tuple[int, int, DeviceWindow]] = []
         # bytes each master moved to or from each device window: who carried a UART's data
         self.device_traffic: Counter[tuple[str, int]] = Counter()
-        self.layers: list[BusLayer] = []
+        self.layers: dict[str, list[BusLayer]] = {place: [] for place in PLACES}
         self.faults: list[DmaFault] = []
         self.width_mismatches: list[WidthMismatch] = []
-        self._path: Next = self._chain()
+        self._path: Next = self._target_access
+        self._walk_path: Next = self._target_access
 
     def add_memory(self, memory: Memory) -> None:
         self.memories.append(memory)
@@ -155,16 +183,23 @@ class Bus:
     def add_device(self, base: int, size: int, device: DeviceWindow) -> None:
         self.devices.append((base, size, device))
 
-    def add_layer(self, layer: BusLayer) -> None:
-        """Adds a layer nearest the masters: the last added sees a transaction first."""
-        self.layers.append(layer)
-        self._path = self._chain()
+    def add_layer(self, layer: BusLayer, place: str) -> None:
+        """Puts ``layer`` at ``place`` (one of PLACES), after the layers already there."""
+        if place not in self.layers:
+            raise ValueError(f"no place '{place}' on the DMA path; the places are {', '.join(PLACES)}")
+        self.layers[place].append(layer)
+        self._path = self._chain(PLACES)
+        self._walk_path = self._chain(PLACES[1:])
 
-    def _chain(self) -> Next:
+    def _chain(self, places: tuple[str, ...]) -> Next:
         path: Next = self._target_access
-        for layer in self.layers:
-            path = (lambda lyr, nxt: lambda t, d: lyr.access(t, d, nxt))(layer, path)
+        for layer in reversed([layer for place in places for layer in self.layers[place]]):
+            path = self._through(layer, path)
         return path
+
+    @staticmethod
+    def _through(layer: BusLayer, next_: Next) -> Next:
+        return lambda txn, data: layer.access(txn, data, next_)
 
     def _memory_for(self, txn: Transaction) -> Memory:
         for memory in self.memories:
@@ -220,27 +255,29 @@ class Bus:
                              int.from_bytes(data[offset:offset + width], "little"))
         return None if data is not None else bytes(out)
 
-    def read(self, master: str, address: int, length: int, beat: int = 0,
-             increment: bool = True) -> bytes:
+    def _issue(self, txn: Transaction, data: bytes | bytearray | memoryview | None) -> bytes | None:
         try:
-            data = self._path(Transaction(master, address, length, False, beat, increment), None)
+            return (self._walk_path if txn.walk else self._path)(txn, data)
         except DmaFault as fault:
             self.faults.append(fault)
             raise
+
+    def read(self, master: str, address: int, length: int, beat: int = 0,
+             increment: bool = True, stream_id: int | None = None, walk: bool = False) -> bytes:
+        data = self._issue(Transaction(master, address, length, False, beat, increment, stream_id,
+                                       walk=walk), None)
         assert data is not None
         return data
 
     def write(self, master: str, address: int, data: bytes | bytearray | memoryview, beat: int = 0,
-              increment: bool = True) -> None:
-        try:
-            self._path(Transaction(master, address, len(data), True, beat, increment), data)
-        except DmaFault as fault:
-            self.faults.append(fault)
-            raise
+              increment: bool = True, stream_id: int | None = None, walk: bool = False) -> None:
+        self._issue(Transaction(master, address, len(data), True, beat, increment, stream_id,
+                                walk=walk), data)
 
-    def copy(self, master: str, src: int, dst: int, length: int) -> None:
+    def copy(self, master: str, src: int, dst: int, length: int, stream_id: int | None = None) -> None:
         """A memory-to-memory transfer: a read burst then a write burst, as a DMA engine does."""
-        self.write(master, dst, self.read(master, src, length))
+        self.write(master, dst, self.read(master, src, length, stream_id=stream_id),
+                   stream_id=stream_id)
 
     def close(self) -> None:
         for memory in self.memories:
@@ -249,23 +286,29 @@ class Bus:
 
 
 class BusMaster:
-    """A peripheral's bus-master port: all its DMA goes through the bus under its name."""
+    """A peripheral's bus-master port: all its DMA goes through the bus under its name and
+    stream ID."""
 
-    def __init__(self, bus: Bus, name: str):
-        self.bus, self.name = bus, name
+    def __init__(self, bus: Bus, name: str, stream_id: int | None = None):
+        self.bus, self.name, self.stream_id = bus, name, stream_id
 
     def read(self, address: int, length: int, beat: int = 0, increment: bool = True) -> bytes:
-        return self.bus.read(self.name, address, length, beat, increment)
+        return self.bus.read(self.name, address, length, beat, increment, self.stream_id)
 
     def write(self, address: int, data: bytes | bytearray | memoryview, beat: int = 0,
               increment: bool = True) -> None:
-        self.bus.write(self.name, address, data, beat, increment)
+        self.bus.write(self.name, address, data, beat, increment, self.stream_id)
 
     def copy(self, src: int, dst: int, length: int) -> None:
-        self.bus.copy(self.name, src, dst, length)
+        self.bus.copy(self.name, src, dst, length, self.stream_id)
 
     def read_u32(self, address: int) -> int:
         return int.from_bytes(self.read(address, 4), "little")
 
     def write_u32(self, address: int, value: int) -> None:
         self.write(address, value.to_bytes(4, "little"))
+
+    def walk_read(self, address: int, length: int) -> bytes:
+        """A table walk (an IOMMU's page-table read): a physical address, past translation,
+        recorded as a walk rather than as this master's data."""
+        return self.bus.read(self.name, address, length, stream_id=self.stream_id, walk=True)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import re
+import shlex
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -28,8 +32,25 @@ def _logdir(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"cosim-{name}-logs-"))
 
 
-def _board(platform: str) -> Board:
-    return Board(load_platform(platform), build_all(), _logdir("run"))
+def _board(platform: str, purpose: str = "run") -> Board:
+    return Board(load_platform(platform), build_all(), _logdir(purpose))
+
+
+@contextlib.contextmanager
+def _logs_kept_on_failure(board: Board, keep: bool) -> Iterator[None]:
+    """A board's log folder stays when something failed (the error names it) or when asked for;
+    a clean exit removes it, so runs do not pile folders up in /tmp."""
+    yield
+    if keep:
+        err.print(f"logs: {board.logdir}")
+    else:
+        shutil.rmtree(board.logdir, ignore_errors=True)
+
+
+def guest_command_line(words: list[str]) -> str:
+    """One word is a shell line as it is (``cosim run virt -- 'a | b'``); several are quoted so
+    the guest runs exactly them (``cosim run virt -- sh -c 'echo one two'``)."""
+    return words[0] if len(words) == 1 else shlex.join(words)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -39,9 +60,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_dts(args: argparse.Namespace) -> int:
-    board = _board(args.platform)
-    board._prepare_peripherals_only()
-    sys.stdout.write(board.device_tree_source())
+    board = Board(load_platform(args.platform), build_all(), Path("/nonexistent"))
+    board.assembly.build()  # models and wiring only: no sockets, no QEMU run
+    try:
+        sys.stdout.write(board.device_tree_source())
+    finally:
+        board.assembly.close()
     return 0
 
 
@@ -49,16 +73,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.command:
         err.print("usage: cosim run PLATFORM -- COMMAND")
         return 2
-    with _board(args.platform) as board:
-        result = board.run(" ".join(args.command), timeout=args.timeout, check=False)
+    board = _board(args.platform)
+    with _logs_kept_on_failure(board, args.keep_logs), board:
+        result = board.run(guest_command_line(args.command), timeout=args.timeout, check=False)
         sys.stdout.write(result.output + ("\n" if result.output else ""))
-        return result.status
+    return result.status
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    with _board(args.platform) as board:
-        err.print(f"[bold]{board.platform.spec.name}[/] booted; kernel log: {board.logdir}/kernel.log; "
-                  "leave with Ctrl-]")
+    board = _board(args.platform, "boot")
+    with _logs_kept_on_failure(board, args.keep_logs), board:
+        err.print(f"[bold]{board.platform.spec.name}[/] booted; kernel log: {board.logdir}/kernel.log"
+                  f"{'' if args.keep_logs else ' (removed at exit unless --keep-logs)'}; leave with Ctrl-]")
         assert board.console is not None
         board.console.interact()
     return 0
@@ -73,7 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for column in ("name", "model", "window", "GIC SPIs"):
         table.add_column(column)
     for p in board.platform.spec.peripherals:
-        size = p.size or board.types[p.plugin].default_size
+        size = board.assembly.entries[p.name].size
         table.add_row(p.name, p.plugin, f"{p.base:#x}+{size:#x}", ", ".join(map(str, p.irqs)))
     out.print(table)
     with board:
@@ -144,15 +170,22 @@ def main(argv: list[str] | None = None) -> int:
                              ("demo", cmd_demo, "boot the default platform and show DMA and UART")):
         p = sub.add_parser(name, help=text)
         p.add_argument("platform", nargs="?" if name == "demo" else None, default="virt")
+        if name == "boot":
+            p.add_argument("--keep-logs", action="store_true", help="keep the board's log folder")
         p.set_defaults(func=func)
     run = sub.add_parser("run", help="boot, run one command, print its output, exit with its status")
     run.add_argument("platform")
     run.add_argument("command", nargs=argparse.REMAINDER)
     run.add_argument("--timeout", type=float, default=300.0)
+    run.add_argument("--keep-logs", action="store_true",
+                     help="keep the board's log folder (it is always kept when the board fails)")
     run.set_defaults(func=cmd_run)
-    args = parser.parse_args(argv)
-    if getattr(args, "command", None) and args.command[0] == "--":
-        args.command = args.command[1:]
+    argv = sys.argv[1:] if argv is None else argv
+    # Everything after the first "--" is the guest's command, untouched; options go before it.
+    guest_words = argv[argv.index("--") + 1:] if "--" in argv else None
+    args = parser.parse_args(argv[:argv.index("--")] if guest_words is not None else argv)
+    if guest_words is not None and args.command_name == "run":
+        args.command = [*args.command, *guest_words]
     try:
         return args.func(args)
     except (PlatformError, BuildError) as e:

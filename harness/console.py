@@ -210,3 +210,58 @@ class ShellConsole:
 
     def close(self) -> None:
         self._log.close()
+
+
+class ConsoleNotConnected(RuntimeError):
+    pass
+
+
+class Consoles:
+    """The guest's two consoles as sockets in the board's private folder, for QEMU to connect to:
+    the kernel console (``kernel.sock``) and the shell console (``shell.sock``)."""
+
+    ACCEPT_ATTEMPTS = 30  # one a second
+
+    def __init__(self, workdir: Path, logdir: Path):
+        self.logdir = logdir
+        self.kernel_socket, self.shell_socket = workdir / "kernel.sock", workdir / "shell.sock"
+        self._listeners: dict[str, socket.socket] = {}
+        for name, path in (("kernel", self.kernel_socket), ("shell", self.shell_socket)):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(str(path))
+            sock.listen(1)
+            sock.settimeout(1.0)
+            self._listeners[name] = sock
+        self.kernel_log: KernelLog | None = None
+        self.shell: ShellConsole | None = None
+
+    def connect(self, watchdog: Callable[[], None]) -> tuple[KernelLog, ShellConsole]:
+        """Takes QEMU's connections (calling ``watchdog`` while it waits); raises
+        ConsoleNotConnected if QEMU never connects one."""
+        conns = {name: self._accept(sock, name, watchdog) for name, sock in self._listeners.items()}
+        self._close_listeners()
+        self.kernel_log = KernelLog(conns["kernel"], self.logdir / "kernel.log")
+        self.shell = ShellConsole(conns["shell"], self.logdir / "serial.log", watchdog)
+        return self.kernel_log, self.shell
+
+    def _accept(self, listener: socket.socket, name: str, watchdog: Callable[[], None]) -> socket.socket:
+        for _ in range(self.ACCEPT_ATTEMPTS):
+            try:
+                conn, _ = listener.accept()
+                conn.settimeout(None)
+                return conn
+            except TimeoutError:
+                watchdog()
+        raise ConsoleNotConnected(f"QEMU never connected its {name} console")
+
+    def _close_listeners(self) -> None:
+        for sock in self._listeners.values():
+            sock.close()
+        self._listeners.clear()
+
+    def close(self) -> None:
+        self._close_listeners()
+        if self.shell is not None:
+            self.shell.close()
+        if self.kernel_log is not None:
+            self.kernel_log.close()

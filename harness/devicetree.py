@@ -102,6 +102,22 @@ class DtNode:
         return "\n".join(lines)
 
 
+class DtAliases:
+    """The ``/aliases`` node: models ask for a name by stem (``serial``) and get the next free
+    number after those the machine itself uses (QEMU virt's own UART is serial0)."""
+
+    def __init__(self, taken: dict[str, int] | None = None):
+        self.next = dict(taken or {})
+        self.aliases: dict[str, str] = {}
+
+    def add(self, stem: str, node: DtNode) -> str:
+        index = self.next.get(stem, 0)
+        self.next[stem] = index + 1
+        name = f"{stem}{index}"
+        self.aliases[name] = f"/{node.full_name}"
+        return name
+
+
 def reg_cells(base: int, size: int) -> list[Cell]:
     """``reg`` for a root with #address-cells = #size-cells = 2 (QEMU virt)."""
     return [base >> 32, base & 0xFFFFFFFF, size >> 32, size & 0xFFFFFFFF]

@@ -1,7 +1,8 @@
 """Peripheral DMA requests (DRQ): how a slave peripheral asks a DMA controller for service.
 
 The wiring follows the device-tree binding ``dmas = <&dmac N>``: a platform names, for each of a
-peripheral's ``dma_request_names``, the DMA controller and its request line::
+peripheral's ``dma_request_names``, the DMA controller and the cells of its specifier (as many
+as the controller's ``dma_cells``; the controller maps them to a request line)::
 
     - name: uart1
       plugin: pl011
@@ -26,25 +27,14 @@ Requests are delivered synchronously with the board-wide model lock held: a peri
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
-
-class DmaRequestTarget(Protocol):
-    """Implemented by DMA controller models."""
-
-    request_lines: int
-
-    def dma_request(self, line: int, burst: bool, last: bool) -> None: ...
-
-    def dma_request_withdraw(self, line: int) -> None: ...
-
-    def connect_request_line(self, line: int, on_flush: Callable[[], None]) -> None: ...
+from .roles import DmaController
 
 
 class DmaRequestPort:
     """One named request output of a peripheral, wired to one line of a DMA controller."""
 
-    def __init__(self, name: str, target: DmaRequestTarget, line: int):
+    def __init__(self, name: str, target: DmaController, line: int):
         self.name, self.target, self.line = name, target, line
         self.on_flush: Callable[[], None] = lambda: None
         target.connect_request_line(line, lambda: self.on_flush())

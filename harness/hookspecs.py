@@ -9,8 +9,16 @@ cosim's built-in plugins are registered exactly that way.  Implement hooks with:
     def cosim_peripheral_types():
         return {"acme-timer": AcmeTimer}
 
-Hooks run in the harness process.  Peripheral register callbacks run on the bridge thread while a
-guest vCPU waits: they must not block on anything QEMU's main loop must do (see protocol.py).
+A function marked ``@hookimpl`` whose name is not one of these hooks is an error when the plugin
+is loaded (pluggy's ``check_pending``): a misspelt hook would otherwise never run.
+
+Order: pluggy calls the implementations of one hook newest-registered first: plugins passed to a
+board factory, then entry-point plugins, then cosim's core.  Hooks run in the harness process.
+An exception in a hook propagates to whoever asked for the board (a platform error while
+assembling, a failed ``Board.start``), except in ``cosim_board_stopping``, which is called
+however the board ends and whose exceptions are dropped so that stopping goes on.  Peripheral
+register callbacks run on the bridge thread while a guest vCPU waits: they must not block on
+anything QEMU's main loop must do (see protocol.py).
 """
 
 from __future__ import annotations
@@ -20,8 +28,11 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from .assembly import Assembly
     from .board import Board
-    from .devicetree import DtNode
+    from .bus import BusLayer
+    from .connectors import Connector
+    from .devicetree import DtAliases, DtNode
     from .peripheral import Peripheral
     from .spi import SpiDevice
 
@@ -45,12 +56,30 @@ def cosim_spi_device_types() -> dict[str, type[SpiDevice]]:
 
 
 @hookspec
-def cosim_device_tree(peripheral: Peripheral, node: DtNode) -> None:
+def cosim_connectors() -> list[Connector]:
+    """Return kinds of wiring this plugin adds (``cosim.api.Connector`` instances, one per
+    platform key).  Two connectors for one key are an error: cosim's own (``dmas``, ``gpios``,
+    ``resets``, ``devices``, ``iommus``) cannot be replaced."""
+    raise NotImplementedError
+
+
+@hookspec
+def cosim_bus_layers(assembly: Assembly) -> list[tuple[str, BusLayer]]:
+    """Return ``(place, layer)`` pairs to put on the board's DMA path (places: ``translation``,
+    ``coherency``, ``trace``; see cosim.bus).  Called once per board after its models are built
+    and wired (``assembly.peripherals``, ``assembly.bus``)."""
+    raise NotImplementedError
+
+
+@hookspec
+def cosim_device_tree(peripheral: Peripheral, node: DtNode, aliases: DtAliases) -> None:
     """Shape the device-tree node the guest sees for ``peripheral``.
 
-    The core has already set ``reg``, ``interrupts``, ``compatible`` (from the model) and the
-    platform's extra properties.  The model's own plugin adds what its binding needs (clocks,
-    ``#dma-cells``...); other plugins may amend any node (an IOMMU plugin adds ``iommus``)."""
+    Called for every model.  The core has set ``compatible`` (from the model), ``reg`` and
+    ``interrupts``; after this hook, connectors add the wiring's properties (``dmas``,
+    ``#dma-cells``, ``cs-gpios``...) and the platform's ``dt`` properties come last, overriding
+    any.  The model's own plugin adds what its binding needs (clocks...), ``aliases.add("serial",
+    node)`` numbers an alias; other plugins may amend any node."""
 
 
 @hookspec
@@ -60,5 +89,6 @@ def cosim_board_started(board: Board) -> None:
 
 @hookspec
 def cosim_board_stopping(board: Board, artifacts: Any) -> None:
-    """The board is about to stop: write what the plugin wants kept into ``artifacts``
-    (a folder ``Path``) and release host resources."""
+    """The board is about to stop (QEMU still runs): write what the plugin wants kept into
+    ``artifacts`` (a folder ``Path``) and release host resources.  Models keep their own
+    artifacts with ``Peripheral.save`` instead."""

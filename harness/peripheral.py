@@ -155,6 +155,27 @@ class RecordingIrqSink:
         self.levels[line] = level
 
 
+class IrqRelay:
+    """The IRQ sink a model is built with before its engine exists (``cosim dts``, unit tests,
+    the assembly step): it keeps each line's level and, once bound, passes changes on."""
+
+    def __init__(self) -> None:
+        self.levels: dict[int, bool] = {}
+        self.target: IrqSink | None = None
+
+    def set_irq(self, line: int, level: bool) -> None:
+        self.levels[line] = level
+        if self.target is not None:
+            self.target.set_irq(line, level)
+
+    def bind(self, target: IrqSink) -> None:
+        """From now on changes go to ``target``, which first hears the lines already raised."""
+        self.target = target
+        for line, level in self.levels.items():
+            if level:
+                target.set_irq(line, level)
+
+
 class IrqLine:
     """A named interrupt output; only level changes reach the sink."""
 
@@ -217,6 +238,7 @@ class PeripheralConfig:
     irqs: tuple[int, ...] = ()
     properties: dict[str, Any] | None = None  # model parameters from the platform file
     dt: dict[str, Any] | None = None  # extra device-tree properties
+    stream_id: int | None = None  # the model's identity as a bus master (an IOMMU keys on it)
 
 
 class Peripheral:
@@ -264,7 +286,7 @@ class Peripheral:
         self.trace = trace or EventTrace()  # the board's timeline, shared by its models
         self.regs = RegisterFile(self._registers.values())
         self.irqs = {n: IrqLine(n, i, irq_sink) for i, n in enumerate(self.irq_names)}
-        self.dma = BusMaster(bus, config.name) if self.dma_master else None
+        self.dma = BusMaster(bus, config.name, config.stream_id) if self.dma_master else None
         self.unmapped_accesses = 0
         self.host_failures: list[str] = []
         self._callbacks: dict[str, Callable[..., Any]] = {}
@@ -301,8 +323,17 @@ class Peripheral:
         return self.irqs[name]
 
     def gpio_input(self, name: str, index: int, level: bool) -> None:
-        """A GPIO line wired to this model's input ``name`` (see cosim.gpio) changed level."""
+        """A GPIO line wired to this model's input ``name`` (platform ``gpios``) changed level."""
         raise PeripheralError(f"{type(self).__name__} has no GPIO input '{name}'")
+
+    def reset_input(self, asserted: bool) -> None:
+        """A reset line wired to the model (platform ``resets``) was asserted or released.  While
+        held in reset the registers are at their reset values; models with more state than
+        their registers extend this."""
+        if asserted:
+            with self.lock:
+                for spec in self._registers.values():
+                    getattr(self.regs, spec.name).value = spec.reset
 
     def connect_dma_request(self, port: DmaRequestPort) -> None:
         if port.name not in self.dma_request_names:

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PLATFORM_DIR = Path(__file__).resolve().parent.parent / "platforms"
 
@@ -58,7 +67,12 @@ class BusDeviceSpec(_Strict):
     dt: dict[str, Any] = {}
 
 
-class PeripheralSpec(_Strict):
+class PeripheralSpec(BaseModel):
+    """One model on the board.  Keys beyond these are wiring (``dmas``, ``gpios``, ``devices``,
+    ``resets``, ``iommus``...): each belongs to a connector, which checks it (cosim.connectors)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,30}$")
     plugin: str
     base: int
@@ -66,9 +80,11 @@ class PeripheralSpec(_Strict):
     irqs: list[int] = []
     properties: dict[str, Any] = {}
     dt: dict[str, Any] = {}
-    dmas: dict[str, tuple[str, int]] = {}  # request name -> (DMA controller, request line)
-    gpios: dict[str, list[tuple[str, int]]] = {}  # input name -> [(GPIO controller, line)...]
-    devices: list[BusDeviceSpec] = []
+    stream_id: int | None = None  # the model's identity as a bus master (an IOMMU keys on it)
+
+    @property
+    def wiring(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
     @field_validator("size", mode="before")
     @classmethod
@@ -113,11 +129,19 @@ class Platform(_Strict):
             if p.name in seen:
                 raise ValueError(f"two peripherals are named {p.name!r}")
             seen.add(p.name)
-        for d in (d for p in self.peripherals for d in p.devices):
-            if d.name in seen:
-                raise ValueError(f"the name {d.name!r} is taken twice: devices need their own names")
-            seen.add(d.name)
         return self
+
+
+@dataclass(frozen=True)
+class MachineLayout:
+    """What an engine's machine leaves to cosim's models: where their windows and interrupts may
+    go, where RAM starts, and which device-tree aliases the machine itself uses."""
+
+    name: str
+    peripheral_window: tuple[int, int]
+    peripheral_spis: range
+    ram_base: int
+    aliases_taken: dict[str, int]  # stem -> how many the machine numbers itself (serial0)
 
 
 class LoadedPlatform:
@@ -128,6 +152,23 @@ class LoadedPlatform:
 
     def where(self, *loc: str | int) -> str:
         return f"{self.path}:{_line_of(self._root, loc)}"
+
+    def where_key(self, *loc: str | int) -> str:
+        """The line of the key at ``loc`` itself (for a key that should not be there)."""
+        return f"{self.path}:{_key_line(self._root, loc)}"
+
+    def unknown_key(self, loc: tuple[str | int, ...], allowed: list[str]) -> PlatformError:
+        return PlatformError(f"{self.where_key(*loc)}: unknown key '{loc[-1]}' — allowed here: "
+                             + ", ".join(sorted(allowed)))
+
+    def check_value(self, loc: tuple[str | int, ...], value: Any, kind: Any) -> Any:
+        """``value`` (found at ``loc``) as the type ``kind``, or a PlatformError naming its line."""
+        try:
+            return TypeAdapter(kind).validate_python(value)
+        except ValidationError as e:
+            raise PlatformError("\n".join(
+                f"{self.where(*loc, *err['loc'])}: {'.'.join(str(x) for x in (*loc, *err['loc']))}: "
+                f"{err['msg']}" for err in e.errors())) from None
 
 
 def _line_of(node: yaml.Node, loc: Iterable[str | int]) -> int:

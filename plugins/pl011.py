@@ -17,7 +17,17 @@ import threading
 import time
 from collections import deque
 
-from cosim.api import DmaRequestPort, DtNode, Field, HostBuffer, Peripheral, Ref, Register, hookimpl
+from cosim.api import (
+    DmaRequestPort,
+    DtAliases,
+    DtNode,
+    Field,
+    HostBuffer,
+    Peripheral,
+    Ref,
+    Register,
+    hookimpl,
+)
 
 FIFO_DEPTH = 32
 UARTCLK_HZ = 24_000_000  # QEMU virt's apb-pclk, which the device tree gives as uartclk
@@ -225,8 +235,9 @@ def cosim_peripheral_types() -> dict[str, type[Peripheral]]:
 
 
 @hookimpl
-def cosim_device_tree(peripheral: Peripheral, node: DtNode) -> None:
+def cosim_device_tree(peripheral: Peripheral, node: DtNode, aliases: DtAliases) -> None:
     if isinstance(peripheral, Pl011):
+        aliases.add("serial", node)  # ttyAMA<n> follows serial<n>: a stable name for tests
         clock = Ref("/apb-pclk")  # QEMU virt's fixed 24 MHz APB clock
         node.set("clocks", [clock, clock])
         node.set("clock-names", ["uartclk", "apb_pclk"])

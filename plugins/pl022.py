@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from collections import deque
 
-from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, SpiDevice, hookimpl
+from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, SpiBus, SpiDevice, hookimpl
 
 FIFO_DEPTH = 8
 HALF = FIFO_DEPTH // 2
 RORIM, RTIM, RXIM, TXIM = 1, 2, 4, 8
 
 
-class Pl022(Peripheral):
+class Pl022(Peripheral, SpiBus):
     compatible = ("arm,pl022", "arm,primecell")
     primecell_id = 0x00041022  # ARM's PL022: 8-entry FIFOs
     irq_names = ("ssp",)
@@ -66,6 +66,10 @@ class Pl022(Peripheral):
             raise ValueError(f"chip select {chip_select} of {self.name} already has "
                              f"'{self.devices[chip_select].name}'")
         self.devices[chip_select] = device
+
+    def shape_device_node(self, node: DtNode) -> None:
+        node.set("pl022,interface", 0)  # SPI
+        node.set("pl022,com-mode", 2)  # DMA transfers when the controller has channels
 
     def gpio_input(self, name: str, index: int, level: bool) -> None:
         if name != "cs":
@@ -175,8 +179,3 @@ def cosim_device_tree(peripheral: Peripheral, node: DtNode) -> None:
     if isinstance(peripheral, Pl022):
         node.set("clocks", [Ref("/apb-pclk"), Ref("/apb-pclk")])
         node.set("clock-names", ["sspclk", "apb_pclk"])
-        node.set("#address-cells", 1)
-        node.set("#size-cells", 0)
-        for device in node.children:
-            device.set("pl022,interface", 0)  # SPI
-            device.set("pl022,com-mode", 2)  # DMA transfers when the controller has channels

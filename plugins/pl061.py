@@ -1,7 +1,7 @@
 """ARM PrimeCell GPIO (PL061): eight lines, as Linux's gpio-pl061 drives them.
 
 GPIODATA is address-masked: an access at offset ``mask << 2`` reads or writes only the lines in
-``mask``.  Lines set as outputs (GPIODIR) drive what is wired to them (cosim.gpio: an SPI chip
+``mask``.  Lines set as outputs (GPIODIR) drive what is wired to them (platform ``gpios``: an SPI chip
 select); the level of a line nobody drives is high (a pull-up), so an active-low select is
 inactive until the guest drives it.  Inputs are set from the host with :meth:`Pl061.set_input`
 and raise the interrupt the guest configured (edge or level, GPIOIS/IBE/IEV/IE).
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cosim.api import DtNode, Peripheral, Ref, Register, RegisterArray, hookimpl
+from cosim.api import DtNode, GpioController, Peripheral, Ref, Register, RegisterArray, hookimpl
 
 LINES = 8
 ALL = (1 << LINES) - 1
 
 
-class Pl061(Peripheral):
+class Pl061(Peripheral, GpioController):
     compatible = ("arm,pl061", "arm,primecell")
     primecell_id = 0x00041061
     irq_names = ("gpio",)
@@ -117,7 +117,5 @@ def cosim_device_tree(peripheral: Peripheral, node: DtNode) -> None:
     if isinstance(peripheral, Pl061):
         node.set("clocks", [Ref("/apb-pclk")])
         node.set("clock-names", "apb_pclk")
-        node.set("gpio-controller", True)
-        node.set("#gpio-cells", 2)
         node.set("interrupt-controller", True)
         node.set("#interrupt-cells", 2)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from cosim.api import DmaFault, DtNode, Peripheral, Ref, Register, RegisterArray, hookimpl
+from cosim.api import DmaController, DmaFault, DtNode, Peripheral, Ref, Register, RegisterArray, hookimpl
 
 MAX_CHANNELS = 8
 STEP_LIMIT = 1 << 19  # instructions in one run (~1 s) before the channel counts as locked up
@@ -107,8 +107,9 @@ class Channel:
         return 1 << ((self.ccr >> 28) & 0x7)  # 1 means no endian swap
 
 
-class Pl330(Peripheral):
+class Pl330(Peripheral, DmaController):
     compatible = ("arm,pl330", "arm,primecell")
+    dma_cells = 1  # the request line
     primecell_id = 0x00341330  # part 0x330, ARM, revision 3 (r1p2): lock-up free LD/ST
     irq_names = ("events", "abort")
     dma_master = True
@@ -613,4 +614,3 @@ def cosim_device_tree(peripheral: Peripheral, node: DtNode) -> None:
     if isinstance(peripheral, Pl330):
         node.set("clocks", [Ref("/apb-pclk")])
         node.set("clock-names", "apb_pclk")
-        node.set("#dma-cells", 1)

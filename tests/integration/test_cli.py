@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -50,3 +51,22 @@ def test_the_demo_passes_and_leaves_its_wav():
     wav = Path(text.split("the tone is in ")[1].split()[0])
     assert wav.stat().st_size > 4 * 48000
     shutil.rmtree(wav.parent)
+
+
+def test_run_passes_each_argument_as_one_word():
+    assert cosim("run", "virt", "--", "sh", "-c", "echo one two").stdout == "one two\n"
+    proc = cosim("run", "virt", "--timeout", "60", "--", "echo", "a  b", "c'd", "$HOME")
+    assert proc.stdout == "a  b c'd $HOME\n", proc.stderr
+
+
+def test_run_removes_its_logs_unless_the_board_failed(tmp_path: Path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([*COSIM, "run", "virt", "--", "exit 4"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 4
+    assert list(tmp_path.glob("cosim-run-logs-*")) == []
+    proc = subprocess.run([*COSIM, "run", "virt", "--", "echo c > /proc/sysrq-trigger"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Kernel panic" in proc.stderr
+    kept = list(tmp_path.glob("cosim-run-logs-*"))
+    assert len(kept) == 1 and f"logs: {kept[0]}" in proc.stderr

@@ -58,3 +58,13 @@ def test_exit_ends_the_shell_not_the_guest(module_board):
     result = module_board.run("echo bye; exit 3", check=False)
     assert (result.output, result.status) == ("bye", 3)
     assert module_board.run("echo still here").output == "still here"
+
+
+def test_the_agents_state_is_out_of_a_commands_reach(module_board):
+    # Ordinary shell that once overwrote the agent's own variables: the end marker then carried
+    # the wrong id and the harness waited for the whole timeout.
+    assert module_board.run("set -- a b c; echo $#", timeout=10).output == "3"
+    assert module_board.run("shift; IFS=,; line=x; rc=9; echo done", timeout=10).output == "done"
+    assert module_board.run("PATH=/nowhere; echo still", timeout=10).output == "still"
+    module_board.run("PATH=/usr/bin:/usr/sbin:/bin:/sbin; unset IFS")
+    assert module_board.run("echo $(echo a b | tr ' ' '-')").output == "a-b"

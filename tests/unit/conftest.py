@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from cosim.assembly import Assembly
 from cosim.bus import Bus, Memory
+from cosim.engines.qemu.engine import QemuEngine
 from cosim.peripheral import Peripheral, PeripheralConfig, RecordingIrqSink
+from cosim.platform import load_platform
+from cosim.pluginmanager import create_plugin_manager, default_plugin_manager
 
 RAM_BASE = 0x40000000
 RAM_SIZE = 4 << 20
@@ -35,3 +40,9 @@ def make(bus: Bus, irqs: RecordingIrqSink) -> Iterator[Callable[..., Peripheral]
     yield make
     for peripheral in made:
         peripheral.close()
+
+
+def assemble(platform: Path, plugins: tuple[object, ...] = ()) -> Assembly:
+    """A platform's models and wiring as the board builds them, without QEMU or sockets."""
+    pm = create_plugin_manager(plugins) if plugins else default_plugin_manager()
+    return Assembly(load_platform(platform), QemuEngine.layout, pm)

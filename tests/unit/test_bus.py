@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from cosim.bus import Bus, BusMaster, BusTracer, DmaFault, Memory
@@ -39,28 +41,72 @@ def test_last_byte_of_ram_is_reachable(bus):
     assert bus.read("dev", RAM_BASE + RAM_SIZE - 1, 1) == b"\x7f"
 
 
-def test_layers_see_transactions_in_order():
+class Tag:
+    """A layer that notes what it saw and passes it on."""
+
+    def __init__(self, name: str, seen: list[str]):
+        self.name, self.seen = name, seen
+
+    def access(self, txn, data, next_):
+        self.seen.append(f"{self.name} {txn.address:#x}{' walk' if txn.walk else ''}")
+        return next_(txn, data)
+
+
+class Offset:
+    """A translation layer: the master's addresses are 0x1000 below physical ones, except for
+    stream 7, which has no mapping (a translation fault)."""
+
+    def access(self, txn, data, next_):
+        if txn.stream_id == 7:
+            raise DmaFault(txn.master, txn.address, txn.length, txn.write, "translation fault")
+        return next_(replace(txn, address=txn.address + 0x1000, master_address=txn.address), data)
+
+
+def test_places_order_the_path_whatever_order_layers_are_added_in():
     seen: list[str] = []
+    bus = Bus([Memory.zeroed("ram", 0, 0x2000)])
+    bus.add_layer(Tag("trace", seen), "trace")
+    bus.add_layer(Tag("cache", seen), "coherency")
+    bus.add_layer(Offset(), "translation")
+    bus.add_layer(Tag("cache2", seen), "coherency")  # same place: after the first
+    bus.read("m", 0x10, 4)
+    assert seen == ["cache 0x1010", "cache2 0x1010", "trace 0x1010"]
 
-    class Tag:
-        def __init__(self, name):
-            self.name = name
 
-        def access(self, txn, data, next_):
-            seen.append(self.name)
-            return next_(txn, data)
+def test_an_unknown_place_is_refused():
+    with pytest.raises(ValueError, match=r"no place 'cache'.*translation, coherency, trace"):
+        Bus().add_layer(Tag("x", []), "cache")
 
-    bus = Bus([Memory.zeroed("ram", 0, 64)])
-    bus.add_layer(Tag("inner"))
-    bus.add_layer(Tag("outer"))
-    bus.read("m", 0, 4)
-    assert seen == ["outer", "inner"]
+
+def test_translation_faults_and_stream_ids():
+    bus = Bus([Memory.zeroed("ram", 0, 0x2000)])
+    tracer = BusTracer()
+    bus.add_layer(tracer, "trace")
+    bus.add_layer(Offset(), "translation")
+    BusMaster(bus, "dev", stream_id=3).write(0x20, b"data")
+    assert bus.memories[0].buffer[0x1020:0x1024] == b"data"
+    assert str(tracer.records[0]) == "W dev 0x1020 (from 0x20) +4"
+    with pytest.raises(DmaFault, match="translation fault"):
+        BusMaster(bus, "rogue", stream_id=7).read(0x20, 4)
+    assert bus.faults[-1].master == "rogue"  # the board's failure watch sees it
+
+
+def test_table_walks_skip_translation_and_are_marked():
+    seen: list[str] = []
+    bus = Bus([Memory.zeroed("ram", 0, 0x2000)])
+    bus.add_layer(Offset(), "translation")
+    bus.add_layer(Tag("cache", seen), "coherency")
+    tracer = BusTracer()
+    bus.add_layer(tracer, "trace")
+    BusMaster(bus, "iommu0").walk_read(0x40, 8)
+    assert seen == ["cache 0x40 walk"]  # a physical address: the cache model still sees it
+    assert str(tracer.records[0]) == "R iommu0 walk 0x40 +8"
 
 
 def test_tracer_records_faults_and_bounds_its_memory():
     bus = Bus([Memory.zeroed("ram", 0, 64)])
     tracer = BusTracer(limit=2)
-    bus.add_layer(tracer)
+    bus.add_layer(tracer, "trace")
     bus.write("m", 0, b"abcd")
     with pytest.raises(DmaFault):
         bus.read("m", 1000, 4)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from pathlib import Path
 
 import pytest
 
@@ -14,6 +13,7 @@ from cosim.peripheral import Peripheral, PeripheralConfig, RecordingIrqSink, Reg
 from cosim.plugins.pl330 import Pl330, State
 from cosim.trace import EventTrace
 
+from .conftest import assemble
 from .test_pl330 import CS0, DST, ES, INTEN, RAM_BASE, SRC, Asm, ccr, go
 
 FIFO_BASE = 0x0C030000
@@ -205,22 +205,16 @@ peripherals:
 
 
 def test_platform_wires_requests_into_the_device_tree(tmp_path):
-    from cosim.board import Board
-    from cosim.platform import load_platform
-
-    from .test_platform import NOWHERE
-
     path = tmp_path / "p.yaml"
     path.write_text(PLATFORM)
-    board = Board(load_platform(path), NOWHERE, tmp_path)
-    board._build_peripherals(Path(tmp_path))
+    board = assemble(path)
+    board.build()
     nodes = {n.name: n for n in board.device_tree_nodes()[0]}
     text = nodes["uart1"].dts()
     assert "dmas = <&{/pl330@c020000} 0x0 &{/pl330@c020000} 0x1>;" in text
     assert 'dma-names = "rx", "tx";' in text
+    assert "#dma-cells = <0x1>;" in nodes["pl330"].dts()  # from the DMA controller role
     assert board.peripherals["uart1"].dma_requests["tx"].line == 1
-    for endpoint in board.endpoints:
-        endpoint.close()
 
 
 @pytest.mark.parametrize("change,message", [
@@ -229,22 +223,14 @@ def test_platform_wires_requests_into_the_device_tree(tmp_path):
     ("[pl330, 1]}", "request lines 0..7, not 9"),
 ])
 def test_bad_dma_wiring_names_the_line(tmp_path, change, message):
-    from cosim.board import Board
-    from cosim.platform import PlatformError, load_platform
-
-    from .test_platform import NOWHERE
+    from cosim.platform import PlatformError
 
     replacement = {"rx: [pl330, 0]": "rx2: [pl330, 0]", "tx: [pl330, 1]": "tx: [uart9, 1]",
                    "[pl330, 1]}": "[pl330, 9]}"}[change]
     path = tmp_path / "p.yaml"
     path.write_text(PLATFORM.replace(change, replacement))
     with pytest.raises(PlatformError, match=message) as info:
-        board = Board(load_platform(path), NOWHERE, tmp_path)
-        try:
-            board._build_peripherals(Path(tmp_path))
-        finally:
-            for endpoint in board.endpoints:
-                endpoint.close()
+        assemble(path).build()
     assert "p.yaml:12" in str(info.value)
 
 

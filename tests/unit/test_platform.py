@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from cosim.board import Board
-from cosim.build import Artifacts
 from cosim.devicetree import Ref
 from cosim.platform import PlatformError, load_platform
 
-NOWHERE = Artifacts(Path("/nonexistent/qemu"), Path("/nonexistent/Image"), Path("/nonexistent/initrd"))
+from .conftest import assemble
 
 GOOD = """\
 name: t
@@ -37,7 +35,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def board_error(tmp_path: Path, text: str) -> str:
     with pytest.raises(PlatformError) as info:
-        Board(load_platform(write(tmp_path, text)), NOWHERE, tmp_path / "logs")
+        assemble(write(tmp_path, text)).build()
     return str(info.value)
 
 
@@ -45,7 +43,7 @@ def test_default_platform_loads_and_checks():
     platform = load_platform("virt")
     assert platform.spec.machine.gic == 3
     assert {p.plugin for p in platform.spec.peripherals} >= {"pl011", "dma-copy"}
-    Board(platform, NOWHERE, Path("/nonexistent"))
+    assemble(platform.path)
 
 
 def test_good_file(tmp_path):
@@ -57,7 +55,8 @@ def test_good_file(tmp_path):
 def test_unknown_key_names_line_and_allowed_keys(tmp_path):
     msg = board_error(tmp_path, GOOD.replace("    irqs: [113]", "    irqs: [113]\n    colour: red"))
     assert "board.yaml:13: unknown key 'colour'" in msg
-    assert "allowed here: base, devices, dmas, dt, gpios, irqs, name, plugin, properties, size" in msg
+    assert ("allowed here: base, devices, dmas, dt, gpios, iommus, irqs, name, plugin, properties, "
+            "resets, size, stream_id") in msg
 
 
 def test_missing_field(tmp_path):
@@ -122,7 +121,6 @@ def test_sizes_accept_units(tmp_path):
 
 def test_more_irq_outputs_than_the_bridge_carries(tmp_path):
     from cosim.api import Peripheral, hookimpl
-    from cosim.pluginmanager import create_plugin_manager
 
     class Many(Peripheral):
         irq_names = tuple(f"irq{i}" for i in range(33))
@@ -134,7 +132,7 @@ def test_more_irq_outputs_than_the_bridge_carries(tmp_path):
 
     path = write(tmp_path, "name: t\nperipherals:\n  - name: m\n    plugin: many\n    base: 0x0c000000\n")
     with pytest.raises(PlatformError, match="declares 33 IRQ outputs; the bridge carries at most 32"):
-        Board(load_platform(path), NOWHERE, tmp_path, pm=create_plugin_manager((Plugin(),)))
+        assemble(path, (Plugin(),))
 
 
 SPI_BOARD = """\
@@ -155,8 +153,8 @@ peripherals:
 
 
 def test_spi_devices_and_chip_selects_reach_the_device_tree(tmp_path):
-    board = Board(load_platform(write(tmp_path, SPI_BOARD)), NOWHERE, tmp_path / "logs")
-    board._prepare_peripherals_only()
+    board = assemble(write(tmp_path, SPI_BOARD))
+    board.build()
     nodes, _ = board.device_tree_nodes()
     spi = next(n for n in nodes if n.name == "spi1")
     assert spi.properties["cs-gpios"] == [Ref("/gpio0@c000000"), 0, 1]
@@ -184,11 +182,10 @@ def test_gpios_name_a_gpio_controller_and_an_input_the_model_has(tmp_path):
 
 
 def test_a_gpio_line_the_controller_lacks(tmp_path):
-    board = Board(load_platform(write(tmp_path, SPI_BOARD.replace("[[gpio0, 0]]", "[[gpio0, 9]]")
-                                      .replace("reg: 0}", "reg: 0, model: spidev}")
-                                      .replace("model: spi-nor, ", ""))), NOWHERE, tmp_path / "logs")
+    board = assemble(write(tmp_path, SPI_BOARD.replace("[[gpio0, 0]]", "[[gpio0, 9]]")
+                           .replace("reg: 0}", "reg: 0, model: spidev}").replace("model: spi-nor, ", "")))
     with pytest.raises(PlatformError, match=r"board.yaml:11: gpio0 has GPIO lines 0\.\.7, not 9"):
-        board._prepare_peripherals_only()
+        board.build()
 
 
 def test_devices_need_a_bus(tmp_path):
@@ -200,8 +197,8 @@ def test_devices_need_a_bus(tmp_path):
 def test_board_level_device_tree_nodes(tmp_path):
     text = SPI_BOARD + ('dt_nodes:\n  codec:\n    compatible: asahi-kasei,ak4554\n'
                         '    "#sound-dai-cells": 0\n    port: {reg: 1}\n')
-    board = Board(load_platform(write(tmp_path, text)), NOWHERE, tmp_path / "logs")
-    board._prepare_peripherals_only()
+    board = assemble(write(tmp_path, text))
+    board.build()
     nodes, _ = board.device_tree_nodes()
     codec = next(n for n in nodes if n.name == "codec")
     assert codec.dts() == ('\tcodec {\n\t\tcompatible = "asahi-kasei,ak4554";\n'

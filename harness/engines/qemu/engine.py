@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ...build import cache_root, digest
 from ...devicetree import dtb_to_dts
-from ...platform import Machine
+from ...platform import Machine, MachineLayout
 
 PR_SET_PDEATHSIG = 1
 
@@ -56,11 +56,21 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def default_pinning() -> set[int]:
+    """QEMU and the bridge threads share one core (wake-ups across cores cost ~70 us on these
+    VMs; see the README's numbers).  COSIM_PIN=off disables it, COSIM_PIN=3 picks core 3."""
+    setting = os.environ.get("COSIM_PIN", "auto")
+    if setting == "off":
+        return set()
+    if setting == "auto":
+        return {max(os.sched_getaffinity(0))}
+    return {int(cpu) for cpu in setting.split(",")}
+
+
 class QemuEngine:
     name = "qemu"
-    peripheral_window = PERIPHERAL_WINDOW
-    peripheral_spis = PERIPHERAL_SPIS
-    ram_base = RAM_BASE
+    # virt numbers its own UART serial0 in /aliases
+    layout = MachineLayout("QEMU virt", PERIPHERAL_WINDOW, PERIPHERAL_SPIS, RAM_BASE, {"serial": 1})
 
     def __init__(self, binary: Path, machine: Machine):
         self.binary, self.machine = binary, machine

@@ -1,0 +1,102 @@
+"""The failure watch: whatever goes wrong on a board becomes one :class:`BoardFailure` with the
+logs that explain it — a plugin exception, a kernel oops, an unexpected DMA fault or width
+mismatch, QEMU exiting.  The console calls :meth:`FailureWatch.check` while it waits, so a broken
+board fails the test at once instead of at its time-out."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .bridge import BridgeFailure
+from .bus import Bus
+from .console import EXPECTABLE, KernelLog
+
+
+class BoardFailure(AssertionError):
+    """The board broke; the message carries the cause and where the logs are."""
+
+
+class FailureWatch:
+    def __init__(self, bus: Bus, logdir: Path, engine_exit_code: Callable[[], int | None]):
+        self.bus, self.logdir, self.engine_exit_code = bus, logdir, engine_exit_code
+        self.kernel_log: KernelLog | None = None  # set once the kernel console is connected
+        self.failures: list[BridgeFailure] = []
+        self.expected_dma_faults = 0
+        self.expected_width_mismatches = 0
+        self.failure: BoardFailure | None = None
+        self._lock = threading.Lock()
+
+    def model_failed(self, failure: BridgeFailure) -> None:
+        """A model raised (on the bridge thread or a host thread of its own)."""
+        with self._lock:
+            self.failures.append(failure)
+        self.trace_line(f"FAILURE {failure.peripheral}: {failure.message}\n{failure.traceback}")
+
+    def trace_line(self, text: str) -> None:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        with (self.logdir / "plugin-trace.log").open("a") as f:
+            f.write(text.rstrip() + "\n")
+
+    def check(self) -> None:
+        """Raises BoardFailure if anything went wrong.  The first failure sticks: a broken board
+        raises it again on every later use."""
+        if self.failure is not None:
+            raise self.failure
+        cause = self._find_failure()
+        if cause is not None:
+            self.failure = BoardFailure(cause)
+            raise self.failure
+
+    def _find_failure(self) -> str | None:
+        if self.failures:
+            f = self.failures[0]
+            return self.report(f"peripheral '{f.peripheral}': {f.message}", f.traceback)
+        if self.kernel_log is not None and (events := self.kernel_log.unexpected()):
+            self.kernel_log.settle()
+            lines = "\n".join(f"  [{e.category}] {e.line}" for e in events[:5])
+            return self.report(f"the guest kernel reported:\n{lines}")
+        unexpected = len(self.bus.faults) - self.expected_dma_faults
+        if unexpected > 0:
+            faults = "\n".join(f"  {f}" for f in self.bus.faults[-unexpected:][:5])
+            return self.report(f"unexpected DMA fault(s):\n{faults}")
+        unexpected = len(self.bus.width_mismatches) - self.expected_width_mismatches
+        if unexpected > 0:
+            lines = "\n".join(f"  {m}" for m in self.bus.width_mismatches[-unexpected:][:5])
+            return self.report(f"unexpected DMA width mismatch(es):\n{lines}")
+        code = self.engine_exit_code()
+        if code is not None:
+            if self.kernel_log is not None:
+                self.kernel_log.settle()
+            stderr_log = self.logdir / "qemu-stderr.log"
+            stderr = stderr_log.read_text(errors="replace").strip() if stderr_log.exists() else ""
+            return self.report(f"QEMU exited with status {code}\nQEMU stderr:\n{stderr or '(empty)'}")
+        return None
+
+    def report(self, cause: str, detail: str = "") -> str:
+        parts = [cause]
+        if detail:
+            parts.append(detail.rstrip())
+        if self.kernel_log is not None:
+            parts.append("--- kernel log (tail) ---\n" + self.kernel_log.tail(40))
+        parts.append(f"logs: {self.logdir}")
+        return "\n".join(parts)
+
+    @contextlib.contextmanager
+    def expect(self, *categories: str, dma_faults: int = 0, width_mismatches: int = 0) -> Iterator[None]:
+        """Within the block, the named kernel-log categories (e.g. "DMA-API"), up to
+        ``dma_faults`` DMA faults and ``width_mismatches`` DMA width mismatches are expected."""
+        unknown = set(categories) - EXPECTABLE
+        if unknown:
+            raise ValueError(f"cannot expect {sorted(unknown)}; expectable: {sorted(EXPECTABLE)}")
+        assert self.kernel_log is not None, "the board is not started"
+        before = set(self.kernel_log.expected)
+        self.kernel_log.expected |= set(categories) | ({"warning"} if "DMA-API" in categories else set())
+        self.expected_dma_faults += dma_faults
+        self.expected_width_mismatches += width_mismatches
+        try:
+            yield
+        finally:
+            self.kernel_log.expected = before
