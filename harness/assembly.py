@@ -25,7 +25,7 @@ import pluggy
 from .bus import Bus, BusTracer
 from .connectors import Connector
 from .devicetree import DtAliases, DtNode, Ref, reg_cells, spi_cells
-from .peripheral import IrqRelay, Peripheral, PeripheralConfig
+from .peripheral import IrqRelay, ModelNotes, Peripheral, PeripheralConfig
 from .platform import LoadedPlatform, MachineLayout, PeripheralSpec, PlatformError
 from .pluginmanager import connectors, peripheral_types, spi_device_types
 from .protocol import MAX_IRQ_CHANGES_PER_REPLY
@@ -70,6 +70,7 @@ class Assembly:
         self.wiring: dict[str, dict[str, Any]] = {}  # model name -> connector key -> checked value
         self._names: set[str] = set()
         self.trace = EventTrace()
+        self.notes = ModelNotes()  # what drivers did that the models do not model
         self.lock = threading.RLock()  # one for all models: see Peripheral.lock
         self.bus = Bus()
         self.tracer = BusTracer()
@@ -161,7 +162,8 @@ class Assembly:
             config = PeripheralConfig(spec.name, spec.base, entry.size, tuple(spec.irqs),
                                       spec.properties, spec.dt, spec.stream_id)
             try:
-                model = entry.cls(config, self.bus, relay, lock=self.lock, trace=self.trace)
+                model = entry.cls(config, self.bus, relay, lock=self.lock, trace=self.trace,
+                                  notes=self.notes)
             except Exception as e:
                 raise PlatformError(f"{entry.where()}: plugin '{spec.plugin}' failed to create "
                                     f"'{spec.name}': {type(e).__name__}: {e}") from e
@@ -244,7 +246,11 @@ class Assembly:
         if self.tracer.dropped:
             lines.append(f"... {self.tracer.dropped} more transactions not recorded")
         accesses = ", ".join(f"{name}: {count}" for name, count in mmio_accesses.items())
+        notes = self.notes.lines()
         with (logdir / "plugin-trace.log").open("a") as f:
+            if notes:
+                f.write("Not modelled (what drivers did that the models ignore):\n  "
+                        + "\n  ".join(notes) + "\n")
             f.write(f"MMIO accesses served: {accesses}\nDMA transactions:\n" + "\n".join(lines) + "\n")
         if self.trace.events:
             self.trace.save(logdir / "trace.json")

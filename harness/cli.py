@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(func=func)
     run = sub.add_parser("run", help="boot, run one command, print its output, exit with its status")
     run.add_argument("platform")
-    run.add_argument("command", nargs=argparse.REMAINDER)
+    run.add_argument("command", nargs="*", help="the guest command (put it after --)")
     run.add_argument("--timeout", type=float, default=300.0)
     run.add_argument("--keep-logs", action="store_true",
                      help="keep the board's log folder (it is always kept when the board fails)")

@@ -12,8 +12,14 @@ A model reads like its datasheet::
 
 Registers hold their value per instance (``self.regs.CTRL.EN``).  ``on_read`` computes a value
 instead of the stored one; ``on_write`` runs after the stored value has taken the write, given the
-written value.  Every register access runs with the peripheral's lock held, so host-side methods
-that share state take ``with self.lock:`` too.
+written value; a field's ``on_change`` runs when a write changed that field, given its old and new
+value.  Every register access runs with the peripheral's lock held, so host-side methods that
+share state take ``with self.lock:`` too.
+
+What a model does not model is noted, never silently dropped: an access to an offset no register
+declares, a write setting bits no field of its register declares (reserved), a write changing a
+field declared ``modelled=False``.  The board writes the notes to ``plugin-trace.log`` and the
+pytest plugin turns them into a warning at the end of the test (:class:`ModelNotes`).
 """
 
 from __future__ import annotations
@@ -35,14 +41,46 @@ Access = Literal["rw", "ro", "wo", "w1c"]
 
 @dataclass(frozen=True)
 class Field:
+    """Bits ``lsb .. lsb + width - 1`` of a register, as a datasheet's bit table names them."""
+
     name: str
     lsb: int
     width: int = 1
     access: Access = "rw"
+    doc: str = ""
+    on_change: str | None = None  # method(old, new) (method(index, old, new) in an array)
+    modelled: bool = True  # False: the model keeps the bits but does nothing with them
     mask: int = dataclass_field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mask", ((1 << self.width) - 1) << self.lsb)
+
+
+class ModelNotes:
+    """What drivers did that the models do not model, counted per model, kind and offset; one
+    set per board.  ``summary()`` is what the end-of-test warning says."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.first_values: dict[tuple[str, str, int], int] = {}
+
+    def note(self, model: str, kind: str, offset: int, value: int = 0) -> None:
+        key = (model, kind, offset)
+        count = self.counts.get(key, 0)
+        if count == 0:
+            self.first_values[key] = value
+        self.counts[key] = count + 1
+
+    def lines(self) -> list[str]:
+        return [f"{model}: {kind} at offset {offset:#x} (first value {self.first_values[key]:#x}), "
+                f"{count} time(s)" for key, count in sorted(self.counts.items())
+                for model, kind, offset in [key]]
+
+    def summary(self) -> str:
+        by_model: dict[str, int] = {}
+        for (model, _, _), count in self.counts.items():
+            by_model[model] = by_model.get(model, 0) + count
+        return ", ".join(f"{model}: {count}" for model, count in sorted(by_model.items()))
 
 
 class Register:
@@ -59,6 +97,10 @@ class Register:
         self.offset, self.width, self.reset, self.access = offset, width, reset, access
         self.fields = {f.name: f for f in fields}
         self.on_read, self.on_write, self.doc = on_read, on_write, doc
+        self.change_hooks = [(f, f.on_change) for f in fields if f.on_change]
+        self.unmodelled = sum(f.mask for f in fields if not f.modelled)
+        # bits no field declares: a write setting them is noted (only when fields are declared)
+        self.reserved = ((1 << width) - 1) & ~sum(f.mask for f in fields) if fields else 0
         # A FIFO data register: bits per entry (or the name of a method computing them, for a
         # frame size the driver programs).  DMA beats of another width are a driver bug.
         self.fifo_entry_bits = fifo_entry_bits
@@ -78,6 +120,10 @@ class Register:
     @property
     def size(self) -> int:
         return self.width // 8
+
+    def mask(self, *names: str) -> int:
+        """The bits of the named fields: ``RIS.mask("RX", "RT")``."""
+        return sum(self.fields[name].mask for name in names)
 
 
 class RegisterArray:
@@ -275,7 +321,8 @@ class Peripheral:
         cls._registers = dict(sorted(by_offset.items()))
 
     def __init__(self, config: PeripheralConfig, bus: Bus, irq_sink: IrqSink,
-                 lock: threading.RLock | None = None, trace: EventTrace | None = None):
+                 lock: threading.RLock | None = None, trace: EventTrace | None = None,
+                 notes: ModelNotes | None = None):
         self.config = config
         self.name = config.name
         self.properties = dict(config.properties or {})
@@ -287,11 +334,13 @@ class Peripheral:
         self.regs = RegisterFile(self._registers.values())
         self.irqs = {n: IrqLine(n, i, irq_sink) for i, n in enumerate(self.irq_names)}
         self.dma = BusMaster(bus, config.name, config.stream_id) if self.dma_master else None
+        self.notes = notes or ModelNotes()  # the board's, shared by its models
         self.unmapped_accesses = 0
+        self.in_reset = False  # held by a reset line (platform ``resets``): the bus is ignored
         self.host_failures: list[str] = []
-        self._callbacks: dict[str, Callable[..., Any]] = {}
         for spec in self._registers.values():
-            for hook in (spec.on_read, spec.on_write):
+            hooks = [spec.on_read, spec.on_write, *(hook for _, hook in spec.change_hooks)]
+            for hook in hooks:
                 if hook and not callable(getattr(self, hook, None)):
                     raise PeripheralError(f"{type(self).__name__}.{spec.name}: no method {hook}")
 
@@ -327,11 +376,12 @@ class Peripheral:
         raise PeripheralError(f"{type(self).__name__} has no GPIO input '{name}'")
 
     def reset_input(self, asserted: bool) -> None:
-        """A reset line wired to the model (platform ``resets``) was asserted or released.  While
-        held in reset the registers are at their reset values; models with more state than
-        their registers extend this."""
-        if asserted:
-            with self.lock:
+        """A reset line wired to the model (platform ``resets``) was asserted or released.  Held
+        in reset, the block ignores its bus (reads 0) and its registers return to their reset
+        values; models with more state than their registers extend this."""
+        with self.lock:
+            self.in_reset = asserted
+            if asserted:
                 for spec in self._registers.values():
                     getattr(self.regs, spec.name).value = spec.reset
 
@@ -356,9 +406,13 @@ class Peripheral:
     def read(self, offset: int, size: int) -> int:
         """A bus read of ``size`` bytes; unmapped offsets read as zero (and are counted)."""
         with self.lock:
+            if self.in_reset:
+                self.notes.note(self.name, "read while held in reset", offset)
+                return 0
             found = self._find(offset, size)
             if found is None:
                 self.unmapped_accesses += 1
+                self.notes.note(self.name, "read of an unmodelled register", offset)
                 return 0
             spec, shift = found
             reg = getattr(self.regs, spec.name)
@@ -374,17 +428,33 @@ class Peripheral:
     def write(self, offset: int, size: int, data: int) -> None:
         """A bus write; writes to read-only bits and unmapped offsets are ignored."""
         with self.lock:
+            if self.in_reset:
+                self.notes.note(self.name, "write while held in reset", offset, data)
+                return
             found = self._find(offset, size)
             if found is None:
                 self.unmapped_accesses += 1
+                self.notes.note(self.name, "write to an unmodelled register", offset, data)
                 return
             spec, shift = found
             reg = getattr(self.regs, spec.name)
             lane = ((1 << (size * 8)) - 1) << shift
             data = (data << shift) & lane
-            value = (reg.value & ~(spec.writable & lane)) | (data & spec.writable)
+            old = reg.value
+            value = (old & ~(spec.writable & lane)) | (data & spec.writable)
             value &= ~(data & spec.w1c)
             reg.value = value
+            if data & spec.reserved:
+                self.notes.note(self.name, f"{spec.name}: reserved bits set", spec.offset, data)
+            if (old ^ value) & spec.unmodelled:
+                self.notes.note(self.name, f"{spec.name}: unmodelled bits changed", spec.offset, value)
+            for f, hook in spec.change_hooks:
+                if (old ^ value) & f.mask:
+                    before, after = (old & f.mask) >> f.lsb, (value & f.mask) >> f.lsb
+                    if spec.index is None:
+                        getattr(self, hook)(before, after)
+                    else:
+                        getattr(self, hook)(spec.index, before, after)
             if spec.on_write:
                 hook = getattr(self, spec.on_write)
                 if spec.index is None:

@@ -20,6 +20,7 @@ import contextlib
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -138,11 +139,17 @@ def _boards_of(item: pytest.Item) -> list[Board]:
     return [b for b in boards if isinstance(b, Board)]
 
 
+class UnmodelledAccessWarning(UserWarning):
+    """A driver touched registers or bits the models do not model: the test passed, but what it
+    exercised may differ from the hardware."""
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     boards = _boards_of(item)
     expected = [c for m in item.iter_markers("cosim_expect") for c in m.args]
     contexts = [b.expect(*expected) for b in boards if b.kernel_log is not None]
+    noted = {id(b): dict(b.assembly.notes.counts) for b in boards}
     for ctx in contexts:
         ctx.__enter__()
     try:
@@ -154,6 +161,20 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     finally:
         for ctx in reversed(contexts):
             ctx.__exit__(None, None, None)
+        for b in boards:
+            _warn_unmodelled(b, noted[id(b)])
+
+
+def _warn_unmodelled(board: Board, before: dict[tuple[str, str, int], int]) -> None:
+    new = {key: count - before.get(key, 0) for key, count in board.assembly.notes.counts.items()
+           if count > before.get(key, 0)}
+    if new:
+        listing = "; ".join(f"{model}: {kind} at {offset:#x} x{count}"
+                            for (model, kind, offset), count in sorted(new.items())[:5])
+        more = f" and {len(new) - 5} more" if len(new) > 5 else ""
+        warnings.warn(UnmodelledAccessWarning(
+            f"drivers touched what the models do not model: {listing}{more} "
+            f"(all in {board.logdir}/plugin-trace.log)"), stacklevel=1)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cosim.board import WORKDIR_PARENT
+from cosim.hygiene import WORKDIR_PARENT
 
 
 def qemu_children(parent: int) -> list[int]:
@@ -67,7 +67,7 @@ def test_interrupted_harness_leaves_nothing(tmp_path, sig):
     assert not Path(f"/proc/{qemu[0]}").exists(), "QEMU outlived the harness"
     if sig == signal.SIGKILL:
         # A killed harness cannot clean up; the next board sweeps its folder.
-        from cosim.board import sweep_stale_workdirs
+        from cosim.hygiene import sweep_stale_workdirs
         sweep_stale_workdirs()
     assert workdirs_of(proc.pid) == []
 
