@@ -133,3 +133,56 @@ def test_an_exception_in_a_host_thread_is_reported_with_its_traceback(make):
     assert len(model.host_failures) == 1
     assert model.host_failures[0].startswith("dut: host thread tick: RuntimeError: tick 3 went wrong")
     assert "Traceback" in model.host_failures[0]
+
+
+class Gadget(Peripheral):
+    """A register as a datasheet's bit table gives it: documented fields, a field callback,
+    bits the model keeps but does not act on, and reserved bits."""
+
+    CTRL = Register(0x00, fields=[
+        Field("EN", 0, doc="enable", on_change="enable_changed"),
+        Field("SPEED", 4, 2, doc="bus speed: the model runs at one speed", modelled=False)])
+
+    def __init__(self, *a, **k):  # type: ignore[no-untyped-def]
+        super().__init__(*a, **k)
+        self.changes: list[tuple[int, int]] = []
+
+    def enable_changed(self, old: int, new: int) -> None:
+        self.changes.append((old, new))
+
+
+def test_field_callbacks_see_old_and_new_values_only_on_change(make):
+    g = make(Gadget)
+    g.write(0x00, 4, 1)
+    g.write(0x00, 4, 1)
+    g.write(0x00, 4, 0)
+    assert g.changes == [(0, 1), (1, 0)]
+
+
+def test_what_the_model_does_not_model_is_noted(make):
+    g = make(Gadget)
+    g.write(0x00, 4, 0x1 | 0x20)  # SPEED changes: kept, not acted on
+    g.write(0x00, 4, 0x121)  # a reserved bit (SPEED as it was)
+    g.read(0x40, 4)  # no register there
+    g.write(0x40, 4, 7)
+    assert g.notes.counts == {
+        ("dut", "CTRL: unmodelled bits changed", 0x0): 1,
+        ("dut", "CTRL: reserved bits set", 0x0): 1,
+        ("dut", "read of an unmodelled register", 0x40): 1,
+        ("dut", "write to an unmodelled register", 0x40): 1,
+    }
+    assert g.notes.summary() == "dut: 4"
+    assert "dut: CTRL: reserved bits set at offset 0x0 (first value 0x121), 1 time(s)" in g.notes.lines()
+
+
+def test_masks_come_from_the_declared_fields():
+    assert Gadget.CTRL.mask("EN", "SPEED") == 0x31
+    assert Gadget.CTRL.fields["SPEED"].doc == "bus speed: the model runs at one speed"
+
+
+def test_a_missing_field_callback_is_an_error(make):
+    class Broken(Peripheral):
+        CTRL = Register(0x0, fields=[Field("EN", 0, on_change="nowhere")])
+
+    with pytest.raises(PeripheralError, match="no method nowhere"):
+        make(Broken)
