@@ -105,7 +105,9 @@ class Register:
         # frame size the driver programs).  DMA beats of another width are a driver bug.
         self.fifo_entry_bits = fifo_entry_bits
         full = (1 << width) - 1
-        if fields:
+        if access == "ro":  # read-only whatever its fields say (a status register)
+            self.writable = self.w1c = 0
+        elif fields:
             self.writable = sum(f.mask for f in fields if f.access in ("rw", "wo"))
             self.w1c = sum(f.mask for f in fields if f.access == "w1c")
         else:
@@ -124,6 +126,12 @@ class Register:
     def mask(self, *names: str) -> int:
         """The bits of the named fields: ``RIS.mask("RX", "RT")``."""
         return sum(self.fields[name].mask for name in names)
+
+    def compose(self, **values: int) -> int:
+        """A value from field values, for status registers computed on read:
+        ``FR.compose(RXFE=1, TXFF=0)``."""
+        return sum((int(v) << self.fields[name].lsb) & self.fields[name].mask
+                   for name, v in values.items())
 
 
 class RegisterArray:

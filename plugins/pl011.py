@@ -35,8 +35,7 @@ BITS_PER_CHAR = 10  # start, 8 data, stop
 # IFLS trigger levels, in eighths of the FIFO: 1/8, 1/4, 1/2, 3/4, 7/8
 TRIGGER_EIGHTHS = (1, 2, 4, 6, 7)
 
-RX, TX, RT, OE = 1 << 4, 1 << 5, 1 << 6, 1 << 10
-INTERRUPT_FIELDS = [
+INTERRUPT_FIELDS = [  # the same bits in IMSC, RIS, MIS and ICR
     Field("RIM", 0), Field("CTSM", 1), Field("DCDM", 2), Field("DSRM", 3), Field("RX", 4),
     Field("TX", 5), Field("RT", 6), Field("FE", 7), Field("PE", 8), Field("BE", 9), Field("OE", 10),
 ]
@@ -52,7 +51,10 @@ class Pl011(Peripheral):
                   on_read="read_data", on_write="write_data")
     RSR = Register(0x004, fields=[Field("FE", 0), Field("PE", 1), Field("BE", 2), Field("OE", 3)],
                    on_write="clear_errors", doc="receive status / error clear")
-    FR = Register(0x018, access="ro", on_read="flags")
+    FR = Register(0x018, access="ro", on_read="flags", fields=[
+        Field("CTS", 0, doc="reads as asserted: the host side is always ready"), Field("DSR", 1),
+        Field("DCD", 2), Field("BUSY", 3), Field("RXFE", 4), Field("TXFF", 5), Field("RXFF", 6),
+        Field("TXFE", 7), Field("RI", 8)])
     ILPR = Register(0x020, width=8)
     IBRD = Register(0x024, width=16)
     FBRD = Register(0x028, width=8, fields=[Field("DIVFRAC", 0, 6)])
@@ -67,9 +69,10 @@ class Pl011(Peripheral):
                     fields=[Field("TXIFLSEL", 0, 3), Field("RXIFLSEL", 3, 3)],
                     on_write="update_interrupts")
     IMSC = Register(0x038, width=16, fields=INTERRUPT_FIELDS, on_write="update_interrupts")
-    RIS = Register(0x03C, width=16, access="ro")
-    MIS = Register(0x040, width=16, access="ro", on_read="masked_status")
-    ICR = Register(0x044, width=16, access="wo", on_write="clear_interrupts")
+    RIS = Register(0x03C, width=16, access="ro", fields=INTERRUPT_FIELDS)
+    MIS = Register(0x040, width=16, access="ro", on_read="masked_status", fields=INTERRUPT_FIELDS)
+    ICR = Register(0x044, width=16, access="wo", on_write="clear_interrupts", fields=INTERRUPT_FIELDS)
+    RX, TX, RT = RIS.mask("RX"), RIS.mask("TX"), RIS.mask("RT")
     DMACR = Register(0x048, width=8, fields=[Field("RXDMAE", 0), Field("TXDMAE", 1),
                                             Field("DMAONERR", 2)], on_write="update_interrupts")
 
@@ -175,10 +178,9 @@ class Pl011(Peripheral):
 
     def flags(self) -> int:
         depth = self._depth()
-        rxfe, rxff = not self.rx_fifo, len(self.rx_fifo) >= depth
-        txfe, txff, busy = not self.tx_fifo, len(self.tx_fifo) >= depth, bool(self.tx_fifo)
-        # CTS (bit 0) reads as asserted: the host side is always ready.
-        return 1 | busy << 3 | rxfe << 4 | txff << 5 | rxff << 6 | txfe << 7
+        return self.FR.compose(CTS=1, BUSY=bool(self.tx_fifo), RXFE=not self.rx_fifo,
+                               TXFF=len(self.tx_fifo) >= depth, RXFF=len(self.rx_fifo) >= depth,
+                               TXFE=not self.tx_fifo)
 
     def clear_errors(self, _value: int) -> None:
         self.regs.RSR.value = 0
@@ -195,6 +197,7 @@ class Pl011(Peripheral):
         self.update_interrupts(recompute_rx=False)
 
     def update_interrupts(self, _value: int = 0, recompute_rx: bool = True) -> None:
+        RX, TX, RT = self.RX, self.TX, self.RT  # the TRM's names, as locals
         ris = self.regs.RIS.value
         tx_trigger = FIFO_DEPTH * TRIGGER_EIGHTHS[min(self.regs.IFLS.TXIFLSEL, 4)] // 8
         if len(self.tx_fifo) <= (tx_trigger if self.regs.LCR_H.FEN else 0):

@@ -25,7 +25,9 @@ from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, 
 
 FIFO_DEPTH = 8
 HALF = FIFO_DEPTH // 2
-RORIM, RTIM, RXIM, TXIM = 1, 2, 4, 8
+INTERRUPT_FIELDS = [  # the same bits in IMSC, RIS, MIS and ICR (the TRM's xxIM, xxRIS...)
+    Field("ROR", 0, doc="receive overrun"), Field("RT", 1, doc="receive timeout"),
+    Field("RX", 2, doc="RX FIFO half full or more"), Field("TX", 3, doc="TX FIFO half empty or more")]
 
 
 class Pl022(Peripheral, SpiBus):
@@ -41,13 +43,16 @@ class Pl022(Peripheral, SpiBus):
                                            Field("SOD", 3)], on_write="configure")
     DR = Register(0x08, width=16, on_read="read_frame", on_write="write_frame",
                   fifo_entry_bits="frame_bits")
-    SR = Register(0x0C, width=16, access="ro", on_read="status")
+    SR = Register(0x0C, width=16, access="ro", on_read="status", fields=[
+        Field("TFE", 0), Field("TNF", 1), Field("RNE", 2), Field("RFF", 3),
+        Field("BSY", 4, doc="never busy: frames go out at once")])
     CPSR = Register(0x10, width=16, fields=[Field("CPSDVSR", 0, 8)])
-    IMSC = Register(0x14, width=16, fields=[Field("RORIM", 0), Field("RTIM", 1), Field("RXIM", 2),
-                                            Field("TXIM", 3)], on_write="configure")
-    RIS = Register(0x18, width=16, access="ro")
-    MIS = Register(0x1C, width=16, access="ro", on_read="masked_status")
-    ICR = Register(0x20, width=16, access="wo", on_write="clear_interrupts")
+    IMSC = Register(0x14, width=16, fields=INTERRUPT_FIELDS, on_write="configure")
+    RIS = Register(0x18, width=16, access="ro", fields=INTERRUPT_FIELDS)
+    MIS = Register(0x1C, width=16, access="ro", on_read="masked_status", fields=INTERRUPT_FIELDS)
+    ICR = Register(0x20, width=16, access="wo", on_write="clear_interrupts",
+                   fields=[INTERRUPT_FIELDS[0], INTERRUPT_FIELDS[1]])  # the other two are levels
+    ROR, RT, RX, TX = RIS.mask("ROR"), RIS.mask("RT"), RIS.mask("RX"), RIS.mask("TX")
     DMACR = Register(0x24, width=16, fields=[Field("RXDMAE", 0), Field("TXDMAE", 1)],
                      on_write="configure")
 
@@ -131,25 +136,24 @@ class Pl022(Peripheral, SpiBus):
         return answer
 
     def status(self) -> int:
-        tfe, tnf = not self.tx, len(self.tx) < FIFO_DEPTH
-        rne, rff = bool(self.rx), len(self.rx) >= FIFO_DEPTH
-        return tfe | tnf << 1 | rne << 2 | rff << 3  # never busy: frames go out at once
+        return self.SR.compose(TFE=not self.tx, TNF=len(self.tx) < FIFO_DEPTH, RNE=bool(self.rx),
+                               RFF=len(self.rx) >= FIFO_DEPTH)
 
     def masked_status(self) -> int:
         return self.regs.RIS.value & self.regs.IMSC.value
 
     def clear_interrupts(self, value: int) -> None:
-        self.regs.RIS.value &= ~(value & (RORIM | RTIM))
+        self.regs.RIS.value &= ~(value & (self.ROR | self.RT))
         self.update_interrupts()
 
     def update_interrupts(self, _value: int = 0) -> None:
-        ris = self.regs.RIS.value & RORIM
+        ris = self.regs.RIS.value & self.ROR
         if len(self.rx) >= HALF:
-            ris |= RXIM
+            ris |= self.RX
         if len(self.tx) <= HALF:
-            ris |= TXIM
+            ris |= self.TX
         if self.rx and not (self.tx and self._clocking):
-            ris |= RTIM  # nothing more is being clocked in
+            ris |= self.RT  # nothing more is being clocked in
         self.regs.RIS.value = ris
         self.irqs["ssp"].set(bool(ris & self._imsc))
         self._request_dma()

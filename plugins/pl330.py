@@ -165,6 +165,8 @@ class Pl330(Peripheral, DmaController):
         self.flush_handlers: dict[int, Callable[[], None]] = {}
         self.runnable: deque[Channel] = deque()  # woken channels waiting for the one running
         self.running = False
+        self._handlers = [getattr(self, i.handler or f"_op_{i.name.lower()}") if i else self._op_undefined
+                          for i in DECODE]
         self.regs.CR0.value = (
             (self.num_peripherals > 0)
             | (self.num_channels - 1) << 4
@@ -275,18 +277,20 @@ class Pl330(Peripheral, DmaController):
             return  # reserved commands
         inst0, inst1 = self.regs.DBGINST0.value, self.regs.DBGINST1.value
         insn = bytes([(inst0 >> 16) & 0xFF, (inst0 >> 24) & 0xFF]) + inst1.to_bytes(4, "little")
-        if inst0 & 1:
+        found = DECODE[insn[0]]
+        name = found.name if found else ""
+        if inst0 & 1:  # to a channel thread: only DMAKILL is allowed
             ch = self.channel((inst0 >> 8) & 0x7)
             if ch is not None:
-                if insn[0] == 0x01:  # DMAKILL
+                if name == "DMAKILL":
                     self._kill(ch)
                 else:
                     self._fault(ch, Fault.DBG_INSTR)
-        elif insn[0] & 0xFD == 0xA0:  # DMAGO
+        elif name == "DMAGO":
             self._go(insn[1] & 0x7, int.from_bytes(insn[2:6], "little"), bool(insn[0] & 2))
-        elif insn[0] == 0x34:  # DMASEV
+        elif name == "DMASEV":
             self._signal_event(insn[1] >> 3)
-        elif insn[0] == 0x01:  # DMAKILL of the manager: clears its fault
+        elif name == "DMAKILL":  # of the manager: clears its fault
             self.regs.FSRD.value = 0
             self.regs.FTRD.value = 0
         else:
@@ -394,67 +398,89 @@ class Pl330(Peripheral, DmaController):
         self.update_interrupts()
 
     def _execute(self, ch: Channel, insn: bytes) -> None:
-        op, here = insn[0], ch.pc
+        here = ch.pc
         ch.pc = (ch.pc + len(insn)) & 0xFFFFFFFF
-        # the loop bodies of memcpy and slave transfers first: they are most of what runs
-        if op & 0xFC == 0x04:  # DMALD[S|B]
-            if self._condition(ch, op):
-                self._load(ch)
-        elif op & 0xFC == 0x08:  # DMAST[S|B]
-            if self._condition(ch, op):
-                self._store(ch)
-        elif op & 0xFD == 0x25:  # DMALDP[S|B]
-            if self._peripheral_ok(ch, insn) and self._condition(ch, op | 1):
-                self._load(ch)
-        elif op & 0xFD == 0x29:  # DMASTP[S|B]
-            if self._peripheral_ok(ch, insn) and self._condition(ch, op):
-                self._store(ch)
-        elif op & 0xFC == 0x30:  # DMAWFP[S|B|P]
-            if self._peripheral_ok(ch, insn):
-                self._wait_for_peripheral(ch, op, insn[1] >> 3)
-        elif op == 0x35:  # DMAFLUSHP: drop the request; the peripheral asserts it anew if it must
-            if self._peripheral_ok(ch, insn):
-                self.pending_requests.pop(insn[1] >> 3, None)
-                self.flush_handlers.get(insn[1] >> 3, lambda: None)()
-        elif op & 0xE8 == 0x28:  # DMALPEND / DMALPFE (after DMASTP, which this mask also matches)
-            self._loop_end(ch, op, insn[1], here)
-        elif op == 0x00:  # DMAEND
-            ch.state = State.STOPPED
-            ch.mfifo.clear()
-            self._trace_transfer(ch, "transfer")
-        elif op == 0x01:  # DMAKILL
-            self._kill(ch)
-        elif op == 0x0C:  # DMASTZ
-            self._store(ch, zeros=True)
-        elif op in (0x12, 0x13, 0x18):  # DMARMB, DMAWMB, DMANOP: nothing to order here
-            pass
-        elif op & 0xFD == 0x20:  # DMALP
-            ch.lc[(op >> 1) & 1] = insn[1]
-        elif op == 0x34:  # DMASEV
-            if insn[1] >> 3 >= self.num_events:
-                self._fault(ch, Fault.EVENT_ERR)
-            else:
-                self._signal_event(insn[1] >> 3)
-        elif op == 0x36:  # DMAWFE
-            self._wait_for_event(ch, insn[1] >> 3)
-        elif op & 0xFD == 0x54 or op & 0xFD == 0x5C:  # DMAADDH / DMAADNH
-            delta = int.from_bytes(insn[1:3], "little") | (0xFFFF0000 if op & 0x08 else 0)
-            if op & 2:
-                ch.dar = (ch.dar + delta) & 0xFFFFFFFF
-            else:
-                ch.sar = (ch.sar + delta) & 0xFFFFFFFF
-        elif op == 0xBC:  # DMAMOV
-            value = int.from_bytes(insn[2:6], "little")
-            if insn[1] == SAR:
-                ch.sar = value
-            elif insn[1] == CCR:
-                ch.ccr = value
-            elif insn[1] == DAR:
-                ch.dar = value
-            else:
-                self._fault(ch, Fault.OPERAND_INVALID)
-        else:  # DMAGO in a channel program, or an encoding no instruction has
-            self._fault(ch, Fault.UNDEF_INSTR)
+        self._handlers[insn[0]](ch, insn, here)
+
+    # --- the instructions (INSTRUCTIONS below gives their encodings) ---
+
+    def _op_dmald(self, ch: Channel, insn: bytes, here: int) -> None:
+        if self._condition(ch, insn[0]):
+            self._load(ch)
+
+    def _op_dmast(self, ch: Channel, insn: bytes, here: int) -> None:
+        if self._condition(ch, insn[0]):
+            self._store(ch)
+
+    def _op_dmaldp(self, ch: Channel, insn: bytes, here: int) -> None:
+        if self._peripheral_ok(ch, insn) and self._condition(ch, insn[0] | 1):
+            self._load(ch)
+
+    def _op_dmastp(self, ch: Channel, insn: bytes, here: int) -> None:
+        if self._peripheral_ok(ch, insn) and self._condition(ch, insn[0]):
+            self._store(ch)
+
+    def _op_dmawfp(self, ch: Channel, insn: bytes, here: int) -> None:
+        if self._peripheral_ok(ch, insn):
+            self._wait_for_peripheral(ch, insn[0], insn[1] >> 3)
+
+    def _op_dmaflushp(self, ch: Channel, insn: bytes, here: int) -> None:
+        # drop the request; the peripheral asserts it anew if it must
+        if self._peripheral_ok(ch, insn):
+            self.pending_requests.pop(insn[1] >> 3, None)
+            self.flush_handlers.get(insn[1] >> 3, lambda: None)()
+
+    def _op_dmalpend(self, ch: Channel, insn: bytes, here: int) -> None:
+        self._loop_end(ch, insn[0], insn[1], here)
+
+    def _op_dmaend(self, ch: Channel, insn: bytes, here: int) -> None:
+        ch.state = State.STOPPED
+        ch.mfifo.clear()
+        self._trace_transfer(ch, "transfer")
+
+    def _op_dmakill(self, ch: Channel, insn: bytes, here: int) -> None:
+        self._kill(ch)
+
+    def _op_dmastz(self, ch: Channel, insn: bytes, here: int) -> None:
+        self._store(ch, zeros=True)
+
+    def _op_nothing(self, ch: Channel, insn: bytes, here: int) -> None:
+        """DMARMB, DMAWMB, DMANOP: nothing to order or wait for here."""
+
+    def _op_dmalp(self, ch: Channel, insn: bytes, here: int) -> None:
+        ch.lc[(insn[0] >> 1) & 1] = insn[1]
+
+    def _op_dmasev(self, ch: Channel, insn: bytes, here: int) -> None:
+        if insn[1] >> 3 >= self.num_events:
+            self._fault(ch, Fault.EVENT_ERR)
+        else:
+            self._signal_event(insn[1] >> 3)
+
+    def _op_dmawfe(self, ch: Channel, insn: bytes, here: int) -> None:
+        self._wait_for_event(ch, insn[1] >> 3)
+
+    def _op_dmaaddh(self, ch: Channel, insn: bytes, here: int) -> None:  # DMAADNH too
+        op = insn[0]
+        delta = int.from_bytes(insn[1:3], "little") | (0xFFFF0000 if op & 0x08 else 0)
+        if op & 2:
+            ch.dar = (ch.dar + delta) & 0xFFFFFFFF
+        else:
+            ch.sar = (ch.sar + delta) & 0xFFFFFFFF
+
+    def _op_dmamov(self, ch: Channel, insn: bytes, here: int) -> None:
+        value = int.from_bytes(insn[2:6], "little")
+        if insn[1] == SAR:
+            ch.sar = value
+        elif insn[1] == CCR:
+            ch.ccr = value
+        elif insn[1] == DAR:
+            ch.dar = value
+        else:
+            self._fault(ch, Fault.OPERAND_INVALID)
+
+    def _op_undefined(self, ch: Channel, insn: bytes, here: int) -> None:
+        """DMAGO in a channel program (manager only), or an encoding no instruction has."""
+        self._fault(ch, Fault.UNDEF_INSTR)
 
     @staticmethod
     def _condition(ch: Channel, op: int) -> bool:
@@ -531,8 +557,9 @@ class Pl330(Peripheral, DmaController):
                 body = self._fetch(ch, start, end - start)
             except DmaFault:
                 return False
+            ld, st = BY_NAME["DMALD"].opcode, BY_NAME["DMAST"].opcode  # unconditional forms
             ch.loops[key] = bool(body) and len(body) % 2 == 0 and all(
-                body[i] == 0x04 and body[i + 1] == 0x08 for i in range(0, len(body), 2))
+                body[i] == ld and body[i + 1] == st for i in range(0, len(body), 2))
         n = ch.src_burst()
         if not ch.loops[key] or ch.mfifo or n != ch.dst_burst() or ch.swap_bytes() != 1:
             return False
@@ -583,19 +610,60 @@ def leaves_pending(wfp_op: int, kind: int) -> bool:
     return wfp_op & 0x3 == 0x0 and kind == BURST
 
 
+@dataclass(frozen=True)
+class Instruction:
+    """One row of the DMA-330's instruction table: ``opcode`` with its variable bits zero, the
+    ``mask`` of the bits that name the instruction, its size in bytes."""
+
+    name: str
+    opcode: int
+    mask: int
+    size: int
+    undefined: tuple[int, ...] = ()  # encodings under the mask that no instruction has
+    handler: str = ""  # the method that executes it, if not _op_<name>
+
+
+INSTRUCTIONS = (  # the first row that matches decides: DMASTP comes before DMALPEND
+    Instruction("DMAEND", 0x00, 0xFF, 1),
+    Instruction("DMAKILL", 0x01, 0xFF, 1),
+    Instruction("DMALD", 0x04, 0xFC, 1, undefined=(0x06,)),  # bit 0: conditional, bit 1: burst
+    Instruction("DMAST", 0x08, 0xFC, 1, undefined=(0x0A,)),
+    Instruction("DMASTZ", 0x0C, 0xFF, 1),
+    Instruction("DMARMB", 0x12, 0xFF, 1, handler="_op_nothing"),
+    Instruction("DMAWMB", 0x13, 0xFF, 1, handler="_op_nothing"),
+    Instruction("DMANOP", 0x18, 0xFF, 1, handler="_op_nothing"),
+    Instruction("DMALP", 0x20, 0xFD, 2),  # bit 1: loop counter
+    Instruction("DMALDP", 0x25, 0xFD, 2),  # bit 1: burst
+    Instruction("DMASTP", 0x29, 0xFD, 2),
+    # bits 0-1 as DMALD's, bit 2: loop counter, bit 4: not forever (DMALPEND) / forever (DMALPFE)
+    Instruction("DMALPEND", 0x28, 0xE8, 2, undefined=(0x2A, 0x2E, 0x3A, 0x3E)),
+    Instruction("DMAWFP", 0x30, 0xFC, 2, undefined=(0x33,)),  # bits 0-1: single, periph, burst
+    Instruction("DMASEV", 0x34, 0xFF, 2),
+    Instruction("DMAFLUSHP", 0x35, 0xFF, 2),
+    Instruction("DMAWFE", 0x36, 0xFF, 2),
+    Instruction("DMAADDH", 0x54, 0xFD, 3),  # bit 1: DAR
+    Instruction("DMAADNH", 0x5C, 0xFD, 3, handler="_op_dmaaddh"),  # a negative half-word
+    Instruction("DMAGO", 0xA0, 0xFD, 6, handler="_op_undefined"),  # manager only (debug path)
+    Instruction("DMAMOV", 0xBC, 0xFF, 6),
+)
+BY_NAME = {i.name: i for i in INSTRUCTIONS}
+
+
+def _decode_table() -> tuple[Instruction | None, ...]:
+    table: list[Instruction | None] = []
+    for op in range(256):
+        table.append(next((i for i in INSTRUCTIONS
+                           if op & i.mask == i.opcode and op not in i.undefined), None))
+    return tuple(table)
+
+
+DECODE = _decode_table()  # first byte -> instruction (None: undefined)
+
+
 def instruction_size(op: int) -> int:
     """Length of the instruction starting with ``op``; 0 for an undefined encoding."""
-    if op in (0x00, 0x01, 0x0C, 0x12, 0x13, 0x18) or op & 0xFC in (0x04, 0x08):
-        return 0 if op in (0x06, 0x0A) else 1  # x=0 with bs=1 is undefined
-    if op & 0xFD in (0x20, 0x25, 0x29) or op in (0x34, 0x35, 0x36) or op & 0xFC == 0x30:
-        return 0 if op == 0x33 else 2
-    if op & 0xE8 == 0x28:
-        return 0 if op & 0x3 == 0x2 else 2  # bs=1 without x is undefined
-    if op & 0xFD in (0x54, 0x5C):
-        return 3
-    if op == 0xBC or op & 0xFD == 0xA0:
-        return 6
-    return 0
+    found = DECODE[op]
+    return found.size if found else 0
 
 
 def swap(data: bytes, group: int) -> bytes:

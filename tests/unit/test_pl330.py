@@ -20,43 +20,48 @@ PROGRAM = RAM_BASE + 0x1000
 SRC, DST = RAM_BASE + 0x10000, RAM_BASE + 0x80000
 
 
+OP = {name: instruction.opcode for name, instruction in pl330.BY_NAME.items()}  # the model's table
+CONDITION = {"": 0b00, "S": 0b01, "B": 0b11}  # bits 1:0 of DMALD/DMAST/DMALPEND: bs, x
+
+
 class Asm:
-    """Assembles PL330 microcode with the encodings of Linux's drivers/dma/pl330.c."""
+    """Assembles PL330 microcode with the model's instruction table, as Linux's
+    drivers/dma/pl330.c encodes it."""
 
     def __init__(self) -> None:
         self.code = bytearray()
 
     def mov(self, reg: str, value: int) -> Asm:
-        self.code += bytes([0xBC, {"SAR": 0, "CCR": 1, "DAR": 2}[reg]]) + value.to_bytes(4, "little")
+        self.code += bytes([OP["DMAMOV"], {"SAR": 0, "CCR": 1, "DAR": 2}[reg]]) + value.to_bytes(4, "little")
         return self
 
     def ld(self, cond: str = "") -> Asm:
-        self.code.append({"": 0x04, "S": 0x05, "B": 0x07}[cond])
+        self.code.append(OP["DMALD"] | CONDITION[cond])
         return self
 
     def st(self, cond: str = "") -> Asm:
-        self.code.append({"": 0x08, "S": 0x09, "B": 0x0B}[cond])
+        self.code.append(OP["DMAST"] | CONDITION[cond])
         return self
 
     def lp(self, counter: int, times: int) -> int:
-        self.code += bytes([0x20 | counter << 1, times - 1])
+        self.code += bytes([OP["DMALP"] | counter << 1, times - 1])
         return len(self.code)
 
     def lpend(self, counter: int, start: int, forever: bool = False) -> Asm:
-        op = 0x28 | (0 if forever else 0x10) | counter << 2
+        op = OP["DMALPEND"] | (0 if forever else 0x10) | counter << 2
         self.code += bytes([op, len(self.code) - start])
         return self
 
     def sev(self, event: int) -> Asm:
-        self.code += bytes([0x34, event << 3])
+        self.code += bytes([OP["DMASEV"], event << 3])
         return self
 
     def wfe(self, event: int) -> Asm:
-        self.code += bytes([0x36, event << 3])
+        self.code += bytes([OP["DMAWFE"], event << 3])
         return self
 
     def end(self) -> Asm:
-        self.code.append(0x00)
+        self.code.append(OP["DMAEND"])
         return self
 
     def raw(self, *data: int) -> Asm:
