@@ -52,10 +52,18 @@ class Connector:
         """Writes what every model playing ``role`` needs in its own node (``#dma-cells``)."""
 
 
+def check_offered(consumer: ModelEntry, where: tuple[str | int, ...], what: str, name: str,
+                  offered: tuple[str, ...]) -> None:
+    """The consumer's model has the named input or output the platform wires."""
+    if name not in offered:
+        raise PlatformError(f"{consumer.where(*where)}: '{consumer.name}' ({consumer.plugin}) has no "
+                            f"{what} '{name}' — it has {list(offered) or 'none'}")
+
+
 def provider_cells(a: Assembly, consumer: ModelEntry, where: tuple[str | int, ...], role: type[Role],
-                   spec: list[Any] | tuple[Any, ...], cells: int) -> tuple[ModelEntry, tuple[int, ...]]:
+                   spec: list[Any] | tuple[Any, ...], cells: int | str) -> tuple[ModelEntry, tuple[int, ...]]:
     """Checks ``[provider, cell, ...]``: a model of this board that plays ``role``, followed by
-    exactly the number of cells that role's provider declares."""
+    exactly ``cells`` cells (or as many as the provider's attribute of that name declares)."""
     at = consumer.where(*where)
     if not spec or not isinstance(spec[0], str):
         raise PlatformError(f"{at}: give [{role.role_name.replace(' ', '-')}, cells...], not {spec!r}")
@@ -63,6 +71,8 @@ def provider_cells(a: Assembly, consumer: ModelEntry, where: tuple[str | int, ..
     if provider is None or not issubclass(provider.cls, role):
         raise PlatformError(f"{at}: '{spec[0]}' is not a {role.role_name} of this platform — name "
                             f"one ({role.example})")
+    if isinstance(cells, str):
+        cells = int(getattr(provider.cls, cells))
     rest = tuple(spec[1:])
     if len(rest) != cells or not all(isinstance(c, int) and not isinstance(c, bool) for c in rest):
         raise PlatformError(f"{at}: '{provider.name}' ({provider.plugin}) takes {cells} cell(s) after "
@@ -79,15 +89,10 @@ class DmaRequests(Connector):
     role = DmaController
 
     def check(self, a: Assembly, consumer: ModelEntry, value: dict[str, list[str | int]]) -> None:
-        offered = consumer.cls.dma_request_names
         for request, spec in value.items():
-            if request not in offered:
-                raise PlatformError(f"{consumer.where(self.key, request)}: '{consumer.name}' "
-                                    f"({consumer.plugin}) has no DMA request '{request}' — it has "
-                                    f"{list(offered) or 'none'}")
-            provider = a.entries.get(spec[0]) if spec and isinstance(spec[0], str) else None
-            cells = provider.cls.dma_cells if provider and issubclass(provider.cls, DmaController) else 1
-            provider_cells(a, consumer, (self.key, request), DmaController, spec, cells)
+            check_offered(consumer, (self.key, request), "DMA request", request,
+                          consumer.cls.dma_request_names)
+            provider_cells(a, consumer, (self.key, request), DmaController, spec, "dma_cells")
 
     def connect(self, a: Assembly, consumer: ModelEntry, value: dict[str, list[str | int]]) -> None:
         for request, spec in value.items():
@@ -120,13 +125,9 @@ class GpioLines(Connector):
     role = GpioController
 
     def check(self, a: Assembly, consumer: ModelEntry, value: dict[str, list[tuple[str, int]]]) -> None:
-        offered = consumer.cls.gpio_input_names
         for name, lines in value.items():
-            if name not in offered:
-                raise PlatformError(f"{consumer.where(self.key, name)}: '{consumer.name}' "
-                                    f"({consumer.plugin}) has no GPIO input '{name}' — it has "
-                                    f"{list(offered) or 'none'}")
-            for index, line in enumerate(lines):
+            check_offered(consumer, (self.key, name), "GPIO input", name, consumer.cls.gpio_input_names)
+            for index, line in enumerate(lines):  # the line only: the flags cell is written here
                 provider_cells(a, consumer, (self.key, name, index), GpioController, line, 1)
 
     def connect(self, a: Assembly, consumer: ModelEntry, value: dict[str, list[tuple[str, int]]]) -> None:
@@ -163,9 +164,7 @@ class ResetLines(Connector):
 
     def check(self, a: Assembly, consumer: ModelEntry, value: list[list[str | int]]) -> None:
         for index, spec in enumerate(value):
-            provider = a.entries.get(spec[0]) if spec and isinstance(spec[0], str) else None
-            cells = provider.cls.reset_cells if provider and issubclass(provider.cls, ResetController) else 1
-            provider_cells(a, consumer, (self.key, index), ResetController, spec, cells)
+            provider_cells(a, consumer, (self.key, index), ResetController, spec, "reset_cells")
 
     def connect(self, a: Assembly, consumer: ModelEntry, value: list[list[str | int]]) -> None:
         model = a.model(consumer.name)
@@ -256,9 +255,7 @@ class IommuMasters(Connector):
         if not consumer.cls.dma_master:
             raise PlatformError(f"{consumer.where(self.key)}: '{consumer.name}' ({consumer.plugin}) "
                                 "does no DMA of its own: nothing to translate")
-        provider = a.entries.get(value[0]) if value and isinstance(value[0], str) else None
-        cells = provider.cls.iommu_cells if provider and issubclass(provider.cls, Iommu) else 1
-        provider_cells(a, consumer, (self.key,), Iommu, value, cells)
+        provider_cells(a, consumer, (self.key,), Iommu, value, "iommu_cells")
 
     def connect_provider(self, a: Assembly, provider: ModelEntry) -> None:
         a.bus.add_layer(a.model(provider.name).translation_layer(), "translation")

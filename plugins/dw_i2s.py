@@ -32,7 +32,7 @@ import wave
 from collections import deque
 from pathlib import Path
 
-from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, hookimpl
+from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, RegisterArray, hookimpl
 
 FIFO_DEPTH = 16
 TICK_S = 0.0002  # the clock thread catches up with real time this often
@@ -81,6 +81,22 @@ class DwI2s(Peripheral):
     TFCR = Register(0x04C, fields=[Field("TXCHET", 0, 4)], on_write="configure")
     RFF = Register(0x050, access="wo", on_write="reset_rx")
     TFF = Register(0x054, access="wo", on_write="reset_tx")
+    # Channels 1-3: this instance has one stereo channel (COMP_PARAM_1), so their registers are
+    # absent: they read 0 and ignore writes.  dwc-i2s loops over all four channels' IMR/ROR/TOR.
+    LRBR_LTHR_ = RegisterArray(0x060, count=3, stride=0x40, access="ro")
+    RRBR_RTHR_ = RegisterArray(0x064, count=3, stride=0x40, access="ro")
+    RER_ = RegisterArray(0x068, count=3, stride=0x40, access="ro")
+    TER_ = RegisterArray(0x06C, count=3, stride=0x40, access="ro")
+    RCR_ = RegisterArray(0x070, count=3, stride=0x40, access="ro")
+    TCR_ = RegisterArray(0x074, count=3, stride=0x40, access="ro")
+    ISR_ = RegisterArray(0x078, count=3, stride=0x40, access="ro")
+    IMR_ = RegisterArray(0x07C, count=3, stride=0x40, access="ro")
+    ROR_ = RegisterArray(0x080, count=3, stride=0x40, access="ro")
+    TOR_ = RegisterArray(0x084, count=3, stride=0x40, access="ro")
+    RFCR_ = RegisterArray(0x088, count=3, stride=0x40, access="ro")
+    TFCR_ = RegisterArray(0x08C, count=3, stride=0x40, access="ro")
+    RFF_ = RegisterArray(0x090, count=3, stride=0x40, access="ro")
+    TFF_ = RegisterArray(0x094, count=3, stride=0x40, access="ro")
     RXDMA = Register(0x1C0, on_read="dma_read", fifo_entry_bits="rx_entry_bits")
     RRXDMA = Register(0x1C4, access="wo", on_write="reset_rx")
     TXDMA = Register(0x1C8, on_write="dma_write", fifo_entry_bits="tx_entry_bits")
