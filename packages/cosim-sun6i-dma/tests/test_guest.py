@@ -42,10 +42,13 @@ def test_dmatest_passes_on_its_channels(module_board):
     assert all(int(tests) == ITERATIONS and failures == "0" for _, tests, failures in summaries)
     assert module_board.run("cat /sys/kernel/debug/dma-api/error_count").output == "0"
     module_board.run("rmmod dmatest")
-    # every copy was one LLI the model fetched from guest memory, on the timeline per channel
+    # every copy was one LLI the model fetched from guest memory, and every fetch is on the
+    # timeline (on the track of the physical channel the driver's tasklet picked: which ones it
+    # picks depends on how transfers overlap, so no particular channel is asserted)
     assert dma.lli_fetches - fetches >= CHANNELS * THREADS * ITERATIONS
-    tracks = [f"dma channel {i}" for i in range(8)]
-    assert all(any(e["name"] == "LLI fetch" for e in module_board.trace.on_track(t)) for t in tracks)
+    on_timeline = sum(1 for i in range(8) for e in module_board.trace.on_track(f"dma channel {i}")
+                      if e["name"] == "LLI fetch")
+    assert on_timeline == dma.lli_fetches
 
 
 def test_spi_rewired_to_the_vendor_dmac_loops_data_back(module_board):
