@@ -44,7 +44,11 @@ GRACE_S = 0.010
 # When the host holds the clock thread up for longer than this (a busy core), the clock slips
 # instead of catching up in one burst the guest could not have seen coming (``clock_slip_s``).
 MAX_BURST_S = 0.004
-RXDA, RXFO, TXFE, TXFO = 0x01, 0x02, 0x10, 0x20
+INTERRUPT_FIELDS = [  # ISR, and the same bits masked in IMR
+    Field("RXDA", 0, doc="RX data available: the FIFO is above its trigger level"),
+    Field("RXFO", 1, doc="RX FIFO overrun"),
+    Field("TXFE", 4, doc="TX FIFO empty: at or below its trigger level"),
+    Field("TXFO", 5, doc="TX FIFO overrun")]
 WSS_CYCLES = {0: 16, 1: 24, 2: 32}
 WLEN_BITS = {0: 0, 1: 12, 2: 16, 3: 20, 4: 24, 5: 32}
 COMP_PARAM_1 = (
@@ -73,8 +77,9 @@ class DwI2s(Peripheral):
     TER = Register(0x02C, fields=[Field("TXCHEN", 0)], reset=1, on_write="configure")
     RCR = Register(0x030, fields=[Field("WLEN", 0, 3)], reset=2)
     TCR = Register(0x034, fields=[Field("WLEN", 0, 3)], reset=2)
-    ISR = Register(0x038, access="ro", on_read="status")
-    IMR = Register(0x03C, reset=0x33)
+    ISR = Register(0x038, access="ro", on_read="status", fields=INTERRUPT_FIELDS)
+    IMR = Register(0x03C, reset=0x33, fields=INTERRUPT_FIELDS)
+    RXDA, RXFO, TXFE, TXFO = ISR.mask("RXDA"), ISR.mask("RXFO"), ISR.mask("TXFE"), ISR.mask("TXFO")
     ROR = Register(0x040, access="ro", on_read="clear_rx_overrun")
     TOR = Register(0x044, access="ro", on_read="clear_tx_overrun")
     RFCR = Register(0x048, fields=[Field("RXCHDT", 0, 4)], on_write="configure")
@@ -206,7 +211,7 @@ class DwI2s(Peripheral):
                 self.rx.append((int.from_bytes(chunk[:2], "little"), int.from_bytes(chunk[2:], "little")))
             else:
                 self.overruns += 1
-                self.flags |= RXFO
+                self.flags |= self.RXFO
                 self.trace.instant(f"{self.name} wire", "overrun")
         self.update_requests()
 
@@ -217,7 +222,7 @@ class DwI2s(Peripheral):
             self.tx.append((left, right))
         else:
             self.tx_overruns += 1
-            self.flags |= TXFO
+            self.flags |= self.TXFO
         self.update_requests()
 
     def write_left(self, value: int) -> None:
@@ -282,17 +287,17 @@ class DwI2s(Peripheral):
     def status(self) -> int:
         isr = self.flags
         if len(self.tx) <= self._tx_level:
-            isr |= TXFE
+            isr |= self.TXFE
         if len(self.rx) > self._rx_level:
-            isr |= RXDA
+            isr |= self.RXDA
         return isr
 
     def clear_rx_overrun(self) -> int:
-        self.flags &= ~RXFO
+        self.flags &= ~self.RXFO
         return 0
 
     def clear_tx_overrun(self) -> int:
-        self.flags &= ~TXFO
+        self.flags &= ~self.TXFO
         return 0
 
     def configure(self, _value: int = 0) -> None:

@@ -11,10 +11,12 @@ import pytest
 
 from cosim.dmarequest import DmaRequestPort
 from cosim.peripheral import PeripheralConfig, RecordingIrqSink
-from cosim.plugins.dw_i2s import FIFO_DEPTH, RXDA, RXFO, TXFE, TXFO, DwI2s
+from cosim.plugins.dw_i2s import FIFO_DEPTH, DwI2s
 
 from .test_dma_requests import board_parts  # noqa: F401 - the PL330 fixture
 from .test_pl330 import SRC, Asm, ccr, go
+
+RXDA, RXFO, TXFE, TXFO = DwI2s.RXDA, DwI2s.RXFO, DwI2s.TXFE, DwI2s.TXFO  # the ISR's fields
 
 IER, IRER, ITER, CER, CCR, TXFFR = 0x000, 0x004, 0x008, 0x00C, 0x010, 0x018
 LTHR, RTHR, TCR, ISR, ROR, RFCR, TFCR = 0x020, 0x024, 0x034, 0x038, 0x040, 0x048, 0x04C
