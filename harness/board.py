@@ -19,7 +19,7 @@ from .assembly import Assembly
 from .bridge import BridgeEndpoint, BridgeFailure
 from .build import Artifacts
 from .bus import Memory
-from .console import CommandResult, ConsoleNotConnected, Consoles, KernelLog, ShellConsole
+from .console import CommandFailed, CommandResult, ConsoleNotConnected, Consoles, KernelLog, ShellConsole
 from .devicetree import compile_dts, overlay_dts
 from .engines.qemu.engine import BridgedDevice, NativeDevice, QemuEngine, default_pinning, pin
 from .peripheral import Peripheral
@@ -84,8 +84,14 @@ class Board:
 
     def run(self, command: str, timeout: float = 60.0, check: bool = True) -> CommandResult:
         assert self.console is not None, "the board is not started"
-        result = self.console.run(command, timeout=timeout, check=check)
+        result = self.console.run(command, timeout=timeout, check=False)
+        if result.status != 0 and self.kernel_log is not None:
+            # An oops that killed the command arrives on the other console: the board's
+            # failure, with the kernel's report, is the cause to show, not "Segmentation fault".
+            self.kernel_log.settle(quiet_s=0.1, limit_s=1.0)
         self.check()
+        if check and result.status != 0:
+            raise CommandFailed(result)
         return result
 
     def device_tree_source(self) -> str:

@@ -211,10 +211,33 @@ def check_config(tree: Path, fragment: Path) -> None:
                          + ", ".join(missing))
 
 
-def build_kernel(logs: Path) -> KernelArtifacts:
+KERNEL_PATCHES_DIR = GUEST_DIR / "kernel" / "patches"
+
+
+def kernel_patches() -> tuple[Path, ...]:
+    """cosim's own kernel patches (fixes of upstream bugs cosim found), applied in name order."""
+    return tuple(sorted(KERNEL_PATCHES_DIR.glob("*.patch")))
+
+
+def apply_patches(tree: Path, patches: Sequence[Path], log: Path) -> None:
+    for patch in patches:
+        proc = subprocess.run(["patch", "-p1", "--batch", "--forward", "-i", str(patch)], cwd=tree,
+                              capture_output=True, text=True)
+        with log.open("a") as f:
+            f.write(f"\n$ patch -p1 < {patch}\n{proc.stdout}{proc.stderr}")
+        if proc.returncode != 0:
+            raise BuildError(f"kernel patch {patch} does not apply to {KERNEL_PACKAGE}:\n"
+                             + (proc.stdout + proc.stderr).strip())
+        console.print(f"[green]✓[/] kernel patch {patch.name}")
+
+
+def build_kernel(logs: Path, patches: Sequence[Path] | None = None) -> KernelArtifacts:
+    """The guest kernel from Debian's source with cosim's config fragment and ``patches``
+    (default: cosim's own, ``guest/kernel/patches``), cached by a hash of all of them."""
     fragment = GUEST_DIR / "kernel" / "cosim.config"
+    patches = kernel_patches() if patches is None else tuple(patches)
     version = package_version(KERNEL_PACKAGE)
-    out = cache_root() / f"linux-{digest([version, fragment, *KMAKE])}"
+    out = cache_root() / f"linux-{digest([version, fragment, *KMAKE, *patches])}"
     tree = out / "src"
     image = tree / "arch" / "arm64" / "boot" / "Image"
     if (out / ".done").exists():
@@ -225,6 +248,7 @@ def build_kernel(logs: Path) -> KernelArtifacts:
     tarball = Path(f"/usr/src/{KERNEL_PACKAGE}.tar.xz")
     run("unpack kernel source", ["tar", "xf", tarball, "-C", out], logs / "kernel.log")
     (out / KERNEL_PACKAGE).rename(tree)
+    apply_patches(tree, patches, logs / "kernel.log")
     run("configure kernel", [*KMAKE, f"KCONFIG_ALLCONFIG={fragment}", "allnoconfig"],
         logs / "kernel.log", cwd=tree)
     check_config(tree, fragment)
@@ -367,7 +391,9 @@ class Artifacts:
     initramfs: Path
 
 
-def build_all(logs: Path | None = None) -> Artifacts:
+def build_all(logs: Path | None = None, kernel_patches: Sequence[Path] | None = None) -> Artifacts:
+    """QEMU, kernel and initramfs, built where the cache lacks them.  ``kernel_patches`` replaces
+    cosim's own kernel patches (a kernel without a fix, to show the bug it fixes)."""
     logs = logs or cache_root() / "logs"
     cache_root().mkdir(parents=True, exist_ok=True)
     # One build at a time per cache: a second process (another session, an xdist worker) waits
@@ -375,5 +401,5 @@ def build_all(logs: Path | None = None) -> Artifacts:
     with (cache_root() / ".build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         qemu = build_qemu(logs)
-        kernel = build_kernel(logs)
+        kernel = build_kernel(logs, kernel_patches)
         return Artifacts(qemu, kernel.image, build_initramfs(kernel, logs))

@@ -34,7 +34,7 @@ POLL_S = 0.2
 FATAL_PATTERNS = {
     "kernel panic": re.compile(r"Kernel panic - not syncing"),
     "oops": re.compile(r"Internal error: Oops|\bOops\b"),
-    "kernel BUG": re.compile(r"\bBUG:"),
+    "kernel BUG": re.compile(r"\bBUG:|kernel BUG at "),
     "bad access": re.compile(r"Unable to handle kernel"),
     "warning": re.compile(r"WARNING: CPU: \d+ PID: \d+"),
     # every DMA-API line but the two it prints at boot

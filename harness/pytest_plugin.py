@@ -68,11 +68,11 @@ class _BoardMaker:
         self.boards: list[Board] = []
 
     def __call__(self, platform: str | Path | None = None, plugins: tuple[object, ...] = (),
-                 start: bool = True) -> Board:
+                 start: bool = True, artifacts: Artifacts | None = None) -> Board:
         name = platform or self.config.getoption("--cosim-platform")
         logdir = self.logdir if not self.boards else self.logdir / f"board{len(self.boards)}"
         pm = create_plugin_manager(plugins) if plugins else None
-        board = Board(load_platform(name), self.artifacts, logdir, pm=pm)
+        board = Board(load_platform(name), artifacts or self.artifacts, logdir, pm=pm)
         self.boards.append(board)
         if start:
             board.start()
@@ -103,7 +103,8 @@ def _maker(request: pytest.FixtureRequest, artifacts: Artifacts, name: str) -> I
 @pytest.fixture
 def cosim_board_factory(request: pytest.FixtureRequest,
                         cosim_artifacts: Artifacts) -> Iterator[Callable[..., Board]]:
-    """Makes boards: ``cosim_board_factory(platform=None, plugins=(), start=True)``."""
+    """Makes boards: ``cosim_board_factory(platform=None, plugins=(), start=True, artifacts=None)``
+    (``artifacts``: another build, e.g. ``build_all(kernel_patches=())``)."""
     yield from _maker(request, cosim_artifacts, request.node.nodeid)
 
 

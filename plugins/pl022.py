@@ -2,9 +2,13 @@
 
 Frames of 4 to 16 bits (CR0.DSS) go out of the 8-entry TX FIFO once the port is enabled
 (CR1.SSE): each is exchanged with the selected SPI device — or, in loopback (CR1.LBM), with
-itself — and what comes back enters the 8-entry RX FIFO.  The bus clock is slow next to the CPU
-and the DMA that serve the FIFOs, so a frame goes out when the RX FIFO has room for its answer:
-draining the RX FIFO clocks the next frame, and no frame is lost to a receive overrun.
+itself — and what comes back enters the 8-entry RX FIFO.  A frame takes its time on the wire: the
+bit clock is SSPCLK / (CPSDVSR x (1 + SCR)) (SSPCLK is virt's 24 MHz apb-pclk), and a frame's
+answer reaches the RX FIFO when its last bit has been clocked, frames back to back while the TX
+FIFO has any (a host thread clocks the frames no register access comes to collect).  A transfer
+therefore never finishes sooner than its wire time — the SPI core's own test checks that — and,
+when the models are slower than the wire, it takes what the models take.  A frame goes out only
+when the RX FIFO has room for its answer: no frame is lost to a receive overrun.
 
 Interrupts: RX when the RX FIFO is half full or more, TX when the TX FIFO is half empty or more, RT
 (receive timeout) when data waits in the RX FIFO and nothing more is being clocked.  DMA
@@ -19,11 +23,14 @@ devices; MISO is pulled up when none drives it."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
 
 from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, SpiBus, SpiDevice, hookimpl
 
 FIFO_DEPTH = 8
+SSPCLK_HZ = 24_000_000  # QEMU virt's apb-pclk, which the device tree gives as sspclk
 HALF = FIFO_DEPTH // 2
 INTERRUPT_FIELDS = [  # the same bits in IMSC, RIS, MIS and ICR (the TRM's xxIM, xxRIS...)
     Field("ROR", 0, doc="receive overrun"), Field("RT", 1, doc="receive timeout"),
@@ -45,10 +52,10 @@ class Pl022(Peripheral, SpiBus):
                   fifo_entry_bits="frame_bits")
     SR = Register(0x0C, width=16, access="ro", on_read="status", fields=[
         Field("TFE", 0), Field("TNF", 1), Field("RNE", 2), Field("RFF", 3),
-        Field("BSY", 4, doc="never busy: frames go out at once")])
+        Field("BSY", 4, doc="frames still to go out on the wire")])
     CPSR = Register(0x10, width=16, fields=[Field("CPSDVSR", 0, 8)])
     IMSC = Register(0x14, width=16, fields=INTERRUPT_FIELDS, on_write="configure")
-    RIS = Register(0x18, width=16, access="ro", fields=INTERRUPT_FIELDS)
+    RIS = Register(0x18, width=16, access="ro", on_read="raw_status", fields=INTERRUPT_FIELDS)
     MIS = Register(0x1C, width=16, access="ro", on_read="masked_status", fields=INTERRUPT_FIELDS)
     ICR = Register(0x20, width=16, access="wo", on_write="clear_interrupts",
                    fields=[INTERRUPT_FIELDS[0], INTERRUPT_FIELDS[1]])  # the other two are levels
@@ -63,6 +70,12 @@ class Pl022(Peripheral, SpiBus):
         self.devices: dict[int, SpiDevice] = {}  # chip select -> device
         self.selected: dict[int, bool] = {}  # chip select -> active; absent: not wired, tied active
         self.frames = 0  # frames clocked since reset
+        self._frame_s = 0.0  # one frame's time on the wire
+        self._last_end = 0.0  # when the last frame's final bit was clocked (time.monotonic)
+        self._next_end: float | None = None  # when the frame on the wire will be done
+        self._wire = threading.Condition(self.lock)  # wakes the clock for the frame on the wire
+        self._wire_thread: threading.Thread | None = None
+        self._closed = False
         self.configure()
 
     def attach(self, chip_select: int, device: SpiDevice) -> None:
@@ -96,6 +109,8 @@ class Pl022(Peripheral, SpiBus):
         """A control register changed: keep what the per-frame paths test at hand."""
         r = self.regs
         self._bits = max(r.CR0.DSS, 3) + 1
+        divisor = max(r.CPSR.CPSDVSR & ~1, 2) * (1 + r.CR0.SCR)  # CPSDVSR is even, 2..254
+        self._frame_s = self._bits * divisor / SSPCLK_HZ
         self._clocking = bool(r.CR1.SSE and not r.CR1.MS)
         self._loopback = bool(r.CR1.LBM)
         self._imsc = r.IMSC.value
@@ -113,20 +128,55 @@ class Pl022(Peripheral, SpiBus):
         self.shift()
 
     def read_frame(self) -> int:
+        self.shift()  # what the wire finished by now is in the FIFO
         value = self.rx.popleft() if self.rx else 0
         self.shift()  # room for an answer: the next frame goes out
         return value
 
     def shift(self, _value: int = 0) -> None:
-        """Clocks out every frame waiting in the TX FIFO (the bus is fast compared with us)."""
+        """Completes the frames whose wire time is over, back to back from the TX FIFO; a frame
+        starts when its word is there and the RX FIFO has room for the answer."""
         if self._clocking:
-            bits = self._bits
+            bits, now = self._bits, time.monotonic()
             while self.tx and len(self.rx) < FIFO_DEPTH:
+                if self._next_end is None:  # the wire was idle (or stalled): a frame starts now
+                    self._next_end = max(now, self._last_end) + self._frame_s
+                if now < self._next_end:
+                    self._wait_for_wire()
+                    break
                 word = self.tx.popleft()
                 answer = word if self._loopback else self._exchange(word, bits)
                 self.frames += 1
                 self.rx.append(answer)
+                self._last_end = self._next_end  # the next frame follows back to back
+                self._next_end = self._last_end + self._frame_s
+            else:
+                self._next_end = None  # nothing (more) on the wire
         self.update_interrupts()
+
+    def _wait_for_wire(self) -> None:
+        if self._wire_thread is None:
+            self._wire_thread = self.start_host_thread(self._run_wire)
+        self._wire.notify()
+
+    def _run_wire(self) -> None:
+        """Completes the frame on the wire when its time is up, if no register access did."""
+        with self.lock:
+            while not self._closed:
+                due = self._next_end
+                if due is None:
+                    self._wire.wait()
+                elif time.monotonic() < due:
+                    self._wire.wait(timeout=due - time.monotonic())
+                else:
+                    self.shift()
+
+    def close(self) -> None:
+        with self.lock:
+            self._closed = True
+            self._wire.notify()
+        if self._wire_thread is not None:
+            self._wire_thread.join(timeout=2)
 
     def _exchange(self, word: int, bits: int) -> int:
         answer = (1 << bits) - 1  # MISO pulled up: nobody answers
@@ -136,11 +186,16 @@ class Pl022(Peripheral, SpiBus):
         return answer
 
     def status(self) -> int:
+        self.shift()  # the frames whose wire time is over are done by now
         return self.SR.compose(TFE=not self.tx, TNF=len(self.tx) < FIFO_DEPTH, RNE=bool(self.rx),
-                               RFF=len(self.rx) >= FIFO_DEPTH)
+                               RFF=len(self.rx) >= FIFO_DEPTH, BSY=bool(self.tx))
+
+    def raw_status(self) -> int:
+        self.shift()
+        return self.regs.RIS.value
 
     def masked_status(self) -> int:
-        return self.regs.RIS.value & self.regs.IMSC.value
+        return self.raw_status() & self.regs.IMSC.value
 
     def clear_interrupts(self, value: int) -> None:
         self.regs.RIS.value &= ~(value & (self.ROR | self.RT))

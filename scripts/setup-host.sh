@@ -11,7 +11,7 @@ APT_PACKAGES=(
   libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev flex bison pkg-config ninja-build
   python3-venv xz-utils dpkg-dev
   # guest kernel, modules, initramfs
-  bc libssl-dev libelf-dev kmod cpio rsync gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+  bc libssl-dev libelf-dev kmod cpio rsync gcc-aarch64-linux-gnu libc6-dev-arm64-cross patch
   # device trees
   device-tree-compiler
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 CHANNELS = 8
 THREADS = 4
 ITERATIONS = 400
@@ -71,3 +73,30 @@ def test_qemus_own_pl330_runs_on_the_comparison_platform(cosim_board_factory):
     board.run("cat /sys/module/dmatest/parameters/wait", timeout=300)
     board.kernel_log.settle()
     assert "dma0chan0-copy0: summary 20 tests, 0 failures" in board.kernel_log.text()
+
+
+# dmatest beyond its defaults, on two channels: sizes of 1 and odd lengths, a forced alignment,
+# fixed (non-random) offsets, completion by polling instead of the interrupt, 8 threads a channel
+@pytest.mark.parametrize("options,threads,iterations", [
+    ("transfer_size=1", 2, 300),
+    ("transfer_size=4093", 2, 200),
+    ("transfer_size=3 alignment=0", 2, 300),
+    ("alignment=3", 2, 300),
+    ("norandom=1", 2, 50),
+    ("polled=1", 2, 200),
+    ("", 8, 100),
+])
+def test_dmatest_beyond_the_defaults(module_board, options, threads, iterations):
+    module_board.kernel_log.settle()
+    seen = len(module_board.kernel_log.text())
+    module_board.run(f"modprobe dmatest timeout=5000 iterations={iterations} threads_per_chan={threads} "
+                     f"{options} channel=dma0chan0 channel=dma0chan1 run=1", timeout=60)
+    module_board.run("cat /sys/module/dmatest/parameters/wait", timeout=900)
+    module_board.run("rmmod dmatest")
+    module_board.kernel_log.settle()
+    log = module_board.kernel_log.text()[seen:]
+    # a thread's name (its task name) is cut at 15 characters: "dma0chan0-copy10" loses its "0"
+    summaries = re.findall(r"dmatest: (dma0chan[01])-copy\d*: summary (\d+) tests, (\d+) failures", log)
+    assert sorted(chan for chan, _, _ in summaries) == ["dma0chan0"] * threads + ["dma0chan1"] * threads
+    assert all(int(tests) == iterations and failures == "0" for _, tests, failures in summaries), log
+    assert module_board.run("cat /sys/kernel/debug/dma-api/error_count").output == "0"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cosim.dmarequest import DmaRequestPort
@@ -14,6 +16,14 @@ CR0, CR1, DR, SR, IMSC, RIS, MIS, ICR, DMACR = 0x00, 0x04, 0x08, 0x0C, 0x14, 0x1
 TFE, TNF, RNE, RFF = 1, 2, 4, 8
 RORIM, RTIM, RXIM, TXIM = 1, 2, 4, 8
 SPI_BASE = 0x0C050000
+BSY = 0x10
+
+
+def wait_done(spi: Pl022) -> None:
+    """Polls SR until the frames are out on the wire, as a driver does before it deselects."""
+    deadline = time.monotonic() + 1.0
+    while spi.read(SR, 2) & BSY:
+        assert time.monotonic() < deadline, "the PL022 stayed busy"
 
 
 class Echo(SpiDevice):
@@ -63,6 +73,7 @@ def test_frames_go_to_the_attached_device(spi):
     spi.write(CR1, 2, 0x2)
     for word in (0x1234, 0xABCD):
         spi.write(DR, 2, word)
+    wait_done(spi)
     assert echo.seen == [(0x1234, 16), (0xABCD, 16)]
     assert [spi.read(DR, 2) for _ in range(2)] == [0, 0x1234]
 
@@ -78,6 +89,7 @@ def test_chip_selects_pick_the_device_and_frame_its_commands(spi):
     assert spi.read(DR, 2) == 0xFF  # nobody drives MISO: pulled up
     spi.gpio_input("cs", 1, False)  # second selected (active low)
     spi.write(DR, 2, 0x22)
+    wait_done(spi)
     spi.gpio_input("cs", 1, True)
     assert first.seen == [] and second.seen == [(0x22, 8)]
     assert second.selects == [False, True, False] and first.selects == [False]
@@ -145,3 +157,26 @@ def test_dma_moves_frames_both_ways_through_loopback(board_parts):  # noqa: F811
     dmac.write(0xD04, 4, 0)
     assert bus.read("cpu", DST, 64) == data
     assert ssp.frames == 64 and bus.width_mismatches == []
+
+
+def test_a_frame_takes_its_time_on_the_wire(spi):
+    """SSPCLK 24 MHz / (CPSDVSR 240 x (1 + SCR 9)) = 10 kHz: 8 bits take 0.8 ms, 4 frames 3.2 ms."""
+    spi.write(0x10, 2, 240)  # CPSR
+    spi.write(CR0, 2, 9 << 8 | 0x7)  # SCR 9, 8-bit frames
+    spi.write(CR1, 2, 0x3)  # loopback, enabled
+    start = time.monotonic()
+    for b in (1, 2, 3, 4):
+        spi.write(DR, 2, b)
+    wait_done(spi)
+    elapsed = time.monotonic() - start
+    assert elapsed >= 4 * 8 / 10_000  # never sooner than the wire: what spi-loopback-test checks
+    assert [spi.read(DR, 2) for _ in range(4)] == [1, 2, 3, 4]
+
+
+def test_the_wire_goes_on_without_register_accesses(spi):
+    spi.write(0x10, 2, 240)
+    spi.write(CR0, 2, 9 << 8 | 0x7)  # 10 kHz
+    spi.write(CR1, 2, 0x3)
+    spi.write(DR, 2, 0x5A)
+    time.sleep(0.05)  # no access meanwhile: the model's own clock completes the frame
+    assert spi.regs.RIS.value & RTIM and list(spi.rx) == [0x5A]
