@@ -9,9 +9,10 @@ Installed with cosim (entry point ``pytest11``), so it works in any repository::
     def test_bad_unmap(board): ...
 
 Fixtures: ``board`` (per test), ``module_board``, ``session_board`` (shared: boot once), ``console``
-(the per-test board's command runner) and ``cosim_board_factory`` (boards of your own platform or
-plugins).  Options: ``--cosim-platform``, ``--cosim-artifacts``, ``--cosim-keep-artifacts``.
-Each test's logs (serial, kernel log, QEMU stderr, plugin trace, DTS) are named in its failure.
+(the per-test board's command runner), ``cosim_board_factory`` (boards of your own platform,
+plugins or build) and ``cosim_module_board_factory`` (the same, shared by a module).
+Options: ``--cosim-platform``, ``--cosim-artifacts``, ``--cosim-keep-artifacts``.  Each test's
+logs (serial, kernel log, QEMU stderr, plugin trace, DTS) are named in its failure.
 """
 
 from __future__ import annotations
@@ -108,6 +109,13 @@ def cosim_board_factory(request: pytest.FixtureRequest,
     yield from _maker(request, cosim_artifacts, request.node.nodeid)
 
 
+@pytest.fixture(scope="module")
+def cosim_module_board_factory(request: pytest.FixtureRequest,
+                               cosim_artifacts: Artifacts) -> Iterator[Callable[..., Board]]:
+    """``cosim_board_factory`` for boards a whole module shares (its own platform, say)."""
+    yield from _maker(request, cosim_artifacts, request.node.nodeid + "-module-factory")
+
+
 @pytest.fixture
 def board(cosim_board_factory: Callable[..., Board]) -> Board:
     return cosim_board_factory()
@@ -134,9 +142,10 @@ def session_board(request: pytest.FixtureRequest, cosim_artifacts: Artifacts) ->
 def _boards_of(item: pytest.Item) -> list[Board]:
     funcargs = getattr(item, "funcargs", {})
     boards = [funcargs[name] for name in ("board", "module_board", "session_board") if name in funcargs]
-    factory = funcargs.get("cosim_board_factory")
-    if isinstance(factory, _BoardMaker):
-        boards += factory.boards
+    for name in ("cosim_board_factory", "cosim_module_board_factory"):
+        factory = funcargs.get(name)
+        if isinstance(factory, _BoardMaker):
+            boards += factory.boards
     return [b for b in boards if isinstance(b, Board)]
 
 
