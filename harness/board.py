@@ -25,6 +25,7 @@ from .engines.qemu.engine import BridgedDevice, NativeDevice, QemuEngine, defaul
 from .peripheral import Peripheral
 from .platform import LoadedPlatform
 from .pluginmanager import default_plugin_manager
+from .share import GuestShare
 from .spi import SpiDevice
 from .watch import BoardFailure, FailureWatch
 
@@ -44,6 +45,7 @@ class Board:
         self.assembly = Assembly(platform, self.engine.layout, self.pm)
         self.bus, self.trace = self.assembly.bus, self.assembly.trace
         self.watch = FailureWatch(self.bus, logdir, self.engine.exit_code)
+        self.share = GuestShare(self.engine.layout.ram_base, platform.spec.machine.memory)
         self.endpoints: list[BridgeEndpoint] = []
         self.consoles: Consoles | None = None
         self.workdir: Path | None = None
@@ -94,8 +96,18 @@ class Board:
             raise CommandFailed(result)
         return result
 
+    def push(self, data: bytes | bytearray | Path, guest_path: str, timeout: float = 120.0) -> None:
+        """Puts ``data`` (or a host file's content) at ``guest_path``, through guest RAM: fast
+        for images of many MiB (up to cosim.share.SHARE_BYTES at a time)."""
+        self.share.push(self.run, data, guest_path, timeout)
+
+    def pull(self, guest_path: str, timeout: float = 120.0) -> bytes:
+        """The content of ``guest_path`` in the guest, through guest RAM."""
+        return self.share.pull(self.run, guest_path, timeout)
+
     def device_tree_source(self) -> str:
         nodes, aliases = self.assembly.device_tree_nodes()
+        nodes += self.share.device_tree_nodes()
         return self.engine.base_device_tree() + overlay_dts(nodes, aliases)
 
     # --- life cycle ---
@@ -147,8 +159,9 @@ class Board:
         ram_file = workdir / "guest-ram"
         with ram_file.open("wb") as f:
             f.truncate(machine.memory)
-        self.bus.add_memory(Memory.shared_file("ram", self.engine.layout.ram_base, ram_file,
-                                               machine.memory))
+        ram = Memory.shared_file("ram", self.engine.layout.ram_base, ram_file, machine.memory)
+        self.bus.add_memory(ram)
+        self.share.attach(ram.view)
         return ram_file
 
     def _bridge_endpoints(self, workdir: Path) -> list[BridgedDevice]:
@@ -175,6 +188,7 @@ class Board:
         self.assembly.save(self.logdir, {e.name: e.accesses for e in self.endpoints})
         if self.consoles is not None:
             self.consoles.close()
+        self.share.detach()
         self.bus.close()
         hygiene.close_workdir(self, self.workdir)
         self.workdir = None
