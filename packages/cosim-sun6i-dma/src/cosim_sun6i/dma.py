@@ -126,7 +126,6 @@ class Sun6iDma(Peripheral, DmaController):
             raise PeripheralError(f"requests (DRQ ports) must be 2..31, not {self.requests}")
         self.channels = [Channel(i) for i in range(self.num_channels)]
         self.pending: dict[int, bool] = {}  # DRQ port -> a burst (True) or single request
-        self.flush_handlers: dict[int, Callable[[], None]] = {}
         self.running = False
         self.lli_fetches = 0
 
@@ -146,7 +145,7 @@ class Sun6iDma(Peripheral, DmaController):
         return port
 
     def connect_request_line(self, line: int, on_flush: Callable[[], None]) -> None:
-        self.flush_handlers[line] = on_flush  # the block never flushes: kept for symmetry
+        """Nothing to keep: the block has no flush (dma_request_line checked the port)."""
 
     def dma_request(self, line: int, burst: bool, last: bool) -> None:
         with self.lock:
