@@ -98,7 +98,7 @@ class Board:
 
     def push(self, data: bytes | bytearray | Path, guest_path: str, timeout: float = 120.0) -> None:
         """Puts ``data`` (or a host file's content) at ``guest_path``, through guest RAM: fast
-        for images of many MiB (up to cosim.share.SHARE_BYTES at a time)."""
+        for images of many MiB (up to ``board.share.size`` at a time)."""
         self.share.push(self.run, data, guest_path, timeout)
 
     def pull(self, guest_path: str, timeout: float = 120.0) -> bytes:

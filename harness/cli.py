@@ -182,10 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=cmd_run)
     argv = sys.argv[1:] if argv is None else argv
     # Everything after the first "--" is the guest's command, untouched; options go before it.
-    guest_words = argv[argv.index("--") + 1:] if "--" in argv else None
-    args = parser.parse_args(argv[:argv.index("--")] if guest_words is not None else argv)
-    if guest_words is not None and args.command_name == "run":
-        args.command = [*args.command, *guest_words]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    if args.command_name == "run":
+        args.command = [*args.command, *argv[split + 1:]]
     try:
         return args.func(args)
     except (PlatformError, BuildError) as e:

@@ -58,7 +58,7 @@ class Field:
 
 class ModelNotes:
     """What drivers did that the models do not model, counted per model, kind and offset; one
-    set per board.  ``summary()`` is what the end-of-test warning says."""
+    set per board.  ``lines()`` go to plugin-trace.log, ``summary()`` totals them per model."""
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str, int], int] = {}
@@ -343,7 +343,6 @@ class Peripheral:
         self.irqs = {n: IrqLine(n, i, irq_sink) for i, n in enumerate(self.irq_names)}
         self.dma = BusMaster(bus, config.name, config.stream_id) if self.dma_master else None
         self.notes = notes or ModelNotes()  # the board's, shared by its models
-        self.unmapped_accesses = 0
         self.in_reset = False  # held by a reset line (platform ``resets``): the bus is ignored
         self.host_failures: list[str] = []
         for spec in self._registers.values():
@@ -383,6 +382,12 @@ class Peripheral:
         """A GPIO line wired to this model's input ``name`` (platform ``gpios``) changed level."""
         raise PeripheralError(f"{type(self).__name__} has no GPIO input '{name}'")
 
+    @property
+    def unmapped_accesses(self) -> int:
+        """Accesses to offsets no register declares (they read 0 and ignore writes)."""
+        return sum(count for (model, kind, _), count in self.notes.counts.items()
+                   if model == self.name and kind.endswith("an unmodelled register"))
+
     def reset_input(self, asserted: bool) -> None:
         """A reset line wired to the model (platform ``resets``) was asserted or released.  Held
         in reset, the block ignores its bus (reads 0) and its registers return to their reset
@@ -419,7 +424,6 @@ class Peripheral:
                 return 0
             found = self._find(offset, size)
             if found is None:
-                self.unmapped_accesses += 1
                 self.notes.note(self.name, "read of an unmodelled register", offset)
                 return 0
             spec, shift = found
@@ -441,7 +445,6 @@ class Peripheral:
                 return
             found = self._find(offset, size)
             if found is None:
-                self.unmapped_accesses += 1
                 self.notes.note(self.name, "write to an unmodelled register", offset, data)
                 return
             spec, shift = found

@@ -1,10 +1,10 @@
 """Large data in and out of the guest through guest RAM: ``board.push()`` and ``board.pull()``.
 
-Guest RAM is a file the harness maps.  The top ``SHARE_BYTES`` of it are reserved in the device
-tree (``no-map``: the kernel never uses them) and given to cosim's ``cosim_share`` guest driver,
-which shows them as ``/dev/cosim-share``.  A push writes the bytes there on the host and has the
-guest copy them out with ``head -c``; a pull has the guest write a file there and reads it on the
-host — memory copies, no console traffic.
+Guest RAM is a file the harness maps. The top ``SHARE_BYTES`` of it (an eighth on a board with less
+than 256 MiB) are reserved in the device tree (``no-map``: the kernel never uses them) and given to
+cosim's ``cosim_share`` guest driver, which shows them as ``/dev/cosim-share``. A push writes the
+bytes there on the host and has the guest copy them out with ``head -c``; a pull has the guest write
+a file there and reads it on the host — memory copies, no console traffic.
 """
 
 from __future__ import annotations
@@ -22,15 +22,13 @@ GUEST_DEVICE = "/dev/cosim-share"
 
 class GuestShare:
     def __init__(self, ram_base: int, ram_bytes: int):
-        if ram_bytes < 4 * SHARE_BYTES:
-            raise ValueError(f"guest RAM of {ram_bytes >> 20} MiB is too small to give "
-                             f"{SHARE_BYTES >> 20} MiB to board.push()/pull()")
-        self.address = ram_base + ram_bytes - SHARE_BYTES
-        self.offset = ram_bytes - SHARE_BYTES  # into the guest-RAM file
+        self.size = min(SHARE_BYTES, ram_bytes // 8)
+        self.address = ram_base + ram_bytes - self.size
+        self.offset = ram_bytes - self.size  # into the guest-RAM file
         self.memory: memoryview | None = None  # the region in the mapped guest RAM, once started
 
     def device_tree_nodes(self) -> list[DtNode]:
-        region = DtNode("cosim-share", self.address, {"reg": reg_cells(self.address, SHARE_BYTES),
+        region = DtNode("cosim-share", self.address, {"reg": reg_cells(self.address, self.size),
                                                       "no-map": True})
         reserved = DtNode("reserved-memory", None, {"#address-cells": 2, "#size-cells": 2,
                                                     "ranges": True}, [region])
@@ -40,7 +38,7 @@ class GuestShare:
         return [reserved, device]
 
     def attach(self, ram: memoryview) -> None:
-        self.memory = ram[self.offset:self.offset + SHARE_BYTES]
+        self.memory = ram[self.offset:self.offset + self.size]
 
     def detach(self) -> None:
         """Before guest RAM is unmapped: no view of it may outlive the mapping."""
@@ -64,8 +62,7 @@ class GuestShare:
         assert self.memory is not None, "the board is not started"
         return bytes(self.memory[:size])
 
-    @staticmethod
-    def _fits(size: int, what: str) -> None:
-        if size > SHARE_BYTES:
-            raise ValueError(f"board.{what}() moves up to {SHARE_BYTES >> 20} MiB at a time, "
+    def _fits(self, size: int, what: str) -> None:
+        if size > self.size:
+            raise ValueError(f"board.{what}() moves up to {self.size >> 20} MiB at a time, "
                              f"not {size} bytes")
