@@ -9,6 +9,7 @@ Stop: the reverse, keeping the logs.  Whatever goes wrong surfaces as a :class:`
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,16 @@ __all__ = ["Board", "BoardFailure"]
 
 BOOTARGS = "console=ttyAMA0 rdinit=/init panic=-1 loglevel=7"
 BOOT_TIMEOUT_S = 60.0
+GUEST_HOST_FOLDER = "/mnt/host"  # where the guest mounts the board's host folder (virtio-9p)
 
 
 class Board:
     def __init__(self, platform: LoadedPlatform, artifacts: Artifacts, logdir: Path,
-                 pm: pluggy.PluginManager | None = None, pin_cpus: set[int] | None = None):
+                 pm: pluggy.PluginManager | None = None, pin_cpus: set[int] | None = None,
+                 host_folder: Path | None = None):
         self.platform, self.artifacts, self.logdir = platform, artifacts, logdir
+        # Shared read-write with the guest at GUEST_HOST_FOLDER; kept with the logs by default
+        self.host_folder = host_folder or logdir / "host"
         self.pm = pm or default_plugin_manager()
         self.pin_cpus = default_pinning() if pin_cpus is None else pin_cpus
         self.engine = QemuEngine(artifacts.qemu, platform.spec.machine)
@@ -130,10 +135,11 @@ class Board:
         (self.logdir / "board.dts").write_text(dts)
         compile_dts(dts, workdir / "board.dtb")
         self.consoles = Consoles(workdir, self.logdir)
+        self.host_folder.mkdir(parents=True, exist_ok=True)
         spec = self.platform.spec
         cmd = self.engine.command(
             ram_file=ram_file, dtb=workdir / "board.dtb", kernel=self.artifacts.kernel,
-            initramfs=self.artifacts.initramfs,
+            initramfs=self._initramfs(workdir), host_folder=self.host_folder,
             bootargs=" ".join(filter(None, [BOOTARGS, spec.guest.bootargs])),
             kernel_console=self.consoles.kernel_socket, shell_console=self.consoles.shell_socket,
             devices=bridged, extra_args=extra_qemu_args,
@@ -152,6 +158,17 @@ class Board:
         assert self.console is not None
         self.console.wait_ready(boot_timeout)
         self.pm.hook.cosim_board_started(board=self)
+
+    def _initramfs(self, workdir: Path) -> Path:
+        """cosim's image with the layers appended: Linux unpacks concatenated archives in turn."""
+        if not self.artifacts.layers:
+            return self.artifacts.initramfs
+        image = workdir / "initramfs.cpio.gz"
+        with image.open("wb") as out:
+            for part in (self.artifacts.initramfs, *self.artifacts.layers):
+                with part.open("rb") as f:
+                    shutil.copyfileobj(f, out)
+        return image
 
     def _guest_ram(self, workdir: Path) -> Path:
         """Guest RAM is a file QEMU maps shared: models DMA straight into it through the bus."""

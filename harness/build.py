@@ -8,14 +8,15 @@ recompiles one file.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -37,6 +38,8 @@ QEMU_CONFIGURE = (
     "--disable-docs",
     "--disable-werror",
     "--disable-install-blobs",
+    "--enable-attr",  # glibc's xattr calls: virtio-9p needs them, not libattr
+    "--enable-virtfs",  # virtio-9p: a host folder shared into the guest read-write
     "--python=/usr/bin/python3",  # a pyenv shim on PATH breaks configure's own detection
 )
 # Names what prepare_qemu_tree changes in QEMU's source; change it when that code changes.
@@ -193,8 +196,12 @@ def package_version(package: str) -> str:
 
 
 def config_fragment_options(fragment: Path) -> dict[str, str]:
+    return config_fragment_options_text(fragment.read_text())
+
+
+def config_fragment_options_text(text: str) -> dict[str, str]:
     options = {}
-    for line in fragment.read_text().splitlines():
+    for line in text.splitlines():
         if m := re.match(r"^(CONFIG_\w+)=(.*)$", line.strip()):
             options[m[1]] = m[2]
         elif m := re.match(r"^# (CONFIG_\w+) is not set$", line.strip()):
@@ -202,13 +209,74 @@ def config_fragment_options(fragment: Path) -> dict[str, str]:
     return options
 
 
-def check_config(tree: Path, fragment: Path) -> None:
+def option_purposes(fragment: Path) -> dict[str, str]:
+    """What each option of cosim's fragment is for: the first comment line of its paragraph."""
+    purposes: dict[str, str] = {}
+    heading: str | None = None  # a paragraph's first comment line
+    for line in fragment.read_text().splitlines():
+        if not line.strip():
+            heading = None
+        elif m := re.match(r"^(CONFIG_\w+)=", line):
+            purposes[m[1]] = heading or ""
+        elif line.startswith("# ") and heading is None:
+            heading = line[2:]
+    return purposes
+
+
+def kconfig_symbols(tree: Path) -> set[str]:
+    """Every option a source tree's Kconfig files define."""
+    symbols = set()
+    for path in tree.rglob("Kconfig*"):
+        for m in re.finditer(r"^\s*(?:menu)?config\s+(\w+)\s*$", path.read_text(errors="replace"), re.M):
+            symbols.add("CONFIG_" + m[1])
+    return symbols
+
+
+def check_config(tree: Path, wanted: list[tuple[Path | str, dict[str, str]]],
+                 purposes: dict[str, str]) -> None:
+    """Every option asked for landed in ``.config``; the error names each one that did not, who
+    asked for it, and why: unknown to this tree, or lost to unmet dependencies."""
     have = config_fragment_options(tree / ".config")
-    missing = [f"{k}={v} (got {have.get(k, 'n')})" for k, v in config_fragment_options(fragment).items()
-               if have.get(k, "n") != v]
-    if missing:
-        raise BuildError(f"kernel config lost options of {fragment.name} (unmet dependencies?): "
-                         + ", ".join(missing))
+    lost = [(origin, k, v) for origin, options in wanted for k, v in options.items()
+            if have.get(k, "n") != v]
+    if not lost:
+        return
+    known = kconfig_symbols(tree)
+    lines = []
+    for origin, option, value in lost:
+        why = ("this tree has no such option" if option not in known
+               else f"got {have.get(option, 'n')}: a dependency is not met")
+        purpose = f"; cosim needs it for: {purposes[option]}" if origin == "cosim" else ""
+        lines.append(f"  {option}={value} ({origin}): {why}{purpose}")
+    raise BuildError("kernel options did not take after configuring:\n" + "\n".join(lines))
+
+
+@dataclass(frozen=True)
+class KernelChanges:
+    """A user's changes to the guest kernel (a platform's ``guest.kernel``)."""
+
+    options: tuple[str, ...] = ()  # CONFIG_NAME=value
+    fragments: tuple[Path, ...] = ()
+    patches: tuple[Path, ...] = ()
+    source: Path | None = None  # a kernel source tree in place of Debian's linux-source
+
+    def key_parts(self) -> list[str | bytes | Path]:
+        parts: list[str | bytes | Path] = [*self.options, *self.fragments, *self.patches]
+        if self.source is not None:
+            parts += [str(self.source), tree_state(self.source)]
+        return parts
+
+
+def tree_state(tree: Path) -> str:
+    """A cheap stand-in for a whole tree's content: every file's path, size and mtime (an edit
+    changes it; hashing a kernel tree's 1.5 GB would cost seconds on every boot)."""
+    h = hashlib.sha256()
+    for folder, dirs, names in os.walk(tree):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        for name in sorted(names):
+            st = os.lstat(os.path.join(folder, name))
+            h.update(f"{os.path.join(folder, name)}:{st.st_size}:{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()
 
 
 KERNEL_PATCHES_DIR = GUEST_DIR / "kernel" / "patches"
@@ -231,13 +299,17 @@ def apply_patches(tree: Path, patches: Sequence[Path], log: Path) -> None:
         console.print(f"[green]✓[/] kernel patch {patch.name}")
 
 
-def build_kernel(logs: Path, patches: Sequence[Path] | None = None) -> KernelArtifacts:
-    """The guest kernel from Debian's source with cosim's config fragment and ``patches``
-    (default: cosim's own, ``guest/kernel/patches``), cached by a hash of all of them."""
-    fragment = GUEST_DIR / "kernel" / "cosim.config"
+COSIM_FRAGMENT = GUEST_DIR / "kernel" / "cosim.config"
+
+
+def build_kernel(logs: Path, patches: Sequence[Path] | None = None,
+                 changes: KernelChanges = KernelChanges()) -> KernelArtifacts:
+    """The guest kernel from Debian's source (or ``changes.source``) with cosim's config fragment
+    and ``patches`` (default: cosim's own, ``guest/kernel/patches``), then a user's ``changes``;
+    cached by a hash of all of them."""
     patches = kernel_patches() if patches is None else tuple(patches)
-    version = package_version(KERNEL_PACKAGE)
-    out = cache_root() / f"linux-{digest([version, fragment, *KMAKE, *patches])}"
+    origin = package_version(KERNEL_PACKAGE) if changes.source is None else "own tree"
+    out = cache_root() / f"linux-{digest([origin, COSIM_FRAGMENT, *KMAKE, *patches, *changes.key_parts()])}"
     tree = out / "src"
     image = tree / "arch" / "arm64" / "boot" / "Image"
     if (out / ".done").exists():
@@ -245,13 +317,41 @@ def build_kernel(logs: Path, patches: Sequence[Path] | None = None) -> KernelArt
         return KernelArtifacts(image, tree, out / "modules", release)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    tarball = Path(f"/usr/src/{KERNEL_PACKAGE}.tar.xz")
-    run("unpack kernel source", ["tar", "xf", tarball, "-C", out], logs / "kernel.log")
-    (out / KERNEL_PACKAGE).rename(tree)
-    apply_patches(tree, patches, logs / "kernel.log")
-    run("configure kernel", [*KMAKE, f"KCONFIG_ALLCONFIG={fragment}", "allnoconfig"],
-        logs / "kernel.log", cwd=tree)
-    check_config(tree, fragment)
+    if changes.source is None:
+        tarball = Path(f"/usr/src/{KERNEL_PACKAGE}.tar.xz")
+        run("unpack kernel source", ["tar", "xf", tarball, "-C", out], logs / "kernel.log")
+        (out / KERNEL_PACKAGE).rename(tree)
+    else:  # a copy: the build and the patches must not touch the user's tree
+        run(f"copy kernel tree {changes.source}", ["rsync", "-a", "--exclude=.git",
+                                                   f"{changes.source}/", tree], logs / "kernel.log")
+    try:
+        apply_patches(tree, (*patches, *changes.patches), logs / "kernel.log")
+    except BuildError:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    # cosim's fragment, then the user's: a later setting of an option wins (the user's choice)
+    wanted: list[tuple[Path | str, dict[str, str]]] = [("cosim", config_fragment_options(COSIM_FRAGMENT))]
+    text = COSIM_FRAGMENT.read_text()
+    for fragment in changes.fragments:
+        wanted.append((fragment, config_fragment_options(fragment)))
+        text += f"\n# {fragment}\n" + fragment.read_text()
+    if changes.options:
+        options = "".join(f"{o}\n" for o in changes.options)
+        wanted.append(("guest.kernel.options", config_fragment_options_text(options)))
+        text += "\n# guest.kernel.options\n" + options
+    for i, (_, options) in enumerate(wanted):
+        for _, later in wanted[i + 1:]:
+            for option in later.keys() & options.keys():
+                del options[option]
+    allconfig = out / "allconfig"
+    allconfig.write_text(text)
+    try:
+        run("configure kernel", [*KMAKE, f"KCONFIG_ALLCONFIG={allconfig}", "allnoconfig"],
+            logs / "kernel.log", cwd=tree)
+        check_config(tree, wanted, option_purposes(COSIM_FRAGMENT))
+    except BuildError:
+        shutil.rmtree(out, ignore_errors=True)  # a configuration that failed is not worth 1.5 GB
+        raise
     jobs = f"-j{os.cpu_count() or 2}"
     run("build kernel (first build ~5 min)", [*KMAKE, jobs, "Image", "modules"], logs / "kernel.log",
         cwd=tree)
@@ -389,17 +489,31 @@ class Artifacts:
     qemu: Path
     kernel: Path
     initramfs: Path
+    build: KernelArtifacts  # the kernel's tree and modules, for building modules against it
+    guest_modules: Path  # cosim's own guest drivers, built for that kernel
+    layers: tuple[Path, ...] = ()  # archives appended to the initramfs at boot (a user's content)
+
+    def with_layers(self, *layers: Path) -> Artifacts:
+        return replace(self, layers=(*self.layers, *layers))
 
 
-def build_all(logs: Path | None = None, kernel_patches: Sequence[Path] | None = None) -> Artifacts:
-    """QEMU, kernel and initramfs, built where the cache lacks them.  ``kernel_patches`` replaces
-    cosim's own kernel patches (a kernel without a fix, to show the bug it fixes)."""
-    logs = logs or cache_root() / "logs"
-    cache_root().mkdir(parents=True, exist_ok=True)
-    # One build at a time per cache: a second process (another session, an xdist worker) waits
-    # here, then finds the artifacts done, instead of unpacking over a tree being compiled.
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """One build at a time per cache: a second process (another session, an xdist worker) waits
+    here, then finds the artifacts done, instead of unpacking over a tree being compiled."""
     with (cache_root() / ".build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def build_all(logs: Path | None = None, kernel_patches: Sequence[Path] | None = None,
+              kernel_changes: KernelChanges = KernelChanges()) -> Artifacts:
+    """QEMU, kernel and initramfs, built where the cache lacks them.  ``kernel_patches`` replaces
+    cosim's own kernel patches (a kernel without a fix, to show the bug it fixes);
+    ``kernel_changes`` are a user's (a platform's ``guest.kernel``)."""
+    logs = logs or cache_root() / "logs"
+    with build_lock():
         qemu = build_qemu(logs)
-        kernel = build_kernel(logs, kernel_patches)
-        return Artifacts(qemu, kernel.image, build_initramfs(kernel, logs))
+        kernel = build_kernel(logs, kernel_patches, kernel_changes)
+        return Artifacts(qemu, kernel.image, build_initramfs(kernel, logs), kernel,
+                         build_guest_modules(kernel, logs))

@@ -22,6 +22,7 @@ from rich.table import Table
 from .board import Board, BoardFailure
 from .build import BuildError, build_all
 from .console import CommandFailed, CommandTimeout
+from .guestimage import build_for
 from .platform import PlatformError, load_platform
 
 out = Console(soft_wrap=True)  # never break a path or an error message
@@ -33,7 +34,8 @@ def _logdir(name: str) -> Path:
 
 
 def _board(platform: str, purpose: str = "run") -> Board:
-    return Board(load_platform(platform), build_all(), _logdir(purpose))
+    loaded = load_platform(platform)
+    return Board(loaded, build_for(loaded), _logdir(purpose))
 
 
 @contextlib.contextmanager
@@ -54,8 +56,10 @@ def guest_command_line(words: list[str]) -> str:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    artifacts = build_all()
+    artifacts = build_for(load_platform(args.platform)) if args.platform else build_all()
     out.print(f"QEMU      {artifacts.qemu}\nkernel    {artifacts.kernel}\ninitramfs {artifacts.initramfs}")
+    for layer in artifacts.layers:
+        out.print(f"layer     {layer}")
     return 0
 
 
@@ -93,8 +97,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Boots the default platform and shows the Python models working for real drivers."""
     start = time.monotonic()
-    artifacts = build_all()
-    board = Board(load_platform(args.platform), artifacts, _logdir("demo"))
+    loaded = load_platform(args.platform)
+    board = Board(loaded, build_for(loaded), _logdir("demo"))
     table = Table(title=f"platform {board.platform.spec.name}: Python peripherals")
     for column in ("name", "model", "window", "GIC SPIs"):
         table.add_column(column)
@@ -163,8 +167,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cosim", description=__doc__)
     sub = parser.add_subparsers(dest="command_name", required=True)
-    sub.add_parser("build", help="build QEMU (with the bridge), the guest kernel and initramfs"
-                   ).set_defaults(func=cmd_build)
+    build = sub.add_parser("build", help="build QEMU (with the bridge), the guest kernel and "
+                           "initramfs, and a platform's own guest content")
+    build.add_argument("platform", nargs="?", help="also build what this platform's guest: needs")
+    build.set_defaults(func=cmd_build)
     for name, func, text in (("boot", cmd_boot, "boot a platform to an interactive shell"),
                              ("dts", cmd_dts, "print the device tree the guest would boot with"),
                              ("demo", cmd_demo, "boot the default platform and show DMA and UART")):

@@ -37,6 +37,7 @@ FATAL_PATTERNS = {
     "kernel BUG": re.compile(r"\bBUG:|kernel BUG at "),
     "bad access": re.compile(r"Unable to handle kernel"),
     "warning": re.compile(r"WARNING: CPU: \d+ PID: \d+"),
+    "boot module": re.compile(r"cosim-init: cannot load module"),  # a guest section's load:
     # every DMA-API line but the two it prints at boot
     "DMA-API": re.compile(r"DMA-API: (?!preallocated \d+ debug entries|debugging enabled by kernel)"),
 }

@@ -53,8 +53,48 @@ class Machine(_Strict):
         return parse_size(v)
 
 
-class Guest(_Strict):
+class GuestModules(_Strict):
+    """A folder of out-of-tree kernel modules (a Kbuild or a Makefile with ``obj-m``)."""
+
+    path: str
+    load: list[str] = []  # "name param=value ...": modprobe'd at boot, in order
+
+
+class GuestKernel(_Strict):
+    """Changes to the guest kernel: each set of them is a kernel of its own, cached."""
+
+    options: list[str] = []  # "CONFIG_FOO=y", "CONFIG_BAR=m", "CONFIG_BAZ=n"
+    fragments: list[str] = []  # config fragment files, applied after cosim's own
+    patches: list[str] = []  # applied in order, after cosim's own
+    source: str | None = None  # a kernel source tree in place of Debian's linux-source
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: list[str]) -> list[str]:
+        for option in v:
+            if not re.fullmatch(r"CONFIG_[A-Za-z0-9_]+=(y|m|n|\d+|0x[0-9a-fA-F]+|\"[^\"]*\")", option):
+                raise ValueError(f"{option!r} is not an option setting: write CONFIG_NAME=y, =m, "
+                                 "=n, a number or a quoted string")
+        return v
+
+
+class GuestContent(_Strict):
+    """What a user puts into the guest beside cosim's own: built, cached and appended to the
+    initramfs as an archive of its own.  Paths are relative to the file that names them."""
+
+    modules: list[GuestModules] = []
+    programs: list[str] = []  # C files, or folders with a Makefile: cross-built, put on PATH
+    packages: list[str] = []  # Debian bookworm arm64 packages, with what they depend on
+    files: dict[str, str] = {}  # host path -> guest path
+    overlay: str | None = None  # a folder copied over the guest's root
+
+    def is_empty(self) -> bool:
+        return not (self.modules or self.programs or self.packages or self.files or self.overlay)
+
+
+class Guest(GuestContent):
     bootargs: str = ""
+    kernel: GuestKernel = GuestKernel()
 
 
 class BusDeviceSpec(_Strict):
@@ -147,11 +187,28 @@ class MachineLayout:
 class LoadedPlatform:
     """A validated platform and where each part of it came from, for later error messages."""
 
-    def __init__(self, spec: Platform, path: Path, root: yaml.Node):
+    def __init__(self, spec: Platform, path: Path, root: yaml.Node,
+                 guest_origin: tuple[Path, yaml.Node] | None = None):
         self.spec, self.path, self._root = spec, path, root
+        # The guest section's own file, when the platform names one (``guest: guest.yaml``)
+        self._guest_path, self._guest_root = guest_origin or (path, _child(root, "guest"))
 
     def where(self, *loc: str | int) -> str:
         return f"{self.path}:{_line_of(self._root, loc)}"
+
+    def guest_where(self, *loc: str | int) -> str:
+        """File and line of ``loc`` within the guest section, wherever that section is written."""
+        return f"{self._guest_path}:{_line_of(self._guest_root, loc)}"
+
+    def guest_path(self, value: str, *loc: str | int, folder: bool | None = None) -> Path:
+        """A host path the guest section names (relative to its file), which must exist
+        (as a folder if ``folder``, a file if ``folder`` is False)."""
+        path = (self._guest_path.parent / value).resolve()
+        kind = {True: "folder", False: "file", None: "path"}[folder]
+        if not path.exists() or (folder is not None and path.is_dir() != folder):
+            raise PlatformError(f"{self.guest_where(*loc)}: guest.{'.'.join(map(str, loc))}: "
+                                f"no {kind} {path}")
+        return path
 
     def where_key(self, *loc: str | int) -> str:
         """The line of the key at ``loc`` itself (for a key that should not be there)."""
@@ -188,6 +245,12 @@ def _line_of(node: yaml.Node, loc: Iterable[str | int]) -> int:
     return node.start_mark.line + 1
 
 
+def _child(node: yaml.Node, key: str) -> yaml.Node:
+    if isinstance(node, yaml.MappingNode):
+        return next((v for k, v in node.value if k.value == key), node)
+    return node
+
+
 def _key_line(root: yaml.Node, loc: tuple[str | int, ...]) -> int:
     """For an unknown key: the line of the key itself."""
     parent = root
@@ -203,8 +266,7 @@ def _key_line(root: yaml.Node, loc: tuple[str | int, ...]) -> int:
     return parent.start_mark.line + 1
 
 
-def _fields_of(loc: tuple[str | int, ...]) -> list[str]:
-    model: type[BaseModel] = Platform
+def _fields_of(loc: tuple[str | int, ...], model: type[BaseModel]) -> list[str]:
     for key in loc[:-1]:
         if isinstance(key, int):
             continue
@@ -217,12 +279,13 @@ def _fields_of(loc: tuple[str | int, ...]) -> list[str]:
     return sorted(model.model_fields)
 
 
-def _describe(error: dict[str, Any], path: Path, root: yaml.Node) -> str:
+def _describe(error: dict[str, Any], path: Path, root: yaml.Node,
+              model: type[BaseModel] | None = None) -> str:
     loc = tuple(error["loc"])
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
-        allowed = ", ".join(_fields_of(loc))
+        allowed = ", ".join(_fields_of(loc, model or Platform))
         return f"{path}:{_key_line(root, loc)}: unknown key '{loc[-1]}' — allowed here: {allowed}"
     if kind == "missing":
         return f"{path}:{_line_of(root, loc[:-1])}: missing field '{dotted}' — add it"
@@ -240,8 +303,7 @@ def resolve_platform_path(name_or_path: str | Path) -> Path:
     raise PlatformError(f"no platform '{name_or_path}': give a YAML file or one of: {known}")
 
 
-def load_platform(name_or_path: str | Path) -> LoadedPlatform:
-    path = resolve_platform_path(name_or_path)
+def _read_yaml(path: Path, shape: str) -> tuple[Any, yaml.Node]:
     try:
         text = path.read_text()
     except OSError as e:
@@ -254,9 +316,33 @@ def load_platform(name_or_path: str | Path) -> LoadedPlatform:
         line = mark.line + 1 if mark else "?"
         raise PlatformError(f"{path}:{line}: invalid YAML: {e.problem or e}") from None
     if not isinstance(data, dict) or root is None:
-        raise PlatformError(f"{path}:1: a platform file is a mapping with at least 'name:'")
+        raise PlatformError(f"{path}:1: {shape}")
+    return data, root
+
+
+def _guest_file(platform: Path, root: yaml.Node, name: str) -> tuple[dict[str, Any], Path, yaml.Node]:
+    """The guest section a platform names (``guest: acme-guest.yaml``), checked in its own file."""
+    path = (platform.parent / name).resolve()
+    if not path.is_file():
+        raise PlatformError(f"{platform}:{_line_of(root, ('guest',))}: guest: no file {path}")
+    data, guest_root = _read_yaml(path, "a guest file is a mapping (modules:, programs:, ...)")
+    try:
+        Guest.model_validate(data)
+    except ValidationError as e:
+        raise PlatformError("\n".join(_describe(err, path, guest_root, Guest)
+                                      for err in e.errors())) from None
+    return data, path, guest_root
+
+
+def load_platform(name_or_path: str | Path) -> LoadedPlatform:
+    path = resolve_platform_path(name_or_path)
+    data, root = _read_yaml(path, "a platform file is a mapping with at least 'name:'")
+    guest_origin = None
+    if isinstance(data.get("guest"), str):
+        data["guest"], guest_path, guest_root = _guest_file(path, root, data["guest"])
+        guest_origin = (guest_path, guest_root)
     try:
         spec = Platform.model_validate(data)
     except ValidationError as e:
         raise PlatformError("\n".join(_describe(err, path, root) for err in e.errors())) from None
-    return LoadedPlatform(spec, path, root)
+    return LoadedPlatform(spec, path, root, guest_origin)

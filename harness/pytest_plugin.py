@@ -8,9 +8,13 @@ Installed with cosim (entry point ``pytest11``), so it works in any repository::
     @pytest.mark.cosim_expect("DMA-API")        # a test that provokes DMA-API warnings
     def test_bad_unmap(board): ...
 
+    @pytest.mark.cosim_guest(files={"image.bin": "/tmp/image.bin"}, packages=["mtd-utils"])
+    def test_flashcp(board): ...                # this test's board gets these too
+
 Fixtures: ``board`` (per test), ``module_board``, ``session_board`` (shared: boot once), ``console``
 (the per-test board's command runner), ``cosim_board_factory`` (boards of your own platform,
-plugins or build) and ``cosim_module_board_factory`` (the same, shared by a module).
+plugins, build or guest additions) and ``cosim_module_board_factory`` (the same, shared by a
+module).
 Options: ``--cosim-platform``, ``--cosim-artifacts``, ``--cosim-keep-artifacts``.  Each test's
 logs (serial, kernel log, QEMU stderr, plugin trace, DTS) are named in its failure.
 """
@@ -30,7 +34,8 @@ import pytest
 
 from .board import Board
 from .build import Artifacts, build_all
-from .platform import load_platform
+from .guestimage import GuestAdditions, build_for
+from .platform import GuestKernel, load_platform
 from .pluginmanager import create_plugin_manager
 
 LOGS_KEY = pytest.StashKey[list[Path]]()
@@ -50,6 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cosim_expect(*categories): kernel-log categories the test "
                             "expects, e.g. 'DMA-API', instead of failing on them")
+    config.addinivalue_line("markers", "cosim_guest(modules=, programs=, packages=, files=, "
+                            "overlay=): what the test's board gets beside its platform's guest "
+                            "content (an initramfs layer appended at boot; paths relative to the "
+                            "test's folder)")
     config.addinivalue_line("markers", "integration: boots the real guest in QEMU")
 
 
@@ -64,16 +73,26 @@ def cosim_artifacts(pytestconfig: pytest.Config) -> Artifacts:
 
 
 class _BoardMaker:
-    def __init__(self, config: pytest.Config, artifacts: Artifacts, logdir: Path):
+    def __init__(self, config: pytest.Config, artifacts: Artifacts, logdir: Path, folder: Path,
+                 label: str):
         self.config, self.artifacts, self.logdir = config, artifacts, logdir
+        self.folder, self.label = folder, label  # where a test's guest additions are relative to
         self.boards: list[Board] = []
 
     def __call__(self, platform: str | Path | None = None, plugins: tuple[object, ...] = (),
-                 start: bool = True, artifacts: Artifacts | None = None) -> Board:
+                 start: bool = True, artifacts: Artifacts | None = None,
+                 guest: dict[str, Any] | None = None) -> Board:
         name = platform or self.config.getoption("--cosim-platform")
         logdir = self.logdir if not self.boards else self.logdir / f"board{len(self.boards)}"
         pm = create_plugin_manager(plugins) if plugins else None
-        board = Board(load_platform(name), artifacts or self.artifacts, logdir, pm=pm)
+        loaded = load_platform(name)
+        if artifacts is None and loaded.spec.guest.kernel == GuestKernel():
+            artifacts = self.artifacts  # the session's build serves every platform that keeps our kernel
+        additions = []
+        if guest:
+            origin = GuestAdditions(self.folder, self.label)
+            additions.append((origin.content(guest), origin))
+        board = Board(loaded, build_for(loaded, additions, artifacts=artifacts), logdir, pm=pm)
         self.boards.append(board)
         if start:
             board.start()
@@ -94,7 +113,8 @@ def _logdir(request: pytest.FixtureRequest, name: str) -> Path:
 
 
 def _maker(request: pytest.FixtureRequest, artifacts: Artifacts, name: str) -> Iterator[_BoardMaker]:
-    maker = _BoardMaker(request.config, artifacts, _logdir(request, name))
+    maker = _BoardMaker(request.config, artifacts, _logdir(request, name), request.path.parent,
+                        request.node.nodeid)
     try:
         yield maker
     finally:
@@ -117,8 +137,9 @@ def cosim_module_board_factory(request: pytest.FixtureRequest,
 
 
 @pytest.fixture
-def board(cosim_board_factory: Callable[..., Board]) -> Board:
-    return cosim_board_factory()
+def board(request: pytest.FixtureRequest, cosim_board_factory: Callable[..., Board]) -> Board:
+    marker = request.node.get_closest_marker("cosim_guest")
+    return cosim_board_factory(guest=marker.kwargs if marker else None)
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import yaml
 
 from cosim.platform import resolve_platform_path
 
+# A sample user repository, run by pytest from a copy outside cosim's tree (test_user_repository)
+collect_ignore = ["user_repository"]
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

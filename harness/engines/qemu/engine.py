@@ -101,7 +101,8 @@ class QemuEngine:
 
     def command(self, *, ram_file: Path, dtb: Path, kernel: Path, initramfs: Path, bootargs: str,
                 kernel_console: Path, shell_console: Path, devices: list[BridgedDevice],
-                native: list[NativeDevice], extra_args: list[str]) -> list[str]:
+                native: list[NativeDevice], extra_args: list[str],
+                host_folder: Path | None = None) -> list[str]:
         ram = (f"memory-backend-file,id=ram,size={self.machine.memory},mem-path={ram_file},"
                "share=on")
         cmd = [str(self.binary), *self.machine_args(), "-object", ram,
@@ -112,6 +113,10 @@ class QemuEngine:
                "-device", "virtconsole,chardev=shell",
                "-kernel", str(kernel), "-initrd", str(initramfs), "-dtb", str(dtb),
                "-append", bootargs]
+        if host_folder is not None:  # the guest's init mounts it by this tag
+            folder = str(host_folder).replace(",", ",,")  # QEMU's escape for a comma in a value
+            cmd += ["-fsdev", f"local,id=hostfs,path={folder},security_model=none,multidevs=remap",
+                    "-device", "virtio-9p-device,fsdev=hostfs,mount_tag=cosim-host"]
         for d in devices:
             irqs = ":".join(str(s) for s in d.spis)
             cmd += ["-device", f"cosim-bridge,name={d.name},socket={d.socket},base={d.base:#x},"
