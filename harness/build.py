@@ -23,6 +23,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
+from . import debian
+
 REPO = Path(__file__).resolve().parent.parent
 QEMU_DIR = Path(__file__).resolve().parent / "engines" / "qemu"
 GUEST_DIR = REPO / "guest"
@@ -93,6 +95,7 @@ def run(step: str, cmd: Sequence[str | Path], log: Path, cwd: Path | None = None
             if text:
                 status.update(f"[bold]{step}[/] [dim]{escape(text[:100])}[/]")
         if proc.wait() != 0:
+            out.flush()  # the tail below is this step's output, not what was there before
             tail = log.read_text(errors="replace").splitlines()[-25:]
             raise BuildError(f"{step} failed (exit {proc.returncode}); log: {log}\n" + "\n".join(tail))
     console.print(f"[green]✓[/] {step}")
@@ -415,32 +418,40 @@ def build_kernel_tools(kernel: KernelArtifacts, logs: Path) -> Path:
     return out
 
 
-def fetch_arm64_deb(package: str, logs: Path) -> Path:
-    """Unpacks an arm64 Debian package into the cache; returns the folder."""
-    downloads = cache_root() / "downloads"
-    downloads.mkdir(exist_ok=True)
-    debs = sorted(downloads.glob(f"{package}_*_arm64.deb"))
-    if not debs:
-        run(f"download {package}:arm64", ["apt-get", "download", f"{package}:arm64"],
-            logs / "guest.log", cwd=downloads)
-        debs = sorted(downloads.glob(f"{package}_*_arm64.deb"))
-    out = downloads / debs[-1].stem
-    if not out.exists():
-        tmp = out.parent / (out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        run(f"unpack {package}:arm64", ["dpkg-deb", "-x", debs[-1], tmp], logs / "guest.log")
-        tmp.rename(out)
-    return out
+# The guest's shell and tools: Debian's busybox build, with its libraries.  It runs what is on
+# PATH before its own applets; busybox-static prefers its applets, so a Debian flashcp or
+# i2cdetect a user installs would never run in its place (init alone runs under it: see init).
+BASE_PACKAGES = ("busybox",)
+STATIC_BUSYBOX = "busybox-static"  # its binary only, as /bin/busybox-static: the init's shell
+# libc6's character-set modules for iconv (20 of its 23 MB; busybox needs none): left out of the
+# base image, whose boot they would slow by ~0.4 s. A guest section listing libc6 gets all of it.
+BASE_LEAVES_OUT = ("usr/lib/aarch64-linux-gnu/gconv",)
+DOCS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian")
+
+
+def base_packages(logs: Path) -> list[Path]:
+    """The base image's Debian packages, unpacked in the cache."""
+    packages = debian.resolve(list(BASE_PACKAGES), cache_root())
+    return debian.unpacked(packages, cache_root() / "downloads", logs / "guest.log")
+
+
+def install_packages(folders: Sequence[Path], staging: Path) -> None:
+    for folder in folders:
+        shutil.copytree(folder, staging, symlinks=True, dirs_exist_ok=True)
+    for doc in DOCS:
+        shutil.rmtree(staging / doc, ignore_errors=True)
 
 
 def build_initramfs(kernel: KernelArtifacts, logs: Path) -> Path:
-    busybox = fetch_arm64_deb("busybox-static", logs) / "bin" / "busybox"
+    packages = base_packages(logs)
+    (static,) = debian.unpacked(debian.resolve([STATIC_BUSYBOX], cache_root()), cache_root() / "downloads",
+                                logs / "guest.log")
     modules = build_guest_modules(kernel, logs)
     programs = build_guest_programs(logs)
     tools = build_kernel_tools(kernel, logs)
     rootfs_src = GUEST_DIR / "rootfs"
-    key = digest([busybox, str(kernel.image), str(modules), str(programs), str(tools),
-                  *files_under(rootfs_src)])
+    key = digest([*map(str, packages), str(static), *BASE_LEAVES_OUT, str(kernel.image), str(modules),
+                  str(programs), str(tools), *files_under(rootfs_src)])
     out = cache_root() / f"initramfs-{key}.cpio.gz"
     if out.exists():
         return out
@@ -449,7 +460,10 @@ def build_initramfs(kernel: KernelArtifacts, logs: Path) -> Path:
     shutil.copytree(rootfs_src, staging, symlinks=True)
     for folder in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "mnt"):
         (staging / folder).mkdir(parents=True, exist_ok=True)
-    shutil.copy(busybox, staging / "bin" / "busybox")
+    install_packages(packages, staging)
+    for part in BASE_LEAVES_OUT:
+        shutil.rmtree(staging / part)
+    shutil.copy(static / "bin" / "busybox", staging / "bin" / "busybox-static")
     (staging / "bin" / "sh").symlink_to("busybox")
     kmods = staging / "lib" / "modules" / kernel.release
     shutil.copytree(kernel.modules / "lib" / "modules" / kernel.release, kmods, symlinks=True,

@@ -4,8 +4,8 @@ the guest as Debian ships them.
 
 Resolution reads apt's package indices for arm64 (the host's apt knows the architecture after
 ``scripts/setup-host.sh``) and follows ``Pre-Depends`` and ``Depends`` (the first alternative that
-exists, virtual packages through ``Provides``) through library packages: ``lib*``, Debian's names
-for shared libraries and their data (libc6, libasound2, libasound2-data).  Other packages a
+exists, virtual packages through ``Provides``) through library packages: Debian's section ``libs``
+(shared libraries and their data: libc6, zlib1g, libasound2-data), or a ``lib*`` name.  Other packages a
 dependency names are tools for a full Debian system or its maintainer scripts (adduser, udev,
 perl, kmod), left out unless listed; ``Essential`` ones (coreutils, dash...) are what busybox
 stands in for.  Maintainer scripts do not run; bookworm-backports is left out, as apt leaves it out
@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ARCH = "arm64"
-SUITES = ("bookworm", "bookworm-updates", "bookworm-security")  # later ones override earlier ones
+SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
+# Names the rules resolve() follows: cached resolutions made under other rules are not reused
+RESOLUTION_RULES = "libraries-by-section;highest-version;v3"
 
 
 class PackageError(RuntimeError):
@@ -37,10 +39,53 @@ class Package:
     architecture: str
     depends: str  # Pre-Depends and Depends, as the index writes them
     essential: bool
+    section: str = ""
+
+    @property
+    def is_library(self) -> bool:
+        return self.section.split("/")[-1] == "libs" or self.name.startswith("lib")
 
     @property
     def spec(self) -> str:
         return f"{self.name}:{self.architecture}={self.version}"
+
+
+def _order(c: str) -> int:
+    """dpkg's weight of one character of a version's non-digit part: ~ sorts before the end of
+    the part ("\0"), letters before other characters."""
+    if c == "~":
+        return -1
+    if c == "\0":
+        return 0
+    return ord(c) if c.isalpha() else ord(c) + 256
+
+
+def _compare_part(a: str, b: str) -> int:
+    """Alternating non-digit and digit runs, compared run by run."""
+    while a or b:
+        da, db = re.match(r"\D*", a)[0], re.match(r"\D*", b)[0]  # type: ignore[index]
+        width = max(len(da), len(db))
+        for x, y in zip(da.ljust(width, "\0"), db.ljust(width, "\0"), strict=True):
+            if _order(x) != _order(y):
+                return -1 if _order(x) < _order(y) else 1
+        a, b = a[len(da):], b[len(db):]
+        na, nb = re.match(r"\d*", a)[0], re.match(r"\d*", b)[0]  # type: ignore[index]
+        if int(na or 0) != int(nb or 0):
+            return -1 if int(na or 0) < int(nb or 0) else 1
+        a, b = a[len(na):], b[len(nb):]
+    return 0
+
+
+def compare_versions(a: str, b: str) -> int:
+    """Debian's version order (epoch, upstream version, revision), as dpkg compares them."""
+    def split(v: str) -> tuple[int, str, str]:
+        epoch, _, rest = v.rpartition(":") if ":" in v else ("0", "", v)
+        upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "0")
+        return int(epoch or 0), upstream, revision
+    (ea, ua, ra), (eb, ub, rb) = split(a), split(b)
+    if ea != eb:
+        return -1 if ea < eb else 1
+    return _compare_part(ua, ub) or _compare_part(ra, rb)
 
 
 def index_files() -> list[Path]:
@@ -61,7 +106,8 @@ def index_key() -> str:
     return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in index_files())
 
 
-FIELD = re.compile(r"^(Package|Version|Architecture|Depends|Pre-Depends|Provides|Essential): (.*)$", re.M)
+FIELD = re.compile(r"^(Package|Version|Architecture|Depends|Pre-Depends|Provides|Essential|Section): (.*)$",
+                   re.M)
 
 
 class Index:
@@ -78,9 +124,12 @@ class Index:
                 if "Package" not in fields:
                     continue
                 depends = ", ".join(filter(None, (fields.get("Pre-Depends"), fields.get("Depends"))))
+                known = self.packages.get(fields["Package"])
+                if known and compare_versions(known.version, fields["Version"]) >= 0:
+                    continue  # apt's candidate is the highest version the suites have
                 self.packages[fields["Package"]] = Package(
                     fields["Package"], fields["Version"], fields["Architecture"], depends,
-                    fields.get("Essential") == "yes")
+                    fields.get("Essential") == "yes", fields.get("Section", ""))
                 for provided in fields.get("Provides", "").split(","):
                     if name := provided.split("(")[0].strip():
                         self.providers.setdefault(name, []).append(fields["Package"])
@@ -111,7 +160,7 @@ class Index:
                 for alternative in clause.split("|"):
                     name = alternative.split("(")[0].strip().split(":")[0]
                     if (found := self.candidate(name)) is not None:
-                        if found.name.startswith("lib"):
+                        if found.is_library:
                             todo.append(found)
                         break
                 else:
@@ -122,7 +171,7 @@ class Index:
 
 def resolve(names: list[str], cache: Path) -> list[Package]:
     """Cached by the requested names and the state of apt's indices."""
-    key = json.dumps([sorted(names), index_key()])
+    key = json.dumps([RESOLUTION_RULES, sorted(names), index_key()])
     memo = cache / "debian-resolved.json"
     known = json.loads(memo.read_text()) if memo.exists() else {}
     if key not in known:

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,16 +23,19 @@ from pydantic import ValidationError
 
 from . import debian
 from .build import (
+    BASE_PACKAGES,
     CROSS,
     KMAKE,
     Artifacts,
     BuildError,
     KernelArtifacts,
     KernelChanges,
+    base_packages,
     build_all,
     build_lock,
     cache_root,
     digest,
+    install_packages,
     run,
     write_cpio,
 )
@@ -143,16 +146,18 @@ def build_program(source: Path, logs: Path) -> list[Path]:
     return programs
 
 
-def is_dynamic(elf: Path) -> bool:
-    out = subprocess.run([f"{CROSS}readelf", "-l", str(elf)], capture_output=True, text=True).stdout
-    return "Requesting program interpreter" in out
-
-
 # --- what binaries need -------------------------------------------------------------------------
 
-def elf_needs(files: list[Path]) -> dict[Path, tuple[str | None, list[str]]]:
-    """Each ELF file's program interpreter and the shared libraries it names (DT_NEEDED)."""
-    needs: dict[Path, tuple[str | None, list[str]]] = {}
+@dataclass(frozen=True)
+class ElfNeeds:
+    interpreter: str | None
+    libraries: list[str]  # DT_NEEDED
+    runpath: list[str]  # DT_RUNPATH or DT_RPATH, as written ($ORIGIN...)
+
+
+def elf_needs(files: list[Path]) -> dict[Path, ElfNeeds]:
+    """Each ELF file's program interpreter, the shared libraries it names and where it looks."""
+    needs: dict[Path, ElfNeeds] = {}
     for start in range(0, len(files), 200):
         batch = files[start:start + 200]
         out = subprocess.run([f"{CROSS}readelf", "-d", "-l", "-W", *map(str, batch)],
@@ -161,23 +166,30 @@ def elf_needs(files: list[Path]) -> dict[Path, tuple[str | None, list[str]]]:
         texts = dict(zip(chunks[1::2], chunks[2::2], strict=True)) if len(batch) > 1 else {str(batch[0]): out}
         for path, text in texts.items():
             interp = re.search(r"Requesting program interpreter: (\S+)\]", text)
-            needs[Path(path)] = (interp[1] if interp else None, re.findall(r"\(NEEDED\).*\[(.+)\]", text))
+            runpath = re.search(r"\((?:RUNPATH|RPATH)\).*\[(.+)\]", text)
+            needs[Path(path)] = ElfNeeds(interp[1] if interp else None,
+                                         re.findall(r"\(NEEDED\).*\[(.+)\]", text),
+                                         runpath[1].split(":") if runpath else [])
     return needs
 
 
-def check_libraries(root: Path) -> None:
-    """Every program and library in ``root`` finds its interpreter and libraries there."""
+def check_libraries(root: Path, base: Sequence[Path]) -> None:
+    """Every program and library in ``root`` finds its interpreter and libraries there or in
+    ``base`` (the base image's packages: the loader and the C library)."""
     elves = [p for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()
              and not p.name.endswith(".ko") and _starts_elf(p)]
     if not elves:
         return
     missing = []
-    for path, (interp, needed) in elf_needs(elves).items():
+    for path, needs in elf_needs(elves).items():
         name = path.relative_to(root)
-        if interp and not (root / interp.lstrip("/")).exists():
-            missing.append(f"{name} needs its loader {interp}")
-        missing += [f"{name} needs {lib}" for lib in needed
-                    if not any((root / folder / lib).exists() for folder in LIBRARY_DIRS)]
+        if needs.interpreter and not any((r / needs.interpreter.lstrip("/")).exists()
+                                         for r in (root, *base)):
+            missing.append(f"{name} needs its loader {needs.interpreter}")
+        folders = [r / d for r in (root, *base) for d in LIBRARY_DIRS] + [
+            root / entry.replace("$ORIGIN", str(name.parent)).lstrip("/") for entry in needs.runpath]
+        missing += [f"{name} needs {lib}" for lib in needs.libraries
+                    if not any((folder / lib).exists() for folder in folders)]
     if missing:
         raise BuildError("guest programs lack libraries (add the packages that ship them to "
                          "guest.packages):\n  " + "\n  ".join(missing[:20]))
@@ -217,13 +229,13 @@ def _gather(content: GuestContent, origin: Origin, artifacts: Artifacts, logs: P
         if source.is_dir() and not (source / "Makefile").exists():
             raise PlatformError(f"{origin.guest_where('programs', i)}: {source} has no Makefile")
         parts.programs += build_program(source, logs)
-    names = list(content.packages)
-    if any(is_dynamic(p) for p in parts.programs) and "libc6" not in names:
-        names.append("libc6")  # the dynamic loader and C library a dynamic program needs
-    if names:
+    if content.packages:
         try:
-            parts.packages = debian.unpacked(debian.resolve(names, cache_root()),
-                                             cache_root() / "downloads", logs / "user.log")
+            base = {p.name for p in debian.resolve(list(BASE_PACKAGES), cache_root())}
+            # what the base image has already, unless asked for by name (libc6 with its gconv)
+            wanted = [p for p in debian.resolve(content.packages, cache_root())
+                      if p.name not in base or p.name in content.packages]
+            parts.packages = debian.unpacked(wanted, cache_root() / "downloads", logs / "user.log")
         except debian.PackageError as e:
             raise PlatformError(f"{origin.guest_where('packages')}: {e}") from None
     for host, guest in content.files.items():
@@ -277,10 +289,7 @@ def build_layer(content: GuestContent, origin: Origin, artifacts: Artifacts, log
     staging = out.with_name(out.name + ".d")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    for package in parts.packages:
-        shutil.copytree(package, staging, symlinks=True, dirs_exist_ok=True)
-    for doc in ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian"):
-        shutil.rmtree(staging / doc, ignore_errors=True)
+    install_packages(parts.packages, staging)
     if parts.programs:
         (staging / "usr" / "bin").mkdir(parents=True, exist_ok=True)
         for program in parts.programs:
@@ -303,7 +312,7 @@ def build_layer(content: GuestContent, origin: Origin, artifacts: Artifacts, log
             shutil.copy2(host, target)
     if parts.overlay is not None:
         shutil.copytree(parts.overlay, staging, symlinks=True, dirs_exist_ok=True)
-    check_libraries(staging)
+    check_libraries(staging, base_packages(logs))
     write_cpio(staging, out)
     shutil.rmtree(staging)
     return out

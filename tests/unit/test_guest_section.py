@@ -104,6 +104,7 @@ def index() -> debian.Index:
 def test_packages_resolve_through_libraries_only(index):
     names = {p.name for p in index.resolve(["alsa-utils"])}
     assert {"alsa-utils", "libasound2", "libasound2-data", "libc6"} <= names
+    assert "zlib1g" in {p.name for p in index.resolve(["mtd-utils"])}  # a library by its section
     assert not names & {"kmod", "lsb-base"}  # tools its maintainer scripts use
     assert all(p.architecture in ("arm64", "all") for p in index.resolve(["alsa-utils"]))
 
@@ -125,3 +126,18 @@ def test_an_option_that_did_not_take_is_named_with_its_reason(tmp_path):
     assert ("CONFIG_PL330_DMA=y (cosim): this tree has no such option; cosim needs it for: "
             "DMA engines and tests") in text
     assert "DMA_API_DEBUG" not in text
+
+
+@pytest.mark.parametrize(("older", "newer"), [
+    ("1.0", "1.1"), ("1.0~rc1", "1.0"), ("1.0~~", "1.0~"), ("2.36-9+deb12u7", "2.36-9+deb12u14"),
+    ("2.0", "1:1.0"), ("1.0", "1.0a"), ("1.0", "1.0-1"), ("9", "10"), ("1.2.8-1", "1.2.8-1+b1")])
+def test_debian_version_order(older, newer):
+    assert debian.compare_versions(older, newer) == -1
+    assert debian.compare_versions(newer, older) == 1
+    assert debian.compare_versions(newer, newer) == 0
+
+
+def test_the_candidate_is_the_highest_version_of_the_suites(index):
+    # the security suite's index can still list an older libc6 than a later point release
+    (libc6,) = [p for p in index.resolve(["libc6"]) if p.name == "libc6"]
+    assert not libc6.version.endswith("deb12u7")
