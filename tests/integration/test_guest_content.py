@@ -5,6 +5,7 @@ option that did not take, a kernel tree without what cosim needs)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -116,3 +117,10 @@ def test_a_kernel_tree_without_what_cosim_needs_is_told_so(tmp_path):
         build_all(kernel_changes=kernel_changes(platform))
     assert ("CONFIG_PL330_DMA=y (cosim): this tree has no such option; cosim needs it for: "
             "DMA engines and tests") in str(failure.value)
+
+
+def test_a_16_mib_image_through_the_host_folder(board):
+    image = os.urandom(16 << 20)
+    (board.host_folder / "flash.img").write_bytes(image)
+    board.run("cp /mnt/host/flash.img /tmp/flash.img", timeout=120)
+    assert board.run("md5sum /tmp/flash.img").output.split()[0] == hashlib.md5(image).hexdigest()
