@@ -137,7 +137,7 @@ def build_program(source: Path, logs: Path) -> list[Path]:
                     logs / "user.log", cwd=out)
         except BuildError as e:
             shutil.rmtree(out, ignore_errors=True)
-            raise _blame_source(e, out, source) from None
+            raise _blame_source(e, out if source.is_dir() else out / source.name, source) from None
         (out / ".done").touch()
     programs = [p for p in sorted(out.rglob("*")) if p.is_file() and os.access(p, os.X_OK)
                 and not p.name.endswith((".o", ".so")) and p.read_bytes()[:4] == ELF_MAGIC]

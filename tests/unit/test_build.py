@@ -1,12 +1,15 @@
-"""Build steps that need no toolchain: kernel patches applied in order, clear errors."""
+"""Build steps without a kernel build: kernel patches applied in order, a user's program built
+with the cross compiler, the library check on Debian's real packages; clear errors."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from cosim.build import BuildError, apply_patches, kernel_patches
+from cosim.build import BuildError, apply_patches, base_packages, kernel_patches
+from cosim.guestimage import build_program, check_libraries
 
 PATCH = """\
 --- a/drivers/x.c
@@ -45,3 +48,25 @@ def test_a_patch_that_does_not_apply_is_named(tmp_path):
 def test_cosims_own_patches_are_found():
     assert [p.name for p in kernel_patches()] == [
         "0001-spi-pl022-size-DMA-scatterlists-for-buffer-offset.patch"]
+
+
+def test_a_program_that_does_not_compile_names_the_users_file(tmp_path):
+    source = tmp_path / "acme-test.c"
+    source.write_text("int main(void) { return missing; }\n")
+    with pytest.raises(BuildError) as info:
+        build_program(source, tmp_path / "logs")
+    assert f"{source}:1:" in str(info.value) and "undeclared" in str(info.value)
+
+
+def test_a_program_missing_its_libraries_is_named(tmp_path):
+    """Debian's busybox is dynamic: alone it lacks its loader and libc; with libc6 it has them."""
+    packages = {folder.name.split("_")[0]: folder for folder in base_packages(tmp_path)}
+    busybox, libc6 = packages["busybox"], packages["libc6"]
+    staging = tmp_path / "layer"
+    (staging / "bin").mkdir(parents=True)
+    shutil.copy(busybox / "bin" / "busybox", staging / "bin" / "busybox")
+    with pytest.raises(BuildError) as info:
+        check_libraries(staging, [])
+    assert "bin/busybox needs its loader /lib/ld-linux-aarch64.so.1" in str(info.value)
+    assert "bin/busybox needs libc.so.6" in str(info.value)
+    check_libraries(staging, [libc6])
