@@ -45,6 +45,7 @@ USER_MODULES = "user"  # lib/modules/<release>/user: not loaded by cosim's init 
 BOOT_LOADS = "etc/cosim/modules-load"  # one "name params..." a line, modprobe'd at boot
 LIBRARY_DIRS = ("lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib", "usr/lib")
 ELF_MAGIC = b"\x7fELF"
+EM_AARCH64 = 183  # e_machine of an arm64 ELF file
 
 
 class Origin(Protocol):
@@ -68,7 +69,8 @@ class GuestAdditions:
     def guest_path(self, value: str, *loc: str | int, folder: bool | None = None) -> Path:
         path = (self.folder / value).resolve()
         if not path.exists() or (folder is not None and path.is_dir() != folder):
-            raise PlatformError(f"{self.guest_where(*loc)}: no {'folder' if folder else 'file'} {path}")
+            kind = {True: "folder", False: "file", None: "path"}[folder]
+            raise PlatformError(f"{self.guest_where(*loc)}: no {kind} {path}")
         return path
 
     def content(self, data: dict[str, Any]) -> GuestContent:
@@ -139,11 +141,20 @@ def build_program(source: Path, logs: Path) -> list[Path]:
             shutil.rmtree(out, ignore_errors=True)
             raise _blame_source(e, out if source.is_dir() else out / source.name, source) from None
         (out / ".done").touch()
-    programs = [p for p in sorted(out.rglob("*")) if p.is_file() and os.access(p, os.X_OK)
-                and not p.name.endswith((".o", ".so")) and p.read_bytes()[:4] == ELF_MAGIC]
-    if not programs:
-        raise BuildError(f"guest program {source}: the build left no arm64 executable")
-    return programs
+    executables = [p for p in sorted(out.rglob("*")) if p.is_file() and os.access(p, os.X_OK)
+                   and not p.name.endswith((".o", ".so")) and _starts_elf(p)]
+    foreign = [p.name for p in executables if _elf_machine(p) != EM_AARCH64]
+    if foreign:
+        raise BuildError(f"guest program {source}: {', '.join(foreign)} not built for arm64 (does its "
+                         "Makefile compile with $(CC)?)")
+    if not executables:
+        raise BuildError(f"guest program {source}: the build left no executable")
+    return executables
+
+
+def _elf_machine(path: Path) -> int:
+    with path.open("rb") as f:
+        return int.from_bytes(f.read(20)[18:20], "little")
 
 
 # --- what binaries need -------------------------------------------------------------------------

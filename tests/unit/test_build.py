@@ -70,3 +70,11 @@ def test_a_program_missing_its_libraries_is_named(tmp_path):
     assert "bin/busybox needs its loader /lib/ld-linux-aarch64.so.1" in str(info.value)
     assert "bin/busybox needs libc.so.6" in str(info.value)
     check_libraries(staging, [libc6])
+
+
+def test_a_makefile_that_ignores_cc_is_told_so(tmp_path):
+    (tmp_path / "tool").mkdir()
+    (tmp_path / "tool" / "Makefile").write_text("tool: tool.c\n\tgcc -o $@ $<\n")  # the host's gcc
+    (tmp_path / "tool" / "tool.c").write_text("int main(void) { return 0; }\n")
+    with pytest.raises(BuildError, match=r"tool not built for arm64 \(does its Makefile compile with"):
+        build_program(tmp_path / "tool", tmp_path / "logs")
