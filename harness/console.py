@@ -29,6 +29,7 @@ from pexpect import fdpexpect
 
 READY_BANNER = b"cosim-agent: ready"
 POLL_S = 0.2
+CLOSE_SETTLE_S = 2.0  # how long a closed console waits for the watchdog to name why
 
 # What makes a test fail at once, with the kernel log (cf. QEMU's wait_for_console_pattern).
 FATAL_PATTERNS = {
@@ -151,7 +152,12 @@ class ShellConsole:
                 if time.monotonic() > deadline:
                     raise CommandTimeout(f"timed out after {timeout:g} s waiting for {what}") from None
             except (pexpect.EOF, OSError):
-                self.watchdog()
+                # The console closes as QEMU dies, a moment before its exit status can be read:
+                # give the watchdog that moment to report the cause rather than the symptom.
+                settle = time.monotonic() + CLOSE_SETTLE_S
+                while time.monotonic() < settle:
+                    self.watchdog()
+                    time.sleep(0.02)
                 raise CommandTimeout(f"the shell console closed while waiting for {what}") from None
 
     def wait_ready(self, timeout: float) -> None:
