@@ -34,7 +34,6 @@ __all__ = ["Board", "BoardFailure"]
 
 BOOTARGS = "console=ttyAMA0 rdinit=/init panic=-1 loglevel=7"
 BOOT_TIMEOUT_S = 60.0
-GUEST_HOST_FOLDER = "/mnt/host"  # where the guest mounts the board's host folder (virtio-9p)
 
 
 class Board:
@@ -42,7 +41,8 @@ class Board:
                  pm: pluggy.PluginManager | None = None, pin_cpus: set[int] | None = None,
                  host_folder: Path | None = None):
         self.platform, self.artifacts, self.logdir = platform, artifacts, logdir
-        # Shared read-write with the guest at GUEST_HOST_FOLDER; kept with the logs by default
+        # Shared read-write with the guest, which mounts it at /mnt/host (virtio-9p, see its init);
+        # kept with the logs by default
         self.host_folder = host_folder or logdir / "host"
         self.pm = pm or default_plugin_manager()
         self.pin_cpus = default_pinning() if pin_cpus is None else pin_cpus

@@ -442,11 +442,11 @@ def install_packages(folders: Sequence[Path], staging: Path) -> None:
         shutil.rmtree(staging / doc, ignore_errors=True)
 
 
-def build_initramfs(kernel: KernelArtifacts, logs: Path) -> Path:
+def build_initramfs(kernel: KernelArtifacts, modules: Path, logs: Path) -> Path:
+    """cosim's image: the base packages, ``modules`` (cosim's guest drivers), programs, init."""
     packages = base_packages(logs)
     (static,) = debian.unpacked(debian.resolve([STATIC_BUSYBOX], cache_root()), cache_root() / "downloads",
                                 logs / "guest.log")
-    modules = build_guest_modules(kernel, logs)
     programs = build_guest_programs(logs)
     tools = build_kernel_tools(kernel, logs)
     rootfs_src = GUEST_DIR / "rootfs"
@@ -501,11 +501,14 @@ def write_cpio(staging: Path, out: Path) -> None:
 @dataclass(frozen=True)
 class Artifacts:
     qemu: Path
-    kernel: Path
     initramfs: Path
-    build: KernelArtifacts  # the kernel's tree and modules, for building modules against it
+    build: KernelArtifacts  # the kernel's image, tree and modules (to build modules against)
     guest_modules: Path  # cosim's own guest drivers, built for that kernel
     layers: tuple[Path, ...] = ()  # archives appended to the initramfs at boot (a user's content)
+
+    @property
+    def kernel(self) -> Path:
+        return self.build.image
 
     def with_layers(self, *layers: Path) -> Artifacts:
         return replace(self, layers=(*self.layers, *layers))
@@ -529,5 +532,5 @@ def build_all(logs: Path | None = None, kernel_patches: Sequence[Path] | None = 
     with build_lock():
         qemu = build_qemu(logs)
         kernel = build_kernel(logs, kernel_patches, kernel_changes)
-        return Artifacts(qemu, kernel.image, build_initramfs(kernel, logs), kernel,
-                         build_guest_modules(kernel, logs))
+        modules = build_guest_modules(kernel, logs)
+        return Artifacts(qemu, build_initramfs(kernel, modules, logs), kernel, modules)

@@ -101,9 +101,14 @@ def index_files() -> list[Path]:
     return files
 
 
+APT_LISTS = Path("/var/lib/apt/lists")  # apt's Dir::State::lists on Debian
+
+
 def index_key() -> str:
-    """Changes when apt's indices change (apt-get update): the resolution is cached by it."""
-    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in index_files())
+    """Changes when apt's indices change (apt-get update): the resolution is cached by it.  It
+    reads the files' sizes and times only: asking apt (index_files) costs a second on every boot."""
+    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+                    for f in sorted(APT_LISTS.glob(f"*_binary-{ARCH}_Packages*")))
 
 
 FIELD = re.compile(r"^(Package|Version|Architecture|Depends|Pre-Depends|Provides|Essential|Section): (.*)$",
@@ -171,10 +176,13 @@ class Index:
 
 def resolve(names: list[str], cache: Path) -> list[Package]:
     """Cached by the requested names and the state of apt's indices."""
-    key = json.dumps([RESOLUTION_RULES, sorted(names), index_key()])
+    rules, indices = RESOLUTION_RULES, index_key()
+    key = json.dumps([rules, sorted(names), indices])
     memo = cache / "debian-resolved.json"
     known = json.loads(memo.read_text()) if memo.exists() else {}
     if key not in known:
+        # resolutions under other rules or older indices will not be asked for again
+        known = {k: v for k, v in known.items() if json.loads(k)[::2] == [rules, indices]}
         known[key] = [p.__dict__ for p in Index(index_files()).resolve(names)]
         memo.write_text(json.dumps(known))
     return [Package(**fields) for fields in known[key]]

@@ -39,7 +39,7 @@ from .build import (
     run,
     write_cpio,
 )
-from .platform import GuestContent, LoadedPlatform, PlatformError
+from .platform import GuestContent, LoadedPlatform, PlatformError, existing_path
 
 USER_MODULES = "user"  # lib/modules/<release>/user: not loaded by cosim's init unless asked
 BOOT_LOADS = "etc/cosim/modules-load"  # one "name params..." a line, modprobe'd at boot
@@ -67,11 +67,7 @@ class GuestAdditions:
         return f"{self.label}: guest[{']['.join(repr(x) for x in loc)}]"
 
     def guest_path(self, value: str, *loc: str | int, folder: bool | None = None) -> Path:
-        path = (self.folder / value).resolve()
-        if not path.exists() or (folder is not None and path.is_dir() != folder):
-            kind = {True: "folder", False: "file", None: "path"}[folder]
-            raise PlatformError(f"{self.guest_where(*loc)}: no {kind} {path}")
-        return path
+        return existing_path(self.folder / value, folder, self.guest_where(*loc))
 
     def content(self, data: dict[str, Any]) -> GuestContent:
         try:

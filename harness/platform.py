@@ -203,12 +203,8 @@ class LoadedPlatform:
     def guest_path(self, value: str, *loc: str | int, folder: bool | None = None) -> Path:
         """A host path the guest section names (relative to its file), which must exist
         (as a folder if ``folder``, a file if ``folder`` is False)."""
-        path = (self._guest_path.parent / value).resolve()
-        kind = {True: "folder", False: "file", None: "path"}[folder]
-        if not path.exists() or (folder is not None and path.is_dir() != folder):
-            raise PlatformError(f"{self.guest_where(*loc)}: guest.{'.'.join(map(str, loc))}: "
-                                f"no {kind} {path}")
-        return path
+        return existing_path(self._guest_path.parent / value, folder,
+                             f"{self.guest_where(*loc)}: guest.{'.'.join(map(str, loc))}")
 
     def where_key(self, *loc: str | int) -> str:
         """The line of the key at ``loc`` itself (for a key that should not be there)."""
@@ -243,6 +239,16 @@ def _line_of(node: yaml.Node, loc: Iterable[str | int]) -> int:
         else:
             break
     return node.start_mark.line + 1
+
+
+def existing_path(path: Path, folder: bool | None, where: str) -> Path:
+    """``path`` resolved, which must exist (as a folder if ``folder``, a file if ``folder`` is
+    False); else a PlatformError starting with ``where``."""
+    path = path.resolve()
+    if not path.exists() or (folder is not None and path.is_dir() != folder):
+        kind = {True: "folder", False: "file", None: "path"}[folder]
+        raise PlatformError(f"{where}: no {kind} {path}")
+    return path
 
 
 def _child(node: yaml.Node, key: str) -> yaml.Node:
