@@ -193,7 +193,10 @@ class Assembly:
 
     # --- device tree ---
 
-    def device_tree_nodes(self) -> tuple[list[DtNode], dict[str, str]]:
+    def device_tree_nodes(self, noncoherent: bool = False) -> tuple[list[DtNode], dict[str, str]]:
+        """The models' nodes (``noncoherent``: marked ``dma-noncoherent``, as DMA masters on a
+        non-coherent interconnect, unless the platform's ``dt`` says ``dma-coherent``), the
+        platform's own nodes and QEMU's native devices."""
         nodes: list[DtNode] = []
         aliases = DtAliases(self.layout.aliases_taken)
         for entry in self.entries.values():
@@ -204,6 +207,8 @@ class Assembly:
             node.set("reg", reg_cells(spec.base, entry.size))
             if spec.irqs:
                 node.set("interrupts", spi_cells(spec.irqs))
+            if noncoherent and not spec.dt.get("dma-coherent"):
+                node.set("dma-noncoherent", True)  # QEMU virt's root says dma-coherent
             self.pm.hook.cosim_device_tree(peripheral=model, node=node, aliases=aliases)
             for connector in self.connectors.values():
                 if connector.role is not None and issubclass(entry.cls, connector.role):

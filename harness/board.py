@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,19 @@ from .assembly import Assembly
 from .bridge import BridgeEndpoint, BridgeFailure
 from .build import Artifacts
 from .bus import Memory
-from .console import CommandFailed, CommandResult, ConsoleNotConnected, Consoles, KernelLog, ShellConsole
+from .cachemodel import CacheModel, CoherencyLayer, Mode
+from .cachemodel.reports import TRACE_EVENTS, CacheReport, CacheWatch
+from .console import (
+    CommandFailed,
+    CommandResult,
+    CommandTimeout,
+    ConsoleNotConnected,
+    Consoles,
+    KernelLog,
+    ShellConsole,
+)
 from .devicetree import compile_dts, overlay_dts
-from .engines.qemu.engine import BridgedDevice, NativeDevice, QemuEngine, default_pinning, pin
+from .engines.qemu.engine import BridgedDevice, CacheDevice, NativeDevice, QemuEngine, default_pinning, pin
 from .peripheral import Peripheral
 from .platform import LoadedPlatform
 from .pluginmanager import default_plugin_manager
@@ -39,8 +50,13 @@ BOOT_TIMEOUT_S = 60.0
 class Board:
     def __init__(self, platform: LoadedPlatform, artifacts: Artifacts, logdir: Path,
                  pm: pluggy.PluginManager | None = None, pin_cpus: set[int] | None = None,
-                 host_folder: Path | None = None):
+                 host_folder: Path | None = None, cache: str | None = None):
         self.platform, self.artifacts, self.logdir = platform, artifacts, logdir
+        # the cache model's mode: the platform's machine.cache unless the caller (a test) says
+        self.cache_mode = cache or platform.spec.machine.cache
+        if self.cache_mode not in ("off", "report", "emulate"):
+            raise ValueError(f"cache mode '{self.cache_mode}': use off, report or emulate")
+        self.cache: CacheWatch | None = None
         # Shared read-write with the guest, which mounts it at /mnt/host (virtio-9p, see its init);
         # kept with the logs by default
         self.host_folder = host_folder or logdir / "host"
@@ -81,13 +97,39 @@ class Board:
         return self.watch.failure
 
     def check(self) -> None:
+        """Raises the board's failure, if any; between guest commands, cache-model events become
+        reports first (that may ask the guest for symbols and its DMA trace)."""
+        self.settle_cache()
         self.watch.check()
 
+    @property
+    def cache_reports(self) -> list[CacheReport]:
+        """Every cache-model report so far (expected or not)."""
+        self.settle_cache()
+        return list(self.cache.reports) if self.cache else []
+
+    def settle_cache(self) -> None:
+        """Turns the cache model's events into reports, asking the guest while it can answer."""
+        if self.cache is None or not self.cache.has_events():
+            return
+        shell = self.console
+        if shell is None or self.engine.exit_code() is not None or self.watch.failure is not None:
+            self.cache.settle(None)
+            return
+        try:
+            self.cache.settle(lambda command: shell.run(command, timeout=60, check=False).output)
+        except (CommandTimeout, OSError):
+            self.cache.settle(None)
+
+    @contextlib.contextmanager
     def expect(self, *categories: str, dma_faults: int = 0,
-               width_mismatches: int = 0) -> contextlib.AbstractContextManager[None]:
-        """Within the block, the named kernel-log categories (e.g. "DMA-API"), up to
-        ``dma_faults`` DMA faults and ``width_mismatches`` DMA width mismatches are expected."""
-        return self.watch.expect(*categories, dma_faults=dma_faults, width_mismatches=width_mismatches)
+               width_mismatches: int = 0) -> Iterator[None]:
+        """Within the block, the named kernel-log categories (e.g. "DMA-API"), cache-model
+        reports ("cache"), up to ``dma_faults`` DMA faults and ``width_mismatches`` DMA width
+        mismatches are expected."""
+        with self.watch.expect(*categories, dma_faults=dma_faults, width_mismatches=width_mismatches):
+            yield
+            self.settle_cache()  # reports of what happened inside the block are expected
 
     def run(self, command: str, timeout: float = 60.0, check: bool = True) -> CommandResult:
         assert self.console is not None, "the board is not started"
@@ -111,7 +153,7 @@ class Board:
         return self.share.pull(self.run, guest_path, timeout)
 
     def device_tree_source(self) -> str:
-        nodes, aliases = self.assembly.device_tree_nodes()
+        nodes, aliases = self.assembly.device_tree_nodes(noncoherent=self.cache_mode != "off")
         nodes += self.share.device_tree_nodes()
         return self.engine.base_device_tree() + overlay_dts(nodes, aliases)
 
@@ -128,6 +170,7 @@ class Board:
 
     def _start(self, workdir: Path, boot_timeout: float, extra_qemu_args: list[str]) -> None:
         ram_file = self._guest_ram(workdir)
+        cache = self._cache_model(workdir, ram_file) if self.cache_mode != "off" else None
         self.assembly.build(on_host_failure=lambda name, message, details: self.watch.model_failed(
             BridgeFailure(name, message, details)))
         bridged = self._bridge_endpoints(workdir)
@@ -142,7 +185,7 @@ class Board:
             initramfs=self._initramfs(workdir), host_folder=self.host_folder,
             bootargs=" ".join(filter(None, [BOOTARGS, spec.guest.bootargs])),
             kernel_console=self.consoles.kernel_socket, shell_console=self.consoles.shell_socket,
-            devices=bridged, extra_args=extra_qemu_args,
+            devices=bridged, extra_args=extra_qemu_args, cache=cache,
             native=[NativeDevice(q.model, q.base, tuple(q.irqs), {k: str(v) for k, v in q.props.items()},
                                  q.link_memory) for q in spec.qemu_devices])
         (self.logdir / "qemu-cmdline.txt").write_text(" ".join(cmd) + "\n")
@@ -150,13 +193,16 @@ class Board:
             endpoint.start(self.peripherals[endpoint.name])
         self.engine.start(cmd, self.logdir / "qemu-stderr.log", self.pin_cpus)
         try:
-            self.watch.kernel_log, _ = self.consoles.connect(self.check)
+            self.watch.kernel_log, _ = self.consoles.connect(self.watch.check)
         except ConsoleNotConnected as e:
             raise BoardFailure(self.watch.report(str(e))) from None
         if self.pin_cpus:  # again: the vCPU thread exists only now
             pin(self.engine.process.pid, self.pin_cpus)  # type: ignore[union-attr]
         assert self.console is not None
         self.console.wait_ready(boot_timeout)
+        if self.cache is not None:  # the DMA API's calls, to name the buffers in reports
+            self.console.run(f"[ -d {TRACE_EVENTS} ] && echo 1 > {TRACE_EVENTS}/enable; true",
+                             check=False)
         self.pm.hook.cosim_board_started(board=self)
 
     def _initramfs(self, workdir: Path) -> Path:
@@ -180,6 +226,23 @@ class Board:
         self.bus.add_memory(ram)
         self.share.attach(ram.view)
         return ram_file
+
+    def _cache_model(self, workdir: Path, ram_file: Path) -> CacheDevice:
+        """The CPU data-cache model: its state file, its place on the DMA path, its reports."""
+        if not self.engine.has_device("cosim-cache"):
+            raise BoardFailure(
+                f"the platform asks for the cache model (machine.cache: {self.cache_mode}) but "
+                f"this QEMU ({self.artifacts.qemu}) was built without it (no cosim-cache device): "
+                "rebuild it with `cosim build`, or set machine.cache: off")
+        state = workdir / "cache-state"
+        model = CacheModel(state, ram_file, self.engine.layout.ram_base,
+                           self.platform.spec.machine.memory, Mode[self.cache_mode.upper()])
+        layer = CoherencyLayer(model)
+        self.bus.add_layer(layer, "coherency")
+        self.cache = CacheWatch(model, layer, self.artifacts.build.tree / "System.map",
+                                self.logdir / "cache-reports.txt")
+        self.watch.cache = self.cache
+        return CacheDevice(state, int(model.mode))
 
     def _bridge_endpoints(self, workdir: Path) -> list[BridgedDevice]:
         """One endpoint per model serves its registers to QEMU and carries its interrupts."""
@@ -206,6 +269,8 @@ class Board:
         if self.consoles is not None:
             self.consoles.close()
         self.share.detach()
+        if self.cache is not None:
+            self.cache.model.close()
         self.bus.close()
         hygiene.close_workdir(self, self.workdir)
         self.workdir = None

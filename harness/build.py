@@ -2,8 +2,9 @@
 
 Every artifact lives under the cache (``~/.cache/cosim`` or ``$COSIM_CACHE``) in a folder named by
 a hash of its inputs, so a changed input rebuilds exactly what depends on it and a warm cache costs
-nothing.  QEMU's build tree is keyed without the bridge source so that editing the bridge only
-recompiles one file.
+nothing.  QEMU's build tree is keyed by upstream source and configuration only: cosim's own files
+and patches go in at each build (patched files are restored from pristine copies first), so
+editing them recompiles only what they touch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +30,19 @@ from . import debian
 REPO = Path(__file__).resolve().parent.parent
 QEMU_DIR = Path(__file__).resolve().parent / "engines" / "qemu"
 GUEST_DIR = REPO / "guest"
-BRIDGE_SOURCE = QEMU_DIR / "cosim-bridge.c"
+CACHE_MODEL_DIR = Path(__file__).resolve().parent / "cachemodel"
+# cosim's files in QEMU's tree, and the meson lines that build them
+QEMU_FILES = {
+    "hw/misc/cosim-bridge.c": QEMU_DIR / "cosim-bridge.c",
+    "hw/misc/cosim-cache.c": QEMU_DIR / "cosim-cache.c",
+    "hw/misc/cosim-cachemodel/model.c": CACHE_MODEL_DIR / "model.c",
+    "hw/misc/cosim-cachemodel/model.h": CACHE_MODEL_DIR / "model.h",
+}
+QEMU_MESON = ("hw/misc/meson.build",
+              "\n# cosim\nsystem_ss.add(files('cosim-bridge.c'))\n"
+              "specific_ss.add(files('cosim-cache.c', 'cosim-cachemodel/model.c'))\n")
+QEMU_PATCHES = tuple(sorted((QEMU_DIR / "patches").glob("*.patch")))
+PRISTINE = ".cosim-pristine"
 
 QEMU_UPSTREAM_VERSION = "10.0.2"
 QEMU_CONFIGURE = (
@@ -45,7 +59,7 @@ QEMU_CONFIGURE = (
     "--python=/usr/bin/python3",  # a pyenv shim on PATH breaks configure's own detection
 )
 # Names what prepare_qemu_tree changes in QEMU's source; change it when that code changes.
-QEMU_TREE_PATCHES = "edk2-blobs-off;bridge-in-hw-misc;v1"
+QEMU_TREE_PATCHES = "edk2-blobs-off;v2"
 KERNEL_PACKAGE = "linux-source-6.12"
 CROSS = "aarch64-linux-gnu-"
 KMAKE = ("make", "ARCH=arm64", f"CROSS_COMPILE={CROSS}")
@@ -118,7 +132,8 @@ def qemu_tree_key() -> str:
 
 
 def qemu_key() -> str:
-    return digest([qemu_tree_key(), BRIDGE_SOURCE])
+    return digest([qemu_tree_key(), *QEMU_FILES, *QEMU_FILES.values(), *QEMU_MESON,
+                   *QEMU_PATCHES])
 
 
 def qemu_binary_path() -> Path:
@@ -155,12 +170,51 @@ def prepare_qemu_tree(tree: Path, logs: Path) -> Path:
     meson = src / "meson.build"
     meson.write_text(meson.read_text().replace("unpack_edk2_blobs = bzip2.found()",
                                                "unpack_edk2_blobs = false"))
-    with (src / "hw" / "misc" / "meson.build").open("a") as f:
-        f.write("\n# cosim\nsystem_ss.add(files('cosim-bridge.c'))\n")
-    shutil.copy(BRIDGE_SOURCE, src / "hw" / "misc" / "cosim-bridge.c")
     run("configure QEMU", ["./configure", *QEMU_CONFIGURE], logs / "qemu.log", cwd=src)
     (tree / ".configured").touch()
     return src
+
+
+def patched_files(patch: Path) -> dict[str, bool]:
+    """The files a patch touches (``-p1`` paths), each with whether the patch creates it."""
+    files: dict[str, bool] = {}
+    lines = patch.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("+++ "):
+            name = line.split()[1].split("/", 1)[1]
+            files[name] = i + 1 < len(lines) and lines[i + 1].startswith("@@ -0,0 ")
+    return files
+
+
+def put_cosim_into_qemu(src: Path, logs: Path) -> None:
+    """cosim's files, meson lines and patches go over upstream's files (kept as pristine copies
+    at the first build); only files whose content changes are written, so ninja rebuilds only
+    what changed."""
+    touched = {QEMU_MESON[0]: False}
+    for patch in QEMU_PATCHES:
+        touched |= patched_files(patch)
+    wanted = dict(QEMU_FILES)
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
+        for name, created in touched.items():
+            if created:
+                continue  # upstream has no such file: the patch makes it in the scratch tree
+            target, pristine = src / name, src / (name + PRISTINE)
+            if not pristine.exists():
+                shutil.copy2(target, pristine)
+            (scratch / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(pristine, scratch / name)
+        with (scratch / QEMU_MESON[0]).open("a") as f:
+            f.write(QEMU_MESON[1])
+        for patch in QEMU_PATCHES:
+            run(f"apply {patch.name}", ["patch", "-p1", "--no-backup-if-mismatch", "-i", patch],
+                logs / "qemu.log", cwd=scratch)
+        wanted |= {name: scratch / name for name in touched}
+        for name, source in wanted.items():
+            target = src / name
+            if not target.exists() or target.read_bytes() != source.read_bytes():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(source, target)
 
 
 def build_qemu(logs: Path) -> Path:
@@ -168,9 +222,7 @@ def build_qemu(logs: Path) -> Path:
     if binary.exists():
         return binary
     src = prepare_qemu_tree(cache_root() / f"qemu-tree-{qemu_tree_key()}", logs)
-    target = src / "hw" / "misc" / "cosim-bridge.c"
-    if target.read_bytes() != BRIDGE_SOURCE.read_bytes():
-        shutil.copy(BRIDGE_SOURCE, target)
+    put_cosim_into_qemu(src, logs)
     run("build QEMU (first build ~15 min)", ["ninja", "-C", src / "build", "qemu-system-aarch64"],
         logs / "qemu.log")
     binary.parent.mkdir(parents=True, exist_ok=True)

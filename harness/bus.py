@@ -7,7 +7,9 @@ memory through named places, in this order::
 
 * ``translation``: IOMMUs.  A layer here turns the master's address into a physical one
   (``dataclasses.replace(txn, address=...)``) or raises :class:`DmaFault` (a translation fault).
-* ``coherency``: a CPU-cache model sees physical addresses and every device access to them.
+* ``coherency``: a CPU-cache model sees physical addresses and every device access to them.  In
+  emulate mode it stores a write itself (where silicon puts it) and marks the transaction
+  ``placed``: memory then checks the address and stores nothing.
 * ``trace``: the board's :class:`BusTracer` records physical addresses (and the master's own
   address, when translated).
 * memory: the address is checked against RAM and device windows; nothing there is a DMA fault.
@@ -70,6 +72,7 @@ class Transaction:
     stream_id: int | None = None  # the master's identity on the bus (an IOMMU's stream ID)
     master_address: int | None = None  # the address the master issued, set when translated
     walk: bool = False  # a table walk on the master's behalf, not the master's own data
+    placed: bool = False  # a write the coherency model already stored
 
     def beats(self) -> list[tuple[int, int, int]]:
         """(address, offset into the data, size) of each beat."""
@@ -214,6 +217,8 @@ class Bus:
                 return self._device_access(txn, data, base, size, device)
         memory = self._memory_for(txn)
         start = txn.address - memory.base
+        if txn.placed:
+            return None
         if txn.increment:
             if data is None:
                 return bytes(memory.view[start:start + txn.length])

@@ -46,6 +46,9 @@ class Machine(_Strict):
     cpu: str = "cortex-a57"
     cpus: int = Field(1, ge=1, le=8)
     memory: int = 1 << 30
+    # The CPU data-cache model (cosim.cachemodel): "report" moves data as a coherent system does
+    # and reports every hazard; "emulate" gives the data silicon gives; "off" is a coherent board.
+    cache: Literal["off", "report", "emulate"] = "report"
 
     @field_validator("memory", mode="before")
     @classmethod

@@ -12,7 +12,10 @@ from pathlib import Path
 
 from .bridge import BridgeFailure
 from .bus import Bus
+from .cachemodel.reports import CacheWatch
 from .console import EXPECTABLE, KernelLog
+
+CACHE = "cache"  # what a test expects when it expects cache-model reports
 
 
 class BoardFailure(AssertionError):
@@ -26,6 +29,7 @@ class FailureWatch:
         self.failures: list[BridgeFailure] = []
         self.expected_dma_faults = 0
         self.expected_width_mismatches = 0
+        self.cache: CacheWatch | None = None  # set when the board runs the cache model
         self.failure: BoardFailure | None = None
         self._lock = threading.Lock()
 
@@ -58,6 +62,14 @@ class FailureWatch:
             self.kernel_log.settle()
             lines = "\n".join(f"  [{e.category}] {e.line}" for e in events[:5])
             return self.report(f"the guest kernel reported:\n{lines}")
+        if self.cache is not None:
+            self.cache.poll()
+            if self.cache.unexpected:
+                reports = "\n".join(str(r) for r in self.cache.unexpected[:5])
+                more = len(self.cache.unexpected) - 5
+                return self.report(f"the cache model reported:\n{reports}"
+                                   + (f"\n... and {more} more" if more > 0 else "")
+                                   + f"\n(all in {self.cache.report_file})")
         unexpected = len(self.bus.faults) - self.expected_dma_faults
         if unexpected > 0:
             faults = "\n".join(f"  {f}" for f in self.bus.faults[-unexpected:][:5])
@@ -88,15 +100,22 @@ class FailureWatch:
     def expect(self, *categories: str, dma_faults: int = 0, width_mismatches: int = 0) -> Iterator[None]:
         """Within the block, the named kernel-log categories (e.g. "DMA-API"), up to
         ``dma_faults`` DMA faults and ``width_mismatches`` DMA width mismatches are expected."""
-        unknown = set(categories) - EXPECTABLE
+        unknown = set(categories) - EXPECTABLE - {CACHE}
         if unknown:
-            raise ValueError(f"cannot expect {sorted(unknown)}; expectable: {sorted(EXPECTABLE)}")
+            raise ValueError(f"cannot expect {sorted(unknown)}; expectable: "
+                             f"{sorted(EXPECTABLE | {CACHE})}")
         assert self.kernel_log is not None, "the board is not started"
         before = set(self.kernel_log.expected)
-        self.kernel_log.expected |= set(categories) | ({"warning"} if "DMA-API" in categories else set())
+        logged = set(categories) - {CACHE}
+        self.kernel_log.expected |= logged | ({"warning"} if "DMA-API" in logged else set())
         self.expected_dma_faults += dma_faults
         self.expected_width_mismatches += width_mismatches
+        cache = self.cache if CACHE in categories else None
+        if cache is not None:
+            cache.expecting += 1
         try:
             yield
         finally:
             self.kernel_log.expected = before
+            if cache is not None:
+                cache.expecting -= 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from ...devicetree import dtb_to_dts
 from ...platform import Machine, MachineLayout
 
 PR_SET_PDEATHSIG = 1
+_DEVICES: dict[tuple[str, int], set[str]] = {}  # device names of each QEMU binary
 
 # QEMU virt leaves its platform-bus window and its SPIs free when no dynamic sysbus device is used:
 # the bridge maps peripherals there.
@@ -48,6 +50,14 @@ class BridgedDevice:
     base: int
     size: int
     spis: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CacheDevice:
+    """The CPU side of the cache model (cosim-cache) and its state file."""
+
+    state: Path
+    mode: int
 
 
 def _die_with_parent() -> None:
@@ -81,6 +91,15 @@ class QemuEngine:
         return ["-M", f"virt,gic-version={m.gic},memory-backend=ram", "-cpu", m.cpu,
                 "-smp", str(m.cpus), "-m", f"{m.memory // (1 << 20)}M"]
 
+    def has_device(self, name: str) -> bool:
+        """Whether this QEMU binary was built with the device ``name``."""
+        key = (str(self.binary), self.binary.stat().st_mtime_ns)
+        if key not in _DEVICES:
+            proc = subprocess.run([str(self.binary), "-device", "help"], capture_output=True,
+                                  text=True, timeout=60)
+            _DEVICES[key] = set(re.findall(r'name "([^"]+)"', proc.stdout))
+        return name in _DEVICES[key]
+
     def base_device_tree(self) -> str:
         """The machine's own device tree (as DTS), dumped by QEMU once and cached."""
         key = digest([str(self.binary), str(self.binary.stat().st_mtime_ns), *self.machine_args()])
@@ -102,7 +121,7 @@ class QemuEngine:
     def command(self, *, ram_file: Path, dtb: Path, kernel: Path, initramfs: Path, bootargs: str,
                 kernel_console: Path, shell_console: Path, devices: list[BridgedDevice],
                 native: list[NativeDevice], extra_args: list[str],
-                host_folder: Path | None = None) -> list[str]:
+                host_folder: Path | None = None, cache: CacheDevice | None = None) -> list[str]:
         ram = (f"memory-backend-file,id=ram,size={self.machine.memory},mem-path={ram_file},"
                "share=on")
         cmd = [str(self.binary), *self.machine_args(), "-object", ram,
@@ -117,6 +136,9 @@ class QemuEngine:
             folder = str(host_folder).replace(",", ",,")  # QEMU's escape for a comma in a value
             cmd += ["-fsdev", f"local,id=hostfs,path={folder},security_model=none,multidevs=remap",
                     "-device", "virtio-9p-device,fsdev=hostfs,mount_tag=cosim-host"]
+        if cache is not None:
+            cmd += ["-device", f"cosim-cache,state={cache.state},mode={cache.mode},"
+                               f"ram-base={RAM_BASE:#x},ram-size={self.machine.memory:#x}"]
         for d in devices:
             irqs = ":".join(str(s) for s in d.spis)
             cmd += ["-device", f"cosim-bridge,name={d.name},socket={d.socket},base={d.base:#x},"

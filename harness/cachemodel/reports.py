@@ -1,0 +1,301 @@
+"""Cache-model events turned into reports a driver engineer can act on: which device and
+transfer, which buffer (from the guest's ``dma`` trace events), which line and bytes, which CPU
+instruction (from the kernel's System.map and the guest's kallsyms for modules), and the fix."""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import LINE_SIZE, CacheModel, CoherencyLayer, Event, Kind, Transfer
+
+TRACE_EVENTS = "/sys/kernel/tracing/events/dma"
+TRACE = "/sys/kernel/tracing/trace"
+TEXT_TYPES = set("tTwW")
+
+_TRACE_LINE = re.compile(
+    r"^\s*(?P<task>.+?)\s+\[(?P<cpu>\d+)\]\s+\S+\s+(?P<ts>[\d.]+):\s+(?P<event>dma_\w+):\s+"
+    r"(?P<device>\S+)\s+(?P<rest>.*)$")
+_FIELD = re.compile(r"(\w+)=(\S+)")
+
+
+class Symbols:
+    """Kernel text symbols: System.map for the kernel itself, kallsyms lines for modules."""
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[int, str, str]] = []  # address, name, module
+        self._addresses: list[int] = []
+
+    @classmethod
+    def from_system_map(cls, path: Path | None) -> Symbols:
+        symbols = cls()
+        if path is not None and path.exists():
+            symbols.add(path.read_text(errors="replace"))
+        return symbols
+
+    def add(self, text: str) -> None:
+        """Lines of System.map or /proc/kallsyms: ``address type name [module]``."""
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) < 3 or parts[1] not in TEXT_TYPES:
+                continue
+            try:
+                address = int(parts[0], 16)
+            except ValueError:
+                continue
+            if address:
+                module = parts[3].strip("[]") if len(parts) > 3 else ""
+                self._entries.append((address, parts[2], module))
+        self._entries.sort()
+        self._addresses = [e[0] for e in self._entries]
+
+    def name(self, pc: int) -> str | None:
+        i = bisect.bisect_right(self._addresses, pc) - 1
+        if not pc or i < 0:
+            return None
+        address, name, module = self._entries[i]
+        if pc - address > 1 << 20:  # beyond any function: not text we know
+            return None
+        return f"{name}+{pc - address:#x}" + (f" [{module}]" if module else "")
+
+
+@dataclass(frozen=True)
+class DmaMapping:
+    """A DMA-API call from the guest's ``dma`` trace events."""
+
+    call: str  # dma_map_page, dma_map_sg, dma_alloc, ...
+    device: str
+    direction: str
+    dma_address: int
+    size: int
+    spans: tuple[tuple[int, int], ...]  # physical (address, size) runs
+    timestamp: str
+    task: str
+    unmapped: bool = False
+
+    def covers(self, address: int) -> bool:
+        return any(base <= address < base + size for base, size in self.spans)
+
+    def __str__(self) -> str:
+        state = ", unmapped since" if self.unmapped else ""
+        return (f"{self.call} by {self.device} at {self.timestamp} s ({self.task}): dma "
+                f"{self.dma_address:#x}, {self.size} bytes, DMA_{self.direction}{state}")
+
+
+def parse_dma_trace(text: str) -> list[DmaMapping]:
+    """Mappings in the order the trace lists them; a later unmap or free marks its mapping."""
+    mappings: list[DmaMapping] = []
+    for line in text.splitlines():
+        m = _TRACE_LINE.match(line)
+        if not m:
+            continue
+        event, fields = m["event"], dict(_FIELD.findall(m["rest"]))
+        if event in ("dma_unmap_page", "dma_unmap_resource", "dma_unmap_sg", "dma_free",
+                     "dma_free_sgt"):
+            address = _first_address(fields)
+            for i in range(len(mappings) - 1, -1, -1):
+                if mappings[i].dma_address == address and not mappings[i].unmapped:
+                    mappings[i] = _replace_unmapped(mappings[i])
+                    break
+            continue
+        if event not in ("dma_map_page", "dma_map_resource", "dma_map_sg", "dma_alloc",
+                         "dma_alloc_pages", "dma_alloc_sgt"):
+            continue
+        spans = _spans(fields)
+        if not spans:
+            continue
+        mappings.append(DmaMapping(event, m["device"], fields.get("dir", "?"), spans[0][0],
+                                   sum(s for _, s in spans), tuple(spans), m["ts"], m["task"]))
+    return mappings
+
+
+def _replace_unmapped(mapping: DmaMapping) -> DmaMapping:
+    return DmaMapping(mapping.call, mapping.device, mapping.direction, mapping.dma_address,
+                      mapping.size, mapping.spans, mapping.timestamp, mapping.task, unmapped=True)
+
+
+def _hex_list(value: str) -> list[int]:
+    return [int(v, 16) for v in re.findall(r"[0-9a-fA-F]+", value.replace("0x", " "))]
+
+
+def _first_address(fields: dict[str, str]) -> int | None:
+    for key in ("dma_addr", "dma_addrs"):
+        if key in fields:
+            values = _hex_list(fields[key])
+            return values[0] if values else None
+    return None
+
+
+def _spans(fields: dict[str, str]) -> list[tuple[int, int]]:
+    """Physical runs of a mapping: phys_addr(s) with size(s); without an IOMMU a dma address
+    is the physical address (dma_alloc reports no physical address)."""
+    if "phys_addr" in fields and "size" in fields:
+        return [(int(fields["phys_addr"], 16), int(fields["size"]))]
+    if "sizes" in fields and "phys_addrs" in fields:
+        sizes = [int(s) for s in re.findall(r"\d+", fields["sizes"])]
+        return list(zip(_hex_list(fields["phys_addrs"]), sizes, strict=False))
+    if "dma_addr" in fields and "size" in fields:
+        return [(int(fields["dma_addr"], 16), int(fields["size"]))]
+    return []
+
+
+FIXES = {
+    Kind.DEVICE_READ_UNCLEAN: "missing dma_sync_single_for_device after the CPU's write at {store}",
+    Kind.CPU_READ_STALE: "missing dma_sync_single_for_cpu before this read at {access}",
+    Kind.DEVICE_WRITE_SHARED_LINE: ("buffer shares cache line {line:#x} with bytes the CPU wrote "
+                                    "at {store}: align the buffer to the cache line"),
+    Kind.DEVICE_WRITE_OVER_DIRTY: "the CPU wrote at {store} while the device owned the buffer",
+    Kind.CPU_WRITE_DISCARDED: ("the CPU wrote at {store} while the device owned the buffer: an "
+                               "invalidate (dma_sync_single_for_cpu or dma_unmap) threw the write away"),
+}
+
+
+def _ranges(mask: int) -> str:
+    runs = Event(Kind.CPU_READ_STALE, 0, 0, mask, 0, 0, 0, 0, 0).byte_ranges()
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) or "none"
+
+
+@dataclass
+class CacheReport:
+    """Lines with one hazard from one transfer (device events) or one instruction (CPU events)."""
+
+    kind: Kind
+    events: list[Event]
+    transfer: Transfer | None
+    device: str  # the device that read or wrote (CPU events: the line's last writer)
+    store: str  # the CPU's last store to the first line
+    access: str  # the CPU's access (CPU events)
+    buffer: DmaMapping | None
+    buffer_note: str = ""
+    expected: bool = False
+    fix: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        first = self.events[0]
+        if self.kind == Kind.WRITEBACK_OVER_DEVICE:
+            if first.bytes & first.other:
+                text = ("the CPU wrote at {store} while the device owned the buffer: the "
+                        "clean-and-invalidate wrote the CPU's line over the device's data")
+            else:
+                text = ("buffer shares cache line {line:#x} with bytes the CPU wrote at {store} "
+                        "during the transfer: align the buffer to the cache line (its "
+                        "clean-and-invalidate wrote the CPU's stale copy over the device's data)")
+        else:
+            text = FIXES[self.kind]
+        self.fix = text.format(store=self.store, access=self.access, line=first.line)
+        if self.buffer is not None and "owned" in self.fix:
+            self.fix += f" (mapped DMA_{self.buffer.direction} by {self.buffer.call} at " \
+                        f"{self.buffer.timestamp} s)"
+        if self.buffer is not None and self.kind == Kind.CPU_READ_STALE and \
+                self.buffer.direction == "TO_DEVICE":
+            self.fix = (f"wrong direction: {self.device} wrote a buffer mapped DMA_TO_DEVICE; map it "
+                        "DMA_FROM_DEVICE or DMA_BIDIRECTIONAL (the CPU read stale data at "
+                        f"{self.access})")
+
+    def __str__(self) -> str:
+        first, lines = self.events[0], len(self.events)
+        out = [f"cache: {self.fix}"]
+        if self.transfer is not None:
+            kind = "wrote" if self.transfer.write else "read"
+            out.append(f"  device: {self.transfer.master} {kind} {self.transfer.length} bytes at "
+                       f"{self.transfer.address:#x} (transfer {self.transfer.number})")
+        elif self.device:
+            out.append(f"  device: {self.device} wrote the line last")
+        span = f"{lines} lines from {first.line:#x}" if lines > 1 else f"{first.line:#x}"
+        dirty = first.other if first.kind != Kind.CPU_READ_STALE else 0
+        out.append(f"  cache line: {span} ({LINE_SIZE} bytes); bytes {_ranges(first.bytes)}"
+                   + (f"; CPU-dirty bytes {_ranges(dirty)}" if dirty else ""))
+        if self.buffer is not None:
+            out.append(f"  buffer: {self.buffer}")
+        elif self.buffer_note:
+            out.append(f"  buffer: {self.buffer_note}")
+        return "\n".join(out)
+
+
+def group(events: list[Event]) -> list[list[Event]]:
+    """Events of one kind from one transfer, or from one CPU instruction, belong together."""
+    groups: dict[tuple[Kind, int, int], list[Event]] = {}
+    for e in events:
+        key = (e.kind, e.transfer, 0) if e.transfer else (e.kind, 0, e.pc)
+        groups.setdefault(key, []).append(e)
+    return list(groups.values())
+
+
+class CacheWatch:
+    """A board's cache model: drains its events as the board runs, and between guest commands
+    turns them into reports (asking the guest for module symbols and its DMA trace)."""
+
+    def __init__(self, model: CacheModel, layer: CoherencyLayer, system_map: Path | None,
+                 report_file: Path):
+        self.model, self.layer, self.report_file = model, layer, report_file
+        self.symbols = Symbols.from_system_map(system_map)
+        self.module_symbols_loaded = False
+        self.pending: list[Event] = []
+        self.reports: list[CacheReport] = []
+        self.unexpected: list[CacheReport] = []
+        self.expecting = 0
+        self.trace_available: bool | None = None  # known once the guest has been asked
+
+    def poll(self) -> None:
+        self.pending += self.model.drain()
+
+    def has_events(self) -> bool:
+        self.poll()
+        return bool(self.pending)
+
+    def settle(self, guest: Callable[[str], str] | None) -> list[CacheReport]:
+        """Reports for the events so far; ``guest`` runs a shell command in the guest (None: the
+        guest cannot be asked, and the reports say what they cannot name)."""
+        self.poll()
+        if not self.pending:
+            return []
+        mappings: list[DmaMapping] = []
+        note = "the guest was not asked (its console is gone)"
+        if guest is not None:
+            if not self.module_symbols_loaded:
+                self.symbols.add(guest("grep '\\[' /proc/kallsyms || true"))
+                self.module_symbols_loaded = True
+            if self.trace_available is None:
+                self.trace_available = guest(f"test -d {TRACE_EVENTS} && echo yes || true").strip() == "yes"
+            if self.trace_available:
+                mappings = parse_dma_trace(guest(f"cat {TRACE}"))
+                note = "no dma trace event covers it (mapped before the trace's oldest entry?)"
+            else:
+                note = f"unknown: this guest kernel has no dma trace events ({TRACE_EVENTS})"
+        events, self.pending = self.pending, []
+        new = [self._report(g, mappings, note) for g in group(events)]
+        with self.report_file.open("a") as f:
+            for report in new:
+                report.expected = self.expecting > 0
+                f.write(f"{report}\n" + ("  (expected by the test)\n" if report.expected else "") + "\n")
+        self.reports += new
+        self.unexpected += [r for r in new if not r.expected]
+        return new
+
+    def _name(self, pc: int) -> str:
+        if not pc:
+            return "an unknown instruction"
+        name = self.symbols.name(pc)
+        return f"{name} ({pc:#x})" if name else f"{pc:#x}"
+
+    def _report(self, events: list[Event], mappings: list[DmaMapping], note: str) -> CacheReport:
+        first = events[0]
+        transfer = self.layer.transfers.get(first.transfer) if first.transfer else None
+        device = transfer.master if transfer else (self.layer.master_name(first.peer)
+                                                   if first.kind in (Kind.CPU_READ_STALE,
+                                                                     Kind.WRITEBACK_OVER_DEVICE)
+                                                   else "")
+        buffer = next((m for m in reversed(mappings) if m.covers(first.line + _first_byte(first))),
+                      None)
+        # every kind but a stale read names the CPU's last store to the line in ``pc``
+        store_pc = 0 if first.kind == Kind.CPU_READ_STALE else first.pc
+        return CacheReport(first.kind, events, transfer, device, self._name(store_pc),
+                           self._name(first.pc), buffer, note)
+
+
+def _first_byte(event: Event) -> int:
+    runs = event.byte_ranges()
+    return runs[0][0] if runs else 0
