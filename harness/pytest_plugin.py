@@ -11,6 +11,10 @@ Installed with cosim (entry point ``pytest11``), so it works in any repository::
     @pytest.mark.cosim_guest(files={"image.bin": "/tmp/image.bin"}, packages=["mtd-utils"])
     def test_flashcp(board): ...                # this test's board gets these too
 
+    @pytest.mark.cosim_cache("emulate")         # DMA data as a non-coherent SoC gives it
+    @pytest.mark.cosim_expect("cache")          # cache-model reports expected, not failures
+    def test_my_driver_on_silicon(board): ...
+
 Fixtures: ``board`` (per test), ``module_board``, ``session_board`` (shared: boot once), ``console``
 (the per-test board's command runner), ``cosim_board_factory`` (boards of your own platform,
 plugins, build or guest additions) and ``cosim_module_board_factory`` (the same, shared by a
@@ -59,6 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
                             "overlay=): what the test's board gets beside its platform's guest "
                             "content (an initramfs layer appended at boot; paths relative to the "
                             "test's folder)")
+    config.addinivalue_line("markers", "cosim_cache(mode): the cache model's mode for the test's "
+                            "board: 'report', 'emulate' or 'off' (default: the platform's)")
     config.addinivalue_line("markers", "integration: boots the real guest in QEMU")
 
 
@@ -81,7 +87,7 @@ class _BoardMaker:
 
     def __call__(self, platform: str | Path | None = None, plugins: tuple[object, ...] = (),
                  start: bool = True, artifacts: Artifacts | None = None,
-                 guest: dict[str, Any] | None = None) -> Board:
+                 guest: dict[str, Any] | None = None, cache: str | None = None) -> Board:
         name = platform or self.config.getoption("--cosim-platform")
         logdir = self.logdir if not self.boards else self.logdir / f"board{len(self.boards)}"
         pm = create_plugin_manager(plugins) if plugins else None
@@ -92,7 +98,8 @@ class _BoardMaker:
         if guest:
             origin = GuestAdditions(self.folder, self.label)
             additions.append((origin.content(guest), origin))
-        board = Board(loaded, build_for(loaded, additions, artifacts=artifacts), logdir, pm=pm)
+        board = Board(loaded, build_for(loaded, additions, artifacts=artifacts), logdir, pm=pm,
+                      cache=cache)
         self.boards.append(board)
         if start:
             board.start()
@@ -139,7 +146,9 @@ def cosim_module_board_factory(request: pytest.FixtureRequest,
 @pytest.fixture
 def board(request: pytest.FixtureRequest, cosim_board_factory: Callable[..., Board]) -> Board:
     marker = request.node.get_closest_marker("cosim_guest")
-    return cosim_board_factory(guest=marker.kwargs if marker else None)
+    cache = request.node.get_closest_marker("cosim_cache")
+    return cosim_board_factory(guest=marker.kwargs if marker else None,
+                               cache=cache.args[0] if cache else None)
 
 
 @pytest.fixture

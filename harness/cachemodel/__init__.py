@@ -149,7 +149,7 @@ def library() -> ctypes.CDLL:
     lib.cm_attach.restype = ctypes.c_int
     lib.cm_track_page.argtypes, lib.cm_track_page.restype = [state, u64], ctypes.c_bool
     lib.cm_page_tracked.argtypes, lib.cm_page_tracked.restype = [state, u64], ctypes.c_bool
-    lib.cm_cpu_access.argtypes = [state, u64, u32, ctypes.c_bool, u32, u64]
+    lib.cm_cpu_access.argtypes = [state, u64, u32, ctypes.c_bool, ctypes.c_bool, u32, u64]
     lib.cm_cpu_access.restype = None
     lib.cm_cpu_maintenance.argtypes = [state, u64, u32, u32, u64]
     lib.cm_cpu_maintenance.restype = ctypes.c_bool
@@ -234,8 +234,9 @@ class CacheModel:
                                         transfer, ctypes.c_char_p(bytes(data)))
 
     # The CPU side, which QEMU drives; here for tests of the state machine.
-    def cpu_access(self, address: int, size: int, store: bool, cpu: int = 0, pc: int = 0) -> None:
-        self.lib.cm_cpu_access(ctypes.byref(self._state), address, size, store, cpu, pc)
+    def cpu_access(self, address: int, size: int, store: bool, cpu: int = 0, pc: int = 0,
+                   cached: bool = True) -> None:
+        self.lib.cm_cpu_access(ctypes.byref(self._state), address, size, store, cached, cpu, pc)
 
     def cpu_maintenance(self, address: int, op: Maintenance, cpu: int = 0, pc: int = 0) -> bool:
         return self.lib.cm_cpu_maintenance(ctypes.byref(self._state), address, int(op), cpu, pc)

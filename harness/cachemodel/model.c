@@ -103,7 +103,7 @@ static uint64_t line_index(const cm_state *s, uint64_t paddr)
     return (paddr - s->header->ram_base) / CM_LINE_SIZE;
 }
 
-static uint8_t *ram_line(const cm_state *s, uint64_t index)
+static uint8_t *file_line(const cm_state *s, uint64_t index)
 {
     return s->ram + index * CM_LINE_SIZE;
 }
@@ -185,9 +185,43 @@ static void emit(cm_state *s, cm_line *line, uint32_t kind, uint32_t agent, uint
 static void open_shadow(cm_state *s, cm_line *line, uint64_t index)
 {
     if (!(line->flags & CM_SHADOW)) {
-        memcpy(shadow_line(s, index), ram_line(s, index), CM_LINE_SIZE);
+        memcpy(shadow_line(s, index), file_line(s, index), CM_LINE_SIZE);
         line->flags |= CM_SHADOW;
+        line->flags &= ~CM_FILE_IS_RAM;
     }
+}
+
+static void swap_views(cm_state *s, cm_line *line, uint64_t index)
+{
+    uint8_t held[CM_LINE_SIZE];
+
+    memcpy(held, file_line(s, index), CM_LINE_SIZE);
+    memcpy(file_line(s, index), shadow_line(s, index), CM_LINE_SIZE);
+    memcpy(shadow_line(s, index), held, CM_LINE_SIZE);
+    line->flags ^= CM_FILE_IS_RAM;
+}
+
+/* The file shows what the next access sees: the CPU's line (cacheable) or RAM (uncached). */
+static void show(cm_state *s, cm_line *line, uint64_t index, bool ram)
+{
+    if ((line->flags & CM_SHADOW) && !!(line->flags & CM_FILE_IS_RAM) != ram) {
+        swap_views(s, line, index);
+    }
+}
+
+/* Where RAM's bytes of a line are: the shadow while the file shows the CPU's line. */
+static uint8_t *ram_view(cm_state *s, cm_line *line, uint64_t index)
+{
+    bool shadowed = (line->flags & (CM_SHADOW | CM_FILE_IS_RAM)) == CM_SHADOW;
+
+    return shadowed ? shadow_line(s, index) : file_line(s, index);
+}
+
+/* The views become one: RAM's (@ram) or the CPU's line. */
+static void close_shadow(cm_state *s, cm_line *line, uint64_t index, bool ram)
+{
+    show(s, line, index, ram);
+    line->flags &= ~(CM_SHADOW | CM_FILE_IS_RAM);
 }
 
 typedef struct {
@@ -206,12 +240,18 @@ static uint64_t pc_of(lazy_pc *pc)
     return pc->pc;
 }
 
-static void cpu_line_access(cm_state *s, uint64_t index, uint64_t bytes, bool store, uint32_t cpu,
-                            lazy_pc *pc)
+static void cpu_line_access(cm_state *s, uint64_t index, uint64_t bytes, bool store, bool cached,
+                            uint32_t cpu, lazy_pc *pc)
 {
     cm_line *line = &s->lines[index];
     uint64_t line_addr = s->header->ram_base + index * CM_LINE_SIZE;
 
+    if (s->header->mode == CM_MODE_EMULATE) {
+        show(s, line, index, !cached);
+    }
+    if (!cached) {
+        return; /* a Normal-NC or Device access goes to RAM and leaves the cache alone */
+    }
     if (!(line->flags & CM_HELD)) {
         line->hold_pc = pc_of(pc);
         line->flags |= CM_HELD;
@@ -235,8 +275,8 @@ static void cpu_line_access(cm_state *s, uint64_t index, uint64_t bytes, bool st
     line->store_cpu = cpu;
 }
 
-void cm_cpu_access_lazy(cm_state *s, uint64_t paddr, uint32_t size, bool store, uint32_t cpu,
-                        cm_pc_fn fn, void *ctx)
+void cm_cpu_access_lazy(cm_state *s, uint64_t paddr, uint32_t size, bool store, bool cached,
+                        uint32_t cpu, cm_pc_fn fn, void *ctx)
 {
     lazy_pc pc = { .fn = fn, .ctx = ctx };
 
@@ -251,7 +291,7 @@ void cm_cpu_access_lazy(cm_state *s, uint64_t paddr, uint32_t size, bool store, 
         uint64_t n = CM_LINE_SIZE - offset < end - at ? CM_LINE_SIZE - offset : end - at;
 
         if (cm_page_tracked(s, at)) {
-            cpu_line_access(s, line_index(s, at), byte_mask(offset, n), store, cpu, &pc);
+            cpu_line_access(s, line_index(s, at), byte_mask(offset, n), store, cached, cpu, &pc);
         }
         at += n;
     }
@@ -263,10 +303,10 @@ static uint64_t known_pc(void *ctx)
     return *(uint64_t *)ctx;
 }
 
-void cm_cpu_access(cm_state *s, uint64_t paddr, uint32_t size, bool store, uint32_t cpu,
-                   uint64_t pc)
+void cm_cpu_access(cm_state *s, uint64_t paddr, uint32_t size, bool store, bool cached,
+                   uint32_t cpu, uint64_t pc)
 {
-    cm_cpu_access_lazy(s, paddr, size, store, cpu, known_pc, &pc);
+    cm_cpu_access_lazy(s, paddr, size, store, cached, cpu, known_pc, &pc);
 }
 
 bool cm_cpu_maintenance(cm_state *s, uint64_t paddr, uint32_t op, uint32_t cpu, uint64_t pc)
@@ -294,15 +334,10 @@ bool cm_cpu_maintenance(cm_state *s, uint64_t paddr, uint32_t op, uint32_t cpu, 
         emit(s, line, CM_WRITEBACK_OVER_DEVICE, cpu, line_addr, line->stale | line->overwritten,
              line->dirty, line->store_pc, 0, false);
     }
-    if (emulate && (line->flags & CM_SHADOW)) {
-        if (writeback) {
-            /* The CPU's whole line goes to RAM, over whatever a device put there. */
-            line->flags &= ~CM_SHADOW;
-        } else if (op != CM_CLEAN) {
-            /* Dropped: the CPU's next access fetches RAM. */
-            memcpy(ram_line(s, index), shadow_line(s, index), CM_LINE_SIZE);
-            line->flags &= ~CM_SHADOW;
-        }
+    if (emulate && (line->flags & CM_SHADOW) && (writeback || op != CM_CLEAN)) {
+        /* A write-back puts the CPU's whole line in RAM, over whatever a device put there; an
+         * invalidate drops it, and the CPU's next access fetches RAM. */
+        close_shadow(s, line, index, !writeback);
     }
     if (writeback) { /* RAM now holds the CPU's line: nothing in it is stale */
         line->stale = 0;
@@ -337,7 +372,7 @@ void cm_coherent_write(cm_state *s, uint64_t paddr, uint64_t len)
             line->stale &= ~bytes;
             line->overwritten &= ~bytes;
             if (line->flags & CM_SHADOW) { /* RAM and the CPU's copy agree on these bytes */
-                memcpy(shadow_line(s, index) + offset, ram_line(s, index) + offset, n);
+                memcpy(shadow_line(s, index) + offset, file_line(s, index) + offset, n);
             }
         }
         at += n;
@@ -368,7 +403,7 @@ uint32_t cm_device_read(cm_state *s, uint64_t paddr, uint64_t len, uint32_t agen
                  line->dirty, line->store_pc, transfer, true);
         }
         if (s->header->mode == CM_MODE_EMULATE && (line->flags & CM_SHADOW)) {
-            memcpy(data + (at - paddr), shadow_line(s, index) + offset, n);
+            memcpy(data + (at - paddr), ram_view(s, line, index) + offset, n);
         }
         at += n;
     }
@@ -413,10 +448,10 @@ uint32_t cm_device_write(cm_state *s, uint64_t paddr, uint64_t len, uint32_t age
             line->overwritten &= ~bytes;
             if (emulate) {
                 open_shadow(s, line, index);
-                memcpy(shadow_line(s, index) + offset, data + (at - paddr), n);
+                memcpy(ram_view(s, line, index) + offset, data + (at - paddr), n);
             }
         } else if (emulate) {
-            memcpy(ram_line(s, index) + offset, data + (at - paddr), n);
+            memcpy(ram_view(s, line, index) + offset, data + (at - paddr), n);
         }
         at += n;
     }

@@ -20,8 +20,9 @@
  * update the CPU's line, as snooping hardware does.  Only pages that a DC operation or a device
  * touched are tracked; QEMU sends only those pages' accesses here.
  *
- * In emulate mode guest RAM (the file QEMU and the harness share) holds what the CPU sees, and a
- * line's shadow holds what RAM (the devices' view) holds whenever the two differ.
+ * In emulate mode guest RAM (the file QEMU and the harness share) holds what the next CPU access
+ * sees (the CPU's line for a cacheable access, RAM for a Normal-NC one: a coherent buffer's), and
+ * a line's shadow holds the other view whenever the two differ.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -57,7 +58,9 @@ enum cm_maintenance { CM_CLEAN = 1, CM_INVALIDATE = 2, CM_CLEAN_INVALIDATE = 3 }
 
 enum cm_line_flags {
     CM_HELD = 1,   /* the CPU may hold the line: it accessed it since the last invalidate */
-    CM_SHADOW = 2, /* emulate: RAM differs from the CPU's line; the shadow holds RAM */
+    CM_SHADOW = 2, /* emulate: RAM differs from the CPU's line; the shadow holds one of them */
+    CM_FILE_IS_RAM = 4, /* with CM_SHADOW: the file shows RAM (for uncached accesses), the shadow
+                         * the CPU's line; otherwise the file shows the CPU's line */
 };
 
 enum cm_counter {
@@ -130,10 +133,10 @@ bool cm_track_page(cm_state *s, uint64_t paddr);
  * an instruction's PC costs QEMU a search, so the model asks @pc_of(@ctx) only when it needs it.
  */
 typedef uint64_t (*cm_pc_fn)(void *ctx);
-void cm_cpu_access_lazy(cm_state *s, uint64_t paddr, uint32_t size, bool store, uint32_t cpu,
-                        cm_pc_fn pc_of, void *ctx);
-void cm_cpu_access(cm_state *s, uint64_t paddr, uint32_t size, bool store, uint32_t cpu,
-                   uint64_t pc);
+void cm_cpu_access_lazy(cm_state *s, uint64_t paddr, uint32_t size, bool store, bool cached,
+                        uint32_t cpu, cm_pc_fn pc_of, void *ctx);
+void cm_cpu_access(cm_state *s, uint64_t paddr, uint32_t size, bool store, bool cached,
+                   uint32_t cpu, uint64_t pc);
 bool cm_cpu_maintenance(cm_state *s, uint64_t paddr, uint32_t op, uint32_t cpu, uint64_t pc);
 /* A coherent master (one of QEMU's own devices) wrote RAM: the CPU's copy follows. */
 void cm_coherent_write(cm_state *s, uint64_t paddr, uint64_t len);

@@ -323,3 +323,17 @@ def test_a_state_file_of_another_board_is_refused(tmp_path: Path) -> None:
             CacheModel(tmp_path / "cache", g.ram_file, RAM_BASE, RAM_SIZE, Mode.EMULATE)
     finally:
         g.close()
+
+
+def test_a_coherent_buffer_s_uncached_accesses_see_ram(guest: Guest) -> None:
+    """dma_alloc_coherent's buffer is used through a Normal-NC mapping while its cacheable alias
+    may still be held: the CPU's uncached reads see what the device wrote, in both modes."""
+    guest.cpu_read(BUF, 64)  # the linear alias is in the cache
+    guest.clean(BUF, BUF + 64)  # arch_dma_prep_coherent
+    guest.model.cpu_access(BUF, 8, True, cached=False)  # a descriptor written through the NC map
+    guest.ram[BUF - RAM_BASE:BUF - RAM_BASE + 8] = b"\x11" * 8
+    assert guest.device_read(BUF, 8) == b"\x11" * 8
+    guest.device_write(BUF + 8, pattern(8, 16))  # the device's status
+    guest.model.cpu_access(BUF + 8, 8, False, cached=False)
+    assert guest.ram[BUF + 8 - RAM_BASE:BUF + 16 - RAM_BASE] == pattern(8, 16)
+    assert kinds(guest) == []

@@ -3,9 +3,9 @@
  * harness/cachemodel/model.c, shared with the harness through a state file).
  *
  * Pages the model tracks get a TLB slow-path flag when their mapping is Normal cacheable memory
- * (a Normal-NC or Device mapping bypasses the data cache, so the model has nothing to see), and
- * every data access to them reaches the model before it happens, with the guest PC of the
- * instruction.  DC CVAC/IVAC/CIVAC reach it by physical address, and so do QEMU's own device
+ * (in emulate mode Normal-NC and Device mappings too: they bypass the data cache and must see
+ * RAM), and every data access to them reaches the model before it happens, with the guest PC of
+ * the instruction.  DC CVAC/IVAC/CIVAC reach it by physical address, and so do QEMU's own device
  * writes to RAM (virtio: coherent masters).  A page the model starts tracking flushes the TLBs so
  * that every mapping of it, on every CPU, refills with the flag.
  *
@@ -71,10 +71,11 @@ static bool cacheable(uint8_t attrs)
     return (attrs & 0xf0) != 0 && (attrs & 0x0f) != 0x4;
 }
 
+/* Uncached accesses matter only to emulate mode: they see RAM, not the CPU's line. */
 static bool watch_page(CPUState *cpu, const CPUTLBEntryFull *full)
 {
     return cm_page_tracked(&cache->model, full->phys_addr) &&
-           cacheable(full->extra.arm.pte_attrs);
+           (cacheable(full->extra.arm.pte_attrs) || cache->mode == CM_MODE_EMULATE);
 }
 
 /* The last PC found per vCPU: a loop's accesses come from a few instructions. */
@@ -121,7 +122,7 @@ static void cpu_access(CPUState *cpu, const CPUTLBEntryFull *full, vaddr addr, i
     PcQuery query = { .cpu = cpu, .ra = ra };
 
     cm_cpu_access_lazy(&cache->model, full->phys_addr | (addr & ~TARGET_PAGE_MASK), size, store,
-                       cpu->cpu_index, guest_pc, &query);
+                       cacheable(full->extra.arm.pte_attrs), cpu->cpu_index, guest_pc, &query);
 }
 
 static void maintenance(CPUState *cpu, vaddr addr, int op)
