@@ -19,8 +19,9 @@ Fixtures: ``board`` (per test), ``module_board``, ``session_board`` (shared: boo
 (the per-test board's command runner), ``cosim_board_factory`` (boards of your own platform,
 plugins, build or guest additions) and ``cosim_module_board_factory`` (the same, shared by a
 module).
-Options: ``--cosim-platform``, ``--cosim-artifacts``, ``--cosim-keep-artifacts``.  Each test's
-logs (serial, kernel log, QEMU stderr, plugin trace, DTS) are named in its failure.
+Options: ``--cosim-platform``, ``--cosim-artifacts``, ``--cosim-keep-artifacts``, ``--cosim-cache``.
+Each test's logs (serial, kernel log, QEMU stderr, plugin trace, DTS, cache-model reports) are
+named in its failure.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="platform name (platforms/NAME.yaml) or YAML file to boot (default: virt)")
     group.addoption("--cosim-artifacts", default="cosim-artifacts", type=Path,
                     help="folder for per-test logs (default: ./cosim-artifacts)")
+    group.addoption("--cosim-cache", choices=["off", "report", "emulate"], default=None,
+                    help="the cache model's mode for every board a test does not set "
+                         "(default: each platform's machine.cache)")
     group.addoption("--cosim-keep-artifacts", action="store_true",
                     help="keep the logs of passing tests too (failing tests' logs are always kept)")
 
@@ -99,7 +103,7 @@ class _BoardMaker:
             origin = GuestAdditions(self.folder, self.label)
             additions.append((origin.content(guest), origin))
         board = Board(loaded, build_for(loaded, additions, artifacts=artifacts), logdir, pm=pm,
-                      cache=cache)
+                      cache=cache or self.config.getoption("--cosim-cache"))
         self.boards.append(board)
         if start:
             board.start()

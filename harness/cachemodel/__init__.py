@@ -51,7 +51,7 @@ class _Event(ctypes.Structure):
     _fields_ = [("kind", ctypes.c_uint32), ("agent", ctypes.c_uint32), ("line", ctypes.c_uint64),
                 ("bytes", ctypes.c_uint64), ("other", ctypes.c_uint64), ("pc", ctypes.c_uint64),
                 ("seq", ctypes.c_uint64), ("transfer", ctypes.c_uint64),
-                ("peer", ctypes.c_uint64)]
+                ("peer", ctypes.c_uint64), ("lr", ctypes.c_uint64)]
 
 
 class _Line(ctypes.Structure):
@@ -59,7 +59,7 @@ class _Line(ctypes.Structure):
                 ("overwritten", ctypes.c_uint64), ("store_pc", ctypes.c_uint64), ("flags", ctypes.c_uint32),
                 ("store_cpu", ctypes.c_uint32), ("reported", ctypes.c_uint32),
                 ("device_agent", ctypes.c_uint32), ("hold_pc", ctypes.c_uint64),
-                ("reserved", ctypes.c_uint32 * 2)]
+                ("store_lr", ctypes.c_uint64)]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,7 @@ class Event:
     seq: int
     transfer: int
     peer: int  # device events: the CPU of the last store; CPU events: the device's number
+    lr: int = 0  # the link register with ``pc``: the caller when ``pc`` is in a leaf routine
 
     def byte_ranges(self, mask: int | None = None) -> list[tuple[int, int]]:
         """Runs of set bits of ``mask`` (default ``bytes``) as (first, last) byte offsets."""
@@ -260,7 +261,7 @@ class CacheModel:
         events = []
         while n := self.lib.cm_drain(ctypes.byref(self._state), self._batch, DRAIN_BATCH):
             events += [Event(Kind(e.kind), e.agent, e.line, e.bytes, e.other, e.pc, e.seq,
-                             e.transfer, e.peer) for e in self._batch[:n]]
+                             e.transfer, e.peer, e.lr) for e in self._batch[:n]]
         return events
 
     def close(self) -> None:

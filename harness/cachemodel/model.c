@@ -159,7 +159,8 @@ bool cm_track_page(cm_state *s, uint64_t paddr)
 }
 
 static void emit(cm_state *s, cm_line *line, uint32_t kind, uint32_t agent, uint64_t line_addr,
-                 uint64_t bytes, uint64_t other, uint64_t pc, uint64_t transfer, bool device)
+                 uint64_t bytes, uint64_t other, uint64_t pc, uint64_t lr, uint64_t transfer,
+                 bool device)
 {
     cm_header *h = s->header;
     cm_event *e;
@@ -176,7 +177,7 @@ static void emit(cm_state *s, cm_line *line, uint32_t kind, uint32_t agent, uint
     *e = (cm_event){
         .kind = kind, .agent = agent, .line = line_addr, .bytes = bytes, .other = other,
         .pc = pc, .seq = h->seq, .transfer = transfer,
-        .peer = device ? line->store_cpu : line->device_agent,
+        .peer = device ? line->store_cpu : line->device_agent, .lr = lr,
     };
     h->event_head++;
 }
@@ -228,13 +229,14 @@ typedef struct {
     cm_pc_fn fn;
     void *ctx;
     uint64_t pc;
+    uint64_t lr;
     bool known;
 } lazy_pc;
 
 static uint64_t pc_of(lazy_pc *pc)
 {
     if (!pc->known) {
-        pc->pc = pc->fn(pc->ctx);
+        pc->pc = pc->fn(pc->ctx, &pc->lr);
         pc->known = true;
     }
     return pc->pc;
@@ -259,7 +261,7 @@ static void cpu_line_access(cm_state *s, uint64_t index, uint64_t bytes, bool st
     if (!store) {
         if (line->stale & bytes) {
             emit(s, line, CM_CPU_READ_STALE, cpu, line_addr, bytes & line->stale, line->stale,
-                 pc_of(pc), 0, false);
+                 pc_of(pc), pc->lr, 0, false);
         }
         return;
     }
@@ -272,6 +274,7 @@ static void cpu_line_access(cm_state *s, uint64_t index, uint64_t bytes, bool st
     line->stale &= ~bytes;
     line->dirty |= bytes;
     line->store_pc = pc_of(pc);
+    line->store_lr = pc->lr;
     line->store_cpu = cpu;
 }
 
@@ -298,8 +301,9 @@ void cm_cpu_access_lazy(cm_state *s, uint64_t paddr, uint32_t size, bool store, 
     unlock(s);
 }
 
-static uint64_t known_pc(void *ctx)
+static uint64_t known_pc(void *ctx, uint64_t *lr)
 {
+    *lr = 0;
     return *(uint64_t *)ctx;
 }
 
@@ -328,11 +332,11 @@ bool cm_cpu_maintenance(cm_state *s, uint64_t paddr, uint32_t op, uint32_t cpu, 
     writeback = line->dirty && op != CM_INVALIDATE;
     if (op == CM_INVALIDATE && line->dirty) {
         emit(s, line, CM_CPU_WRITE_DISCARDED, cpu, line_addr, line->dirty, line->dirty,
-             line->store_pc, 0, false);
+             line->store_pc, line->store_lr, 0, false);
     }
     if (op == CM_CLEAN_INVALIDATE && writeback && (line->stale | line->overwritten)) {
         emit(s, line, CM_WRITEBACK_OVER_DEVICE, cpu, line_addr, line->stale | line->overwritten,
-             line->dirty, line->store_pc, 0, false);
+             line->dirty, line->store_pc, line->store_lr, 0, false);
     }
     if (emulate && (line->flags & CM_SHADOW) && (writeback || op != CM_CLEAN)) {
         /* A write-back puts the CPU's whole line in RAM, over whatever a device put there; an
@@ -400,7 +404,7 @@ uint32_t cm_device_read(cm_state *s, uint64_t paddr, uint64_t len, uint32_t agen
         started += track_page_locked(s, at);
         if (line->dirty & bytes) {
             emit(s, line, CM_DEVICE_READ_UNCLEAN, agent, at & ~LINE_MASK, line->dirty & bytes,
-                 line->dirty, line->store_pc, transfer, true);
+                 line->dirty, line->store_pc, line->store_lr, transfer, true);
         }
         if (s->header->mode == CM_MODE_EMULATE && (line->flags & CM_SHADOW)) {
             memcpy(data + (at - paddr), ram_view(s, line, index) + offset, n);
@@ -436,10 +440,10 @@ uint32_t cm_device_write(cm_state *s, uint64_t paddr, uint64_t len, uint32_t age
         started += track_page_locked(s, at);
         if (line->dirty & bytes) {
             emit(s, line, CM_DEVICE_WRITE_OVER_DIRTY, agent, line_addr, line->dirty & bytes,
-                 line->dirty, line->store_pc, transfer, true);
+                 line->dirty, line->store_pc, line->store_lr, transfer, true);
         } else if (line->dirty) {
             emit(s, line, CM_DEVICE_WRITE_SHARED_LINE, agent, line_addr, bytes, line->dirty,
-                 line->store_pc, transfer, true);
+                 line->store_pc, line->store_lr, transfer, true);
         }
         line->device_agent = agent;
         if (line->flags & CM_HELD) {

@@ -78,6 +78,7 @@ typedef struct {
     uint64_t seq;      /* the model's operation number: orders events with each other */
     uint64_t transfer; /* device events: the harness's number of the transfer */
     uint64_t peer;     /* device events: the CPU of that store; CPU events: the device's number */
+    uint64_t lr;       /* the link register with @pc: the caller, when @pc is in a leaf routine */
 } cm_event;
 
 typedef struct {
@@ -90,7 +91,7 @@ typedef struct {
     uint32_t reported; /* bit per cm_kind: said once until the line's next maintenance */
     uint32_t device_agent; /* the device that last wrote the line */
     uint64_t hold_pc;      /* the CPU access that brought the line in (0: before tracking) */
-    uint32_t reserved[2];
+    uint64_t store_lr;     /* the link register at that store */
 } cm_line;
 
 typedef struct {
@@ -130,9 +131,10 @@ bool cm_track_page(cm_state *s, uint64_t paddr);
 
 /*
  * The CPU side (QEMU): a cacheable access within one line or two, and DC ops by line.  Finding
- * an instruction's PC costs QEMU a search, so the model asks @pc_of(@ctx) only when it needs it.
+ * an instruction's PC costs QEMU a search, so the model asks @pc_of(@ctx, &lr) only when it needs
+ * it; it returns the PC and sets the link register.
  */
-typedef uint64_t (*cm_pc_fn)(void *ctx);
+typedef uint64_t (*cm_pc_fn)(void *ctx, uint64_t *lr);
 void cm_cpu_access_lazy(cm_state *s, uint64_t paddr, uint32_t size, bool store, bool cached,
                         uint32_t cpu, cm_pc_fn pc_of, void *ctx);
 void cm_cpu_access(cm_state *s, uint64_t paddr, uint32_t size, bool store, bool cached,

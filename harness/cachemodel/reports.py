@@ -15,6 +15,11 @@ from . import LINE_SIZE, CacheModel, CoherencyLayer, Event, Kind, Transfer
 TRACE_EVENTS = "/sys/kernel/tracing/events/dma"
 TRACE = "/sys/kernel/tracing/trace"
 TEXT_TYPES = set("tTwW")
+# The kernel's leaf string and page routines: the instruction is theirs, the caller is in X30
+LEAF_ROUTINES = {"memset", "__memset", "__pi_memset", "memcpy", "__memcpy", "__pi_memcpy",
+                 "memmove", "__memmove", "__pi_memmove", "copy_page", "clear_page", "strcpy",
+                 "strncpy", "__arch_copy_to_user", "__arch_copy_from_user", "memcpy_fromio",
+                 "memcpy_toio"}
 
 _TRACE_LINE = re.compile(
     r"^\s*(?P<task>.+?)\s+\[(?P<cpu>\d+)\]\s+\S+\s+(?P<ts>[\d.]+):\s+(?P<event>dma_\w+):\s+"
@@ -275,11 +280,15 @@ class CacheWatch:
         self.unexpected += [r for r in new if not r.expected]
         return new
 
-    def _name(self, pc: int) -> str:
+    def _name(self, pc: int, lr: int = 0) -> str:
         if not pc:
             return "an unknown instruction"
         name = self.symbols.name(pc)
-        return f"{name} ({pc:#x})" if name else f"{pc:#x}"
+        text = f"{name} ({pc:#x})" if name else f"{pc:#x}"
+        caller = self.symbols.name(lr) if lr else None
+        if name and caller and name.split("+")[0] in LEAF_ROUTINES:
+            text += f" called from {caller}"
+        return text
 
     def _report(self, events: list[Event], mappings: list[DmaMapping], note: str) -> CacheReport:
         first = events[0]
@@ -292,8 +301,9 @@ class CacheWatch:
                       None)
         # every kind but a stale read names the CPU's last store to the line in ``pc``
         store_pc = 0 if first.kind == Kind.CPU_READ_STALE else first.pc
-        return CacheReport(first.kind, events, transfer, device, self._name(store_pc),
-                           self._name(first.pc), buffer, note)
+        return CacheReport(first.kind, events, transfer, device,
+                           self._name(store_pc, first.lr if store_pc else 0),
+                           self._name(first.pc, first.lr), buffer, note)
 
 
 def _first_byte(event: Event) -> int:

@@ -20,7 +20,7 @@ CASES = {
                             "DMA_FROM_DEVICE"],
     "shared-line": ["buffer shares cache line", "align the buffer to the cache line", MODULE],
     "cpu-writes-owned": ["the CPU wrote at", "while the device owned the buffer",
-                         "mapped DMA_FROM_DEVICE"],
+                         "mapped DMA_FROM_DEVICE", "memset+", "called from cpu_writes_owned+"],
     "wrong-direction": ["wrong direction", "mapped DMA_TO_DEVICE", "DMA_FROM_DEVICE or "
                         "DMA_BIDIRECTIONAL", MODULE],
 }

@@ -93,8 +93,9 @@ typedef struct {
     uintptr_t ra;
 } PcQuery;
 
-/* The guest PC of the instruction whose memory access returns to host address ra. */
-static uint64_t guest_pc(void *opaque)
+/* The guest PC of the instruction whose memory access returns to host address ra, and X30 (TCG
+ * syncs the guest registers to env before a memory access that may fault). */
+static uint64_t guest_pc(void *opaque, uint64_t *lr)
 {
     PcQuery *q = opaque;
     bool pcrel = q->cpu->tcg_cflags & CF_PCREL;
@@ -102,6 +103,7 @@ static uint64_t guest_pc(void *opaque)
     unsigned flushes = qatomic_read(&tb_ctx.tb_flush_count);
     uint64_t data[TARGET_INSN_START_WORDS];
 
+    *lr = cpu_env(q->cpu)->xregs[30];
     if (!q->ra) {
         return 0;
     }
