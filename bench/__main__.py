@@ -1,6 +1,7 @@
-"""cosim benchmarks: boot overhead of the bridge, MMIO round trips, DMA bandwidth, slave DMA.
+"""cosim benchmarks: boot overhead of the bridge, MMIO round trips, DMA bandwidth, slave DMA,
+the cache model's cost.
 
-    ./run bench [--boots N]
+    ./run bench [--boots N] [--only edit-to-shell|cache-model|suite-cost]
 
 Prints a Markdown table (the README's "Measured" section) and writes it to bench/results.md.
 Numbers are wall-clock on whatever machine runs this; the README says which one produced its table.
@@ -13,6 +14,7 @@ import importlib
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,10 +30,11 @@ CONTROL = "/sys/kernel/debug/cosim-dma-copy/c010000.dmacopy/control"
 COPY_ENGINE = 0x0C010000
 
 
-def boot_seconds(platform: str, boots: int, artifacts) -> list[float]:
+def boot_seconds(platform: str, boots: int, artifacts, cache: str | None = None) -> list[float]:
     times = []
     for _ in range(boots):
-        board = Board(load_platform(platform), artifacts, Path(tempfile.mkdtemp(prefix="cosim-bench-")))
+        board = Board(load_platform(platform), artifacts, Path(tempfile.mkdtemp(prefix="cosim-bench-")),
+                      cache=cache)
         start = time.monotonic()
         board.start()
         times.append(time.monotonic() - start)
@@ -39,9 +42,9 @@ def boot_seconds(platform: str, boots: int, artifacts) -> list[float]:
     return times
 
 
-def with_board(artifacts, pin: set[int] | None, work):
+def with_board(artifacts, pin: set[int] | None, work, cache: str | None = None):
     board = Board(load_platform("virt"), artifacts, Path(tempfile.mkdtemp(prefix="cosim-bench-")),
-                  pin_cpus=pin)
+                  pin_cpus=pin, cache=cache)
     with board:
         return work(board)
 
@@ -57,10 +60,11 @@ def copy_bandwidth(board: Board, size: int, count: int) -> float:
     return float(re.search(r"mbytes_per_s=(\d+)", out).group(1))
 
 
-def dmatest_throughput(board: Board, size: int, iterations: int) -> float:
-    """KB/s dmatest reports for fixed-size, unverified copies on one channel."""
-    board.run(f"modprobe dmatest test_buf_size={size} norandom=1 noverify=1 iterations={iterations} "
-              "threads_per_chan=1 channel=dma0chan0 run=1", timeout=600)
+def dmatest_throughput(board: Board, size: int, iterations: int, verify: bool = False) -> float:
+    """KB/s dmatest reports on one channel: fixed-size, unverified copies, or (``verify``) its
+    defaults: random sizes and offsets, every byte of source and destination checked by the CPU."""
+    options = f"test_buf_size={size} iterations={iterations}" + ("" if verify else " norandom=1 noverify=1")
+    board.run(f"modprobe dmatest {options} threads_per_chan=1 channel=dma0chan0 run=1", timeout=600)
     board.run("cat /sys/module/dmatest/parameters/wait", timeout=1200)
     board.kernel_log.settle()
     summary = [line for line in board.kernel_log.text().splitlines() if "summary" in line][-1]
@@ -111,6 +115,43 @@ def pl330_side_by_side(artifacts) -> list[tuple[str, str]]:
     return rows
 
 
+def cache_model_cost(artifacts, boots: int) -> list[tuple[str, str]]:
+    """Boot and dmatest with the cache model off and on (report mode)."""
+    rows = []
+    boot = {mode: statistics.median(boot_seconds("virt", boots, artifacts, cache=mode))
+            for mode in ("off", "report")}
+    rows.append((f"boot to shell, cache model off / on (median of {boots})",
+                 f"{boot['off']:.2f} / {boot['report']:.2f} s = {boot['report'] / boot['off']:.2f}x"))
+    for label, size, iterations, verify in (("verified, random sizes <= 16 KiB", 16384, 500, True),
+                                            ("1 MiB unverified", 1 << 20, 100, False)):
+        speed = {mode: with_board(artifacts, None, lambda board, s=size, i=iterations, v=verify:
+                                  dmatest_throughput(board, s, i, v), cache=mode)
+                 for mode in ("off", "report")}
+        rows.append((f"PL330 dmatest {label}: cache model off / on",
+                     f"{speed['off'] / 1000:,.2f} / {speed['report'] / 1000:,.2f} MB/s = "
+                     f"{speed['off'] / speed['report']:.2f}x slower"))
+    return rows
+
+
+def suite_cost() -> list[tuple[str, str]]:
+    """The whole test suite with the cache model off, then on: wall time of each."""
+    repo = Path(__file__).resolve().parent.parent
+    times = {}
+    for mode in ("off", "report"):
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               f"--cosim-cache={mode}", "--cosim-artifacts",
+                               tempfile.mkdtemp(prefix="cosim-bench-"), "tests"], cwd=repo,
+                              capture_output=True, text=True)
+        times[mode] = time.monotonic() - start
+        summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        if proc.returncode != 0:
+            raise SystemExit(f"the suite failed with the cache model {mode}: {summary}")
+    return [("whole test suite, cache model off / on (one run each, back to back)",
+             f"{times['off'] / 60:.1f} / {times['report'] / 60:.1f} min = "
+             f"{times['report'] / times['off']:.2f}x")]
+
+
 SAMPLE_REPOSITORY = Path(__file__).resolve().parent.parent / "tests" / "integration" / "user_repository"
 
 
@@ -145,10 +186,17 @@ def edit_to_shell(edits: int = 3) -> list[tuple[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--boots", type=int, default=5)
-    parser.add_argument("--only", choices=["edit-to-shell"], help="run one benchmark")
+    parser.add_argument("--only", choices=["edit-to-shell", "cache-model", "suite-cost"],
+                        help="run one benchmark (suite-cost: the whole suite twice, ~40 min)")
     args = parser.parse_args()
     if args.only == "edit-to-shell":
         print(edit_to_shell())
+        return
+    if args.only == "cache-model":
+        print(cache_model_cost(build_all(), args.boots))
+        return
+    if args.only == "suite-cost":
+        print(suite_cost())
         return
     artifacts = build_all()
     rows: list[tuple[str, str]] = edit_to_shell()
@@ -178,6 +226,7 @@ def main() -> None:
 
     rows += with_board(artifacts, None, slave_dma)
     rows += pl330_side_by_side(artifacts)
+    rows += cache_model_cost(artifacts, args.boots)
 
     table = "| measurement | result |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
     print(table)

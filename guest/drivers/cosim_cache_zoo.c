@@ -14,6 +14,15 @@
  *       cpu-writes-owned     the CPU writes a buffer the device owns (mapped FROM_DEVICE)
  *       wrong-direction      a buffer the device writes is mapped DMA_TO_DEVICE
  *
+ * Zero-copy from user space (the program cosim-zoo-mmap drives it):
+ *   echo "mmap-prepare buggy|fixed" > control   a page for the device: a streaming page mapped
+ *                                               DMA_TO_DEVICE that mmap gives user space with
+ *                                               cacheable attributes (buggy), or a coherent
+ *                                               buffer given by dma_mmap_coherent (fixed)
+ *   mmap the file "buffer", fill it with cosim-zoo-mmap's pattern
+ *   echo "mmap-send" > control                  the device copies the page out; data= says
+ *                                               whether it carried the pattern
+ *
  * "data" says whether the CPU finally saw what the device was meant to move: on coherent
  * hardware (and in the cache model's report mode) every case is intact; on a non-coherent SoC
  * (the model's emulate mode) each buggy case corrupts it.
@@ -25,6 +34,7 @@
 #include <linux/dma-mapping.h>
 #include <linux/dmaengine.h>
 #include <linux/module.h>
+#include <linux/mm.h>
 #include <linux/mutex.h>
 #include <linux/slab.h>
 #include <linux/string.h>
@@ -238,6 +248,104 @@ static int wrong_direction(struct zoo *z, bool fixed, bool *intact)
 	return ret;
 }
 
+/* The zero-copy page user space fills (one at a time). */
+static struct {
+	struct zoo z;
+	bool fixed;
+	struct page *page; /* buggy: a streaming page */
+	u8 *cpu;	   /* fixed: a coherent buffer */
+	dma_addr_t dma;
+} shared;
+
+static void mmap_release(void)
+{
+	struct zoo *z = &shared.z;
+
+	if (!z->chan)
+		return;
+	if (shared.page) {
+		dma_unmap_page(z->dev, shared.dma, PAGE_SIZE, DMA_TO_DEVICE);
+		__free_page(shared.page);
+	}
+	if (shared.cpu)
+		dma_free_coherent(z->dev, PAGE_SIZE, shared.cpu, shared.dma);
+	if (z->coherent)
+		dma_free_coherent(z->dev, PAGE_SIZE, z->coherent, z->coherent_dma);
+	dma_release_channel(z->chan);
+	memset(&shared, 0, sizeof(shared));
+}
+
+static int mmap_prepare(bool fixed)
+{
+	struct zoo *z = &shared.z;
+	dma_cap_mask_t mask;
+
+	mmap_release();
+	dma_cap_zero(mask);
+	dma_cap_set(DMA_MEMCPY, mask);
+	z->chan = dma_request_channel(mask, NULL, NULL);
+	if (!z->chan)
+		return -ENODEV;
+	z->dev = z->chan->device->dev;
+	shared.fixed = fixed;
+	z->coherent = dma_alloc_coherent(z->dev, PAGE_SIZE, &z->coherent_dma, GFP_KERNEL);
+	if (fixed) {
+		shared.cpu = dma_alloc_coherent(z->dev, PAGE_SIZE, &shared.dma, GFP_KERNEL);
+	} else {
+		shared.page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+		if (shared.page) {
+			/* mapped once, "zero-copy": the driver never syncs it again */
+			shared.dma = dma_map_page(z->dev, shared.page, 0, PAGE_SIZE, DMA_TO_DEVICE);
+			if (dma_mapping_error(z->dev, shared.dma)) {
+				__free_page(shared.page);
+				shared.page = NULL;
+			}
+		}
+	}
+	if (!z->coherent || (!shared.cpu && !shared.page)) {
+		mmap_release();
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int mmap_send(void)
+{
+	struct zoo *z = &shared.z;
+	bool intact;
+	int ret;
+
+	if (!z->chan)
+		return -ENODEV;
+	ret = dma_copy(z, z->coherent_dma, shared.dma, PAGE_SIZE);
+	intact = holds(z->coherent, PAGE_SIZE, 9); /* cosim-zoo-mmap's pattern */
+	snprintf(result, RESULT_LEN, "mmap %s data=%s channel=%s ret=%d\n",
+		 shared.fixed ? "fixed" : "buggy", intact ? "intact" : "corrupt",
+		 dma_chan_name(z->chan), ret);
+	return ret;
+}
+
+static int buffer_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	int ret = -ENODEV;
+
+	if (vma->vm_end - vma->vm_start != PAGE_SIZE || vma->vm_pgoff)
+		return -EINVAL;
+	mutex_lock(&lock);
+	if (shared.cpu) /* right: the coherent buffer's own (non-cacheable) attributes */
+		ret = dma_mmap_coherent(shared.z.dev, vma, shared.cpu, shared.dma, PAGE_SIZE);
+	else if (shared.page) /* wrong: a streaming page, cacheable in user space */
+		ret = remap_pfn_range(vma, vma->vm_start, page_to_pfn(shared.page), PAGE_SIZE,
+				      vma->vm_page_prot);
+	mutex_unlock(&lock);
+	return ret;
+}
+
+static const struct file_operations buffer_fops = {
+	.owner = THIS_MODULE,
+	.mmap = buffer_mmap,
+};
+
 static const struct {
 	const char *name;
 	int (*run)(struct zoo *z, bool fixed, bool *intact);
@@ -290,11 +398,20 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 	ret = cosim_copy_command(buf, sizeof(buf), ubuf, count);
 	if (ret)
 		return ret;
+	if (sysfs_streq(buf, "mmap-send")) {
+		mutex_lock(&lock);
+		ret = mmap_send();
+		mutex_unlock(&lock);
+		return ret ? ret : count;
+	}
 	if (sscanf(buf, "%31s %7s", name, variant) != 2 ||
 	    (strcmp(variant, "buggy") && strcmp(variant, "fixed")))
 		return -EINVAL;
 	mutex_lock(&lock);
-	ret = run_case(name, !strcmp(variant, "fixed"));
+	if (!strcmp(name, "mmap-prepare"))
+		ret = mmap_prepare(!strcmp(variant, "fixed"));
+	else
+		ret = run_case(name, !strcmp(variant, "fixed"));
 	mutex_unlock(&lock);
 	return ret ? ret : count;
 }
@@ -320,12 +437,15 @@ static int __init zoo_init(void)
 {
 	debugfs_dir = debugfs_create_dir("cosim-cache-zoo", NULL);
 	debugfs_create_file("control", 0600, debugfs_dir, NULL, &control_fops);
+	/* debugfs's full proxy forwards no mmap: this file's own operations serve it */
+	debugfs_create_file_unsafe("buffer", 0600, debugfs_dir, NULL, &buffer_fops);
 	return 0;
 }
 
 static void __exit zoo_exit(void)
 {
 	debugfs_remove_recursive(debugfs_dir);
+	mmap_release();
 }
 
 module_init(zoo_init);

@@ -15,6 +15,7 @@ from . import LINE_SIZE, CacheModel, CoherencyLayer, Event, Kind, Transfer
 TRACE_EVENTS = "/sys/kernel/tracing/events/dma"
 TRACE = "/sys/kernel/tracing/trace"
 TEXT_TYPES = set("tTwW")
+KERNEL_SPACE = 0xFFFF_0000_0000_0000  # arm64: TTBR1 addresses; below them, a process's
 # The kernel's leaf string and page routines: the instruction is theirs, the caller is in X30
 LEAF_ROUTINES = {"memset", "__memset", "__pi_memset", "memcpy", "__memcpy", "__pi_memcpy",
                  "memmove", "__memmove", "__pi_memmove", "copy_page", "clear_page", "strcpy",
@@ -283,6 +284,8 @@ class CacheWatch:
     def _name(self, pc: int, lr: int = 0) -> str:
         if not pc:
             return "an unknown instruction"
+        if pc < KERNEL_SPACE:
+            return f"{pc:#x} (user space)"
         name = self.symbols.name(pc)
         text = f"{name} ({pc:#x})" if name else f"{pc:#x}"
         caller = self.symbols.name(lr) if lr else None

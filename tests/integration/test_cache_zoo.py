@@ -59,3 +59,21 @@ def test_each_fixed_twin_is_silent_and_intact(zoo_board: Board, case: str) -> No
     outcome = run_case(zoo_board, case, "fixed")  # any report fails the board here
     assert "data=intact" in outcome and outcome.endswith("ret=0"), outcome
     assert len(zoo_board.cache_reports) == before
+
+
+def test_zero_copy_to_user_space_done_wrong_and_right(zoo_board: Board) -> None:
+    """A streaming page given to user space with cacheable attributes: the program's writes sit
+    in the cache when the device reads the page.  dma_mmap_coherent gives it the coherent
+    buffer's attributes instead."""
+    before = len(zoo_board.cache_reports)
+    with zoo_board.expect("cache"):
+        outcome = zoo_board.run("zoo-mmap buggy").output
+    text = "\n".join(str(r) for r in zoo_board.cache_reports[before:])
+    assert "missing dma_sync_single_for_device after the CPU's write at 0x" in text, text
+    assert "(user space)" in text and "DMA_TO_DEVICE" in text, text
+    emulate = zoo_board.cache_mode == "emulate"
+    assert f"mmap buggy data={'corrupt' if emulate else 'intact'}" in outcome, outcome
+    before = len(zoo_board.cache_reports)
+    outcome = zoo_board.run("zoo-mmap fixed").output
+    assert "mmap fixed data=intact" in outcome and outcome.endswith("ret=0"), outcome
+    assert len(zoo_board.cache_reports) == before
