@@ -25,7 +25,7 @@ LEAF_ROUTINES = {"memset", "__memset", "__pi_memset", "memcpy", "__memcpy", "__p
 _TRACE_LINE = re.compile(
     r"^\s*(?P<task>.+?)\s+\[(?P<cpu>\d+)\]\s+\S+\s+(?P<ts>[\d.]+):\s+(?P<event>dma_\w+):\s+"
     r"(?P<device>\S+)\s+(?P<rest>.*)$")
-_FIELD = re.compile(r"(\w+)=(\S+)")
+_FIELD = re.compile(r"(\w+)=(\{[^}]*\}|\S+)")  # arrays print as {a, b}
 
 
 class Symbols:

@@ -73,3 +73,25 @@ def test_expected_dma_api_warning_passes_and_is_counted(board):
 def test_unexpected_dma_fault_fails(board):
     with pytest.raises(BoardFailure, match=r"(?s)unexpected DMA fault.*0x100000000000"):
         board.run(f"echo 'fault 0x100000000000' > {CONTROL}", check=False)
+
+
+def test_a_cache_model_on_a_qemu_without_it_is_refused_before_boot(cosim_board_factory):
+    board = cosim_board_factory(cache="report", start=False)
+    board.engine.has_device = lambda name: False  # a QEMU built before the cache model
+    with pytest.raises(BoardFailure) as info:
+        board.start()
+    message = str(info.value)
+    assert "the platform asks for the cache model (machine.cache: report)" in message
+    assert "built without it (no cosim-cache device)" in message and "cosim build" in message
+    assert board.engine.process is None  # refused before QEMU started
+
+
+def test_an_unexpected_cache_report_fails_with_the_fix(cosim_board_factory):
+    board = cosim_board_factory(cache="report")
+    board.run("modprobe cosim_cache_zoo")
+    with pytest.raises(BoardFailure) as info:
+        board.run("echo 'to-device-no-sync buggy' > /sys/kernel/debug/cosim-cache-zoo/control")
+    message = str(info.value)
+    assert "the cache model reported:" in message
+    assert "missing dma_sync_single_for_device after the CPU's write at" in message
+    assert "cache-reports.txt" in message

@@ -1,0 +1,141 @@
+"""Cache-model events into reports: the guest's dma trace parsed and joined, symbols named, the
+fix worded per hazard (harness/cachemodel/reports.py), without QEMU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cosim.cachemodel import Event, Kind, Transfer
+from cosim.cachemodel.reports import CacheReport, CacheWatch, Symbols, group, parse_dma_trace
+
+
+def trace_line(task: str, ts: str, event: str, fields: str) -> str:
+    return f"     {task:<20}[000] .....     {ts}: {event}: {fields}"
+
+
+TRACE = "\n".join([
+    "# tracer: nop",
+    trace_line("cosim-agent-54", "1.629298", "dma_map_page", "c020000.pl330 dir=TO_DEVICE "
+               "dma_addr=436b8200 size=256 phys_addr=436b8200 attrs="),
+    trace_line("cosim-agent-54", "1.640000", "dma_unmap_page", "c020000.pl330 dir=TO_DEVICE "
+               "dma_addr=436b8200 size=256 attrs="),
+    trace_line("cosim-agent-54", "1.700000", "dma_alloc", "c020000.pl330 dir=BIDIRECTIONAL "
+               "dma_addr=7bc60000 size=8256 virt_addr=00000000a0279035 flags=GFP_KERNEL attrs="),
+    trace_line("kworker/0:1-20", "1.800000", "dma_map_sg", "c050000.spi0 dir=FROM_DEVICE "
+               "nents=2/2 ents=2/2 dma_addrs={0x41000000, 0x41002000} sizes={4096, 100} "
+               "phys_addrs={0x41000000, 0x41002000} attrs="),
+])
+
+SYMBOLS = """\
+ffff800080010000 T _text
+ffff8000803e5040 T memset
+ffff8000803e5200 T memcpy
+ffff800080400000 t pl330_tasklet
+"""
+MODULE_SYMBOLS = """\
+ffff8000788b0800 t cpu_writes_owned\t[cosim_cache_zoo]
+ffff8000788b0900 t to_device_no_sync\t[cosim_cache_zoo]
+"""
+
+
+def test_the_dma_trace_gives_mappings_and_marks_their_unmaps() -> None:
+    mappings = parse_dma_trace(TRACE)
+    assert [(m.call, m.device, m.direction, m.dma_address, m.size, m.unmapped) for m in mappings] == [
+        ("dma_map_page", "c020000.pl330", "TO_DEVICE", 0x436B8200, 256, True),
+        ("dma_alloc", "c020000.pl330", "BIDIRECTIONAL", 0x7BC60000, 8256, False),
+        ("dma_map_sg", "c050000.spi0", "FROM_DEVICE", 0x41000000, 4196, False)]
+    sg = mappings[2]
+    assert sg.covers(0x41002063) and not sg.covers(0x41002064) and not sg.covers(0x41001000)
+    assert mappings[0].covers(0x436B82FF) and not mappings[0].covers(0x436B8300)
+
+
+def test_symbols_name_kernel_and_module_text() -> None:
+    symbols = Symbols()
+    symbols.add(SYMBOLS)
+    symbols.add(MODULE_SYMBOLS)
+    assert symbols.name(0xFFFF8000803E5114) == "memset+0xd4"
+    assert symbols.name(0xFFFF8000788B0944) == "to_device_no_sync+0x44 [cosim_cache_zoo]"
+    assert symbols.name(0x1000) is None
+
+
+class _Layer:
+    masters = {"pl330": 1}
+    transfers = {7: Transfer(7, "pl330", 0x436B8200, 64, False)}
+
+    def master_name(self, agent: int) -> str:
+        return "pl330"
+
+
+def watch(tmp_path: Path) -> CacheWatch:
+    w = CacheWatch(model=None, layer=_Layer(), system_map=None,  # type: ignore[arg-type]
+                   report_file=tmp_path / "cache-reports.txt")
+    w.symbols.add(SYMBOLS)
+    w.symbols.add(MODULE_SYMBOLS)
+    return w
+
+
+def event(kind: Kind, line: int, bytes_: int, other: int, pc: int, transfer: int = 0,
+          lr: int = 0) -> Event:
+    return Event(kind, 1, line, bytes_, other, pc, 1, transfer, 0, lr)
+
+
+def test_a_device_read_of_unclean_bytes_names_the_store_and_the_buffer(tmp_path: Path) -> None:
+    w = watch(tmp_path)
+    events = [event(Kind.DEVICE_READ_UNCLEAN, 0x436B8200, (1 << 64) - 1, (1 << 64) - 1,
+                    0xFFFF8000788B0944, transfer=7)]
+    report = w._report(events, parse_dma_trace(TRACE), "")
+    text = str(report)
+    assert text.splitlines()[0] == ("cache: missing dma_sync_single_for_device after the CPU's write "
+                                    "at to_device_no_sync+0x44 [cosim_cache_zoo] (0xffff8000788b0944)")
+    assert "device: pl330 read 64 bytes at 0x436b8200 (transfer 7)" in text
+    assert "bytes 0-63" in text
+    assert "buffer: dma_map_page by c020000.pl330 at 1.629298 s" in text and "DMA_TO_DEVICE" in text
+
+
+def test_a_leaf_routine_is_named_with_its_caller(tmp_path: Path) -> None:
+    w = watch(tmp_path)
+    events = [event(Kind.CPU_WRITE_DISCARDED, 0x41000000, 0xFF, 0xFF, 0xFFFF8000803E5114,
+                    lr=0xFFFF8000788B0840)]
+    text = str(w._report(events, parse_dma_trace(TRACE), ""))
+    assert ("the CPU wrote at memset+0xd4 (0xffff8000803e5114) called from cpu_writes_owned+0x40 "
+            "[cosim_cache_zoo] while the device owned the buffer") in text
+    assert "(mapped DMA_FROM_DEVICE by dma_map_sg at 1.800000 s)" in text
+
+
+def test_a_write_back_over_device_bytes_says_shared_line_or_ownership(tmp_path: Path) -> None:
+    w = watch(tmp_path)
+    neighbour = event(Kind.WRITEBACK_OVER_DEVICE, 0x41000000, 0xFFFF_FFFF_FFFF_FFF0, 0xF,
+                      0xFFFF8000788B0910)
+    assert "buffer shares cache line 0x41000000 with bytes the CPU wrote at to_device_no_sync" \
+        in str(w._report([neighbour], [], "none"))
+    inside = event(Kind.WRITEBACK_OVER_DEVICE, 0x41000000, 0xFF00, 0xFF00, 0xFFFF8000788B0910)
+    assert "while the device owned the buffer" in str(w._report([inside], [], "none"))
+
+
+def test_a_stale_read_of_a_to_device_buffer_is_a_wrong_direction(tmp_path: Path) -> None:
+    w = watch(tmp_path)
+    stale = event(Kind.CPU_READ_STALE, 0x436B8200, 0x1, 0xFF, 0xFFFF8000788B0910)
+    report = w._report([stale], parse_dma_trace(TRACE), "")
+    assert report.fix.startswith("wrong direction: pl330 wrote a buffer mapped DMA_TO_DEVICE")
+
+
+def test_user_space_and_unknown_pcs_are_said_as_such(tmp_path: Path) -> None:
+    w = watch(tmp_path)
+    assert w._name(0xFFFF9C96BE40) == "0xffff9c96be40 (user space)"
+    assert w._name(0) == "an unknown instruction"
+
+
+def test_events_group_by_transfer_or_instruction() -> None:
+    a = event(Kind.DEVICE_READ_UNCLEAN, 0x1000, 1, 1, 5, transfer=3)
+    b = event(Kind.DEVICE_READ_UNCLEAN, 0x1040, 1, 1, 5, transfer=3)
+    c = event(Kind.CPU_READ_STALE, 0x2000, 1, 1, 9)
+    d = event(Kind.CPU_READ_STALE, 0x2040, 1, 1, 9)
+    e = event(Kind.CPU_READ_STALE, 0x2080, 1, 1, 10)
+    assert group([a, b, c, d, e]) == [[a, b], [c, d], [e]]
+
+
+def test_without_the_guest_a_report_says_what_it_cannot_name(tmp_path: Path) -> None:
+    report = CacheReport(Kind.CPU_READ_STALE, [event(Kind.CPU_READ_STALE, 0x2000, 1, 1, 0)], None,
+                         "pl330", "", "an unknown instruction", None,
+                         "unknown: this guest kernel has no dma trace events")
+    assert "buffer: unknown: this guest kernel has no dma trace events" in str(report)
