@@ -226,7 +226,7 @@ def build_qemu(logs: Path) -> Path:
     run("build QEMU (first build ~15 min)", ["ninja", "-C", src / "build", "qemu-system-aarch64"],
         logs / "qemu.log")
     binary.parent.mkdir(parents=True, exist_ok=True)
-    tmp = binary.with_suffix(".tmp")
+    tmp = binary.with_suffix(f".{os.getpid()}.tmp")  # a concurrent build's copy is its own
     shutil.copy(src / "build" / "qemu-system-aarch64", tmp)
     tmp.rename(binary)
     return binary
