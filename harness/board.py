@@ -240,7 +240,7 @@ class Board:
         layer = CoherencyLayer(model)
         self.bus.add_layer(layer, "coherency")
         self.cache = CacheWatch(model, layer, self.artifacts.build.tree / "System.map",
-                                self.logdir / "cache-reports.txt")
+                                self.logdir / "cache-reports.txt", self.trace)
         self.watch.cache = self.cache
         return CacheDevice(state, int(model.mode))
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..trace import EventTrace
 from . import LINE_SIZE, CacheModel, CoherencyLayer, Event, Kind, Transfer
 
 TRACE_EVENTS = "/sys/kernel/tracing/events/dma"
@@ -234,9 +235,11 @@ class CacheWatch:
     """A board's cache model: drains its events as the board runs, and between guest commands
     turns them into reports (asking the guest for module symbols and its DMA trace)."""
 
+    TRACK = "cache model"  # the timeline's track of hazards and reports
+
     def __init__(self, model: CacheModel, layer: CoherencyLayer, system_map: Path | None,
-                 report_file: Path):
-        self.model, self.layer, self.report_file = model, layer, report_file
+                 report_file: Path, trace: EventTrace | None = None):
+        self.model, self.layer, self.report_file, self.trace = model, layer, report_file, trace
         self.symbols = Symbols.from_system_map(system_map)
         self.module_symbols_loaded = False
         self.pending: list[Event] = []
@@ -246,7 +249,16 @@ class CacheWatch:
         self.trace_available: bool | None = None  # known once the guest has been asked
 
     def poll(self) -> None:
-        self.pending += self.model.drain()
+        """Takes the model's new events; each hazard goes on the timeline as it is seen."""
+        events = self.model.drain()
+        if events and self.trace is not None:
+            for same in group(events):
+                first = same[0]
+                transfer = self.layer.transfers.get(first.transfer) if first.transfer else None
+                self.trace.instant(self.TRACK, first.kind.name.lower().replace("_", " "),
+                                   line=f"{first.line:#x}", lines=len(same),
+                                   pc=f"{first.pc:#x}", device=transfer.master if transfer else "")
+        self.pending += events
 
     def has_events(self) -> bool:
         self.poll()
@@ -279,6 +291,9 @@ class CacheWatch:
                 f.write(f"{report}\n" + ("  (expected by the test)\n" if report.expected else "") + "\n")
         self.reports += new
         self.unexpected += [r for r in new if not r.expected]
+        if self.trace is not None:
+            for report in new:
+                self.trace.instant(self.TRACK, "report", fix=report.fix, expected=report.expected)
         return new
 
     def _name(self, pc: int, lr: int = 0) -> str:

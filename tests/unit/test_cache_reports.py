@@ -139,3 +139,32 @@ def test_without_the_guest_a_report_says_what_it_cannot_name(tmp_path: Path) -> 
                          "pl330", "", "an unknown instruction", None,
                          "unknown: this guest kernel has no dma trace events")
     assert "buffer: unknown: this guest kernel has no dma trace events" in str(report)
+
+
+class _Model:
+    def __init__(self, events: list[Event]):
+        self.events = events
+
+    def drain(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events
+
+
+def test_hazards_and_reports_go_on_the_timeline(tmp_path: Path) -> None:
+    from cosim.trace import EventTrace
+
+    trace = EventTrace()
+    events = [event(Kind.DEVICE_READ_UNCLEAN, 0x436B8200 + 64 * i, 1, 1, 0xFFFF8000788B0944,
+                    transfer=7) for i in range(3)]
+    w = CacheWatch(_Model(events), _Layer(), None, tmp_path / "cache-reports.txt",  # type: ignore[arg-type]
+                   trace)
+    w.symbols.add(MODULE_SYMBOLS)
+    w.poll()
+    [seen] = trace.on_track(CacheWatch.TRACK)
+    assert seen["name"] == "device read unclean"
+    assert seen["args"] == {"line": "0x436b8200", "lines": 3, "pc": "0xffff8000788b0944",
+                            "device": "pl330"}
+    [report] = w.settle(None)
+    assert not report.expected and w.unexpected == [report]
+    assert trace.on_track(CacheWatch.TRACK)[-1]["args"]["fix"] == report.fix
+    assert "missing dma_sync_single_for_device" in (tmp_path / "cache-reports.txt").read_text()
