@@ -7,6 +7,8 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 APT_PACKAGES=(
+  # the host's C compiler: QEMU, the kernel's host tools, the cache model's library
+  gcc libc6-dev
   # QEMU build
   libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev flex bison pkg-config ninja-build
   python3-venv xz-utils dpkg-dev

@@ -21,6 +21,7 @@ from ..bus import Next, Transaction
 
 SOURCE_DIR = Path(__file__).resolve().parent
 SOURCES = (SOURCE_DIR / "model.c", SOURCE_DIR / "model.h")
+COMPILE = ("gcc", "-O2", "-fPIC", "-shared", "-Wall", "-Werror")
 LINE_SIZE = 64
 PAGE_SIZE = 4096
 MAGIC = 0x4843534D
@@ -126,7 +127,7 @@ _library: ctypes.CDLL | None = None
 
 
 def library_path() -> Path:
-    return cache_root() / f"cachemodel-{digest(SOURCES)[:16]}.so"
+    return cache_root() / f"cachemodel-{digest([*COMPILE, *SOURCES])[:16]}.so"
 
 
 def library() -> ctypes.CDLL:
@@ -137,8 +138,8 @@ def library() -> ctypes.CDLL:
     path = library_path()
     if not path.exists():
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        proc = subprocess.run(["cc", "-O2", "-fPIC", "-shared", "-Wall", "-Werror", "-o", str(tmp),
-                               str(SOURCES[0])], capture_output=True, text=True)
+        proc = subprocess.run([*COMPILE, "-o", str(tmp), str(SOURCES[0])], capture_output=True,
+                              text=True)
         if proc.returncode != 0:
             raise BuildError(f"the cache model does not compile:\n{proc.stderr}")
         tmp.rename(path)
