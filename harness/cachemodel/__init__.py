@@ -143,7 +143,9 @@ def library() -> ctypes.CDLL:
         if proc.returncode != 0:
             raise BuildError(f"the cache model does not compile:\n{proc.stderr}")
         tmp.rename(path)
-    lib = ctypes.CDLL(str(path))
+    # Calls take microseconds: holding the GIL through them spares each one a hand-off to the
+    # board's other Python threads, which can cost a switch interval (5 ms).
+    lib = ctypes.PyDLL(str(path))
     u32, u64, ptr = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_void_p
     state = ctypes.POINTER(_State)
     lib.cm_state_size.argtypes, lib.cm_state_size.restype = [u64], ctypes.c_size_t
