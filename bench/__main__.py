@@ -138,15 +138,17 @@ def suite_cost() -> list[tuple[str, str]]:
     repo = Path(__file__).resolve().parent.parent
     times = {}
     for mode in ("off", "report"):
+        artifacts = Path(tempfile.mkdtemp(prefix="cosim-bench-"))
+        log = artifacts / "pytest.log"
         start = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                               f"--cosim-cache={mode}", "--cosim-artifacts",
-                               tempfile.mkdtemp(prefix="cosim-bench-"), "tests"], cwd=repo,
-                              capture_output=True, text=True)
+        with log.open("w") as out:
+            proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                   f"--cosim-cache={mode}", "--cosim-artifacts", str(artifacts),
+                                   "tests"], cwd=repo, stdout=out, stderr=subprocess.STDOUT)
         times[mode] = time.monotonic() - start
-        summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
         if proc.returncode != 0:
-            raise SystemExit(f"the suite failed with the cache model {mode}: {summary}")
+            summary = log.read_text().strip().splitlines()[-1]
+            raise SystemExit(f"the suite failed with the cache model {mode}: {summary} (see {log})")
     return [("whole test suite, cache model off / on (one run each, back to back)",
              f"{times['off'] / 60:.1f} / {times['report'] / 60:.1f} min = "
              f"{times['report'] / times['off']:.2f}x")]
