@@ -10,6 +10,9 @@
  *   echo "fault ADDRESS" > control                         copies to ADDRESS, expects a fault
  *   echo "misuse" > control                                unmaps with the wrong size: a
  *                                                          deliberate bug for DMA-API debug
+ *   echo "ring buggy|fixed" > control                      a ring entry's status polled, then
+ *                                                          its fields read (without / with
+ *                                                          dma_rmb()): the cache model's case
  *   cat control                                            the last result, one line
  * A write returns an error when the operation failed; the result line says why.
  */
@@ -460,6 +463,75 @@ static int run_misuse(struct copy_engine *ce)
 	return 0;
 }
 
+/*
+ * The cache model's descriptor-ring case (the bug zoo's "ring-no-rmb"): the engine completes an
+ * entry as ring hardware does, its fields first, then (the chain's second descriptor) its status.
+ * The CPU polls the status in coherent memory and reads a field after it; "fixed" puts dma_rmb()
+ * between the two reads, without which the CPU may perform the field's read first.
+ */
+struct completion_record {
+	__le64 cookie;
+	__le32 length;
+	__le32 flags;
+	__le32 status; /* a word of its own, written last */
+	__le32 pad;
+};
+
+#define RECORD_DONE 1
+#define RECORD_LENGTH 4096
+
+static int run_ring(struct copy_engine *ce, bool fixed)
+{
+	struct completion_record *rec, *src;
+	struct copy_desc *descs[2] = { NULL, NULL };
+	dma_addr_t rec_dma, desc_dma[2];
+	unsigned long flags, polls = 10000000;
+	u32 length, status;
+	int i, ret = -ENOMEM;
+
+	rec = dma_alloc_coherent(ce->dev, 2 * sizeof(*rec), &rec_dma, GFP_KERNEL);
+	if (!rec)
+		return -ENOMEM;
+	src = rec + 1; /* what the engine copies in */
+	memset(rec, 0, sizeof(*rec));
+	src->cookie = cpu_to_le64(0x1234);
+	src->length = cpu_to_le32(RECORD_LENGTH);
+	src->flags = cpu_to_le32(3);
+	src->status = cpu_to_le32(RECORD_DONE);
+	for (i = 0; i < 2; i++) {
+		descs[i] = dma_pool_zalloc(ce->desc_pool, GFP_KERNEL, &desc_dma[i]);
+		if (!descs[i])
+			goto out;
+	}
+	descs[0]->src = cpu_to_le64(rec_dma + sizeof(*rec));
+	descs[0]->dst = cpu_to_le64(rec_dma);
+	descs[0]->len = cpu_to_le32(offsetof(struct completion_record, status));
+	descs[0]->next = cpu_to_le64(desc_dma[1]);
+	descs[1]->src = cpu_to_le64(rec_dma + sizeof(*rec) + offsetof(struct completion_record, status));
+	descs[1]->dst = cpu_to_le64(rec_dma + offsetof(struct completion_record, status));
+	descs[1]->len = cpu_to_le32(8);
+	lo_hi_writeq(desc_dma[0], ce->regs + REG_DESC);
+	local_irq_save(flags); /* no interrupt, and none of its barriers, between the two reads */
+	writel(CTRL_DESC | CTRL_START, ce->regs + REG_CTRL);
+	while (le32_to_cpu(READ_ONCE(rec->status)) != RECORD_DONE && --polls)
+		cpu_relax();
+	if (fixed)
+		dma_rmb();
+	length = le32_to_cpu(READ_ONCE(rec->length));
+	local_irq_restore(flags);
+	status = readl(ce->regs + REG_STATUS);
+	writel(status & (STATUS_DONE | STATUS_ERROR), ce->regs + REG_STATUS);
+	snprintf(ce->result, RESULT_LEN, "ring %s length=%u status=%#x polled=%s\n",
+		 fixed ? "fixed" : "buggy", length, status, polls ? "done" : "timeout");
+	ret = polls && length == RECORD_LENGTH && (status & STATUS_DONE) ? 0 : -EIO;
+out:
+	for (i = 0; i < 2; i++)
+		if (descs[i])
+			dma_pool_free(ce->desc_pool, descs[i], desc_dma[i]);
+	dma_free_coherent(ce->dev, 2 * sizeof(*rec), rec, rec_dma);
+	return ret;
+}
+
 static ssize_t control_write(struct file *file, const char __user *ubuf, size_t count,
 			     loff_t *ppos)
 {
@@ -483,6 +555,8 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 		ret = run_fault(ce, address);
 	else if (!strncmp(buf, "misuse", 6))
 		ret = run_misuse(ce);
+	else if (sscanf(buf, "ring %15s", mode) == 1 && (!strcmp(mode, "buggy") || !strcmp(mode, "fixed")))
+		ret = run_ring(ce, !strcmp(mode, "fixed"));
 	else
 		ret = -EINVAL;
 	mutex_unlock(&ce->lock);

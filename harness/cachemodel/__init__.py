@@ -40,6 +40,7 @@ class Kind(enum.IntEnum):
     CPU_READ_STALE = 4
     WRITEBACK_OVER_DEVICE = 5
     CPU_WRITE_DISCARDED = 6
+    LOAD_ORDER = 7
 
 
 class Maintenance(enum.IntEnum):
@@ -60,7 +61,7 @@ class _Line(ctypes.Structure):
                 ("overwritten", ctypes.c_uint64), ("store_pc", ctypes.c_uint64), ("flags", ctypes.c_uint32),
                 ("store_cpu", ctypes.c_uint32), ("reported", ctypes.c_uint32),
                 ("device_agent", ctypes.c_uint32), ("hold_pc", ctypes.c_uint64),
-                ("store_lr", ctypes.c_uint64)]
+                ("store_lr", ctypes.c_uint64), ("device_seq", ctypes.c_uint64 * 8)]
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ def library() -> ctypes.CDLL:
     lib.cm_cpu_maintenance.argtypes = [state, u64, u32, u32, u64]
     lib.cm_cpu_maintenance.restype = ctypes.c_bool
     lib.cm_coherent_write.argtypes, lib.cm_coherent_write.restype = [state, u64, u64], None
+    lib.cm_cpu_load_barrier.argtypes, lib.cm_cpu_load_barrier.restype = [state, u32], None
     for name in ("cm_device_read", "cm_device_write"):
         getattr(lib, name).argtypes = [state, u64, u64, u32, u64, ptr]
         getattr(lib, name).restype = u32
@@ -244,6 +246,9 @@ class CacheModel:
 
     def cpu_maintenance(self, address: int, op: Maintenance, cpu: int = 0, pc: int = 0) -> bool:
         return self.lib.cm_cpu_maintenance(ctypes.byref(self._state), address, int(op), cpu, pc)
+
+    def load_barrier(self, cpu: int = 0) -> None:
+        self.lib.cm_cpu_load_barrier(ctypes.byref(self._state), cpu)
 
     def coherent_write(self, address: int, length: int) -> None:
         self.lib.cm_coherent_write(ctypes.byref(self._state), address, length)

@@ -242,6 +242,38 @@ static uint64_t pc_of(lazy_pc *pc)
     return pc->pc;
 }
 
+/*
+ * A load of @bytes of a line: could it have been performed before an earlier load (since the
+ * CPU's last load barrier) that saw a newer device write, and so have missed an older one?
+ */
+static void check_load_order(cm_state *s, cm_line *line, uint64_t line_addr, uint64_t bytes,
+                             uint32_t cpu, lazy_pc *pc)
+{
+    cm_load_order *order = &s->header->cpus[cpu];
+    uint64_t newest = 0, missed = 0;
+
+    for (unsigned w = 0; w < CM_WORDS; w++) {
+        uint64_t seq = line->device_seq[w];
+
+        if (!(bytes >> (w * 8) & 0xff) || seq <= order->barrier_seq) {
+            continue; /* not read, or written before the barrier: this load sees it */
+        }
+        newest = seq > newest ? seq : newest;
+        if (seq < order->newest_seq) {
+            missed |= (bytes >> (w * 8) & 0xff) << (w * 8);
+        }
+    }
+    if (missed) {
+        emit(s, line, CM_LOAD_ORDER, cpu, line_addr, missed, order->newest_line, pc_of(pc),
+             order->newest_pc, 0, false);
+    }
+    if (newest > order->newest_seq) {
+        order->newest_seq = newest;
+        order->newest_line = line_addr;
+        order->newest_pc = pc_of(pc);
+    }
+}
+
 static void cpu_line_access(cm_state *s, uint64_t index, uint64_t bytes, bool store, bool cached,
                             uint32_t cpu, lazy_pc *pc)
 {
@@ -250,6 +282,9 @@ static void cpu_line_access(cm_state *s, uint64_t index, uint64_t bytes, bool st
 
     if (s->header->mode == CM_MODE_EMULATE) {
         show(s, line, index, !cached);
+    }
+    if (!store && cpu < CM_CPUS) {
+        check_load_order(s, line, line_addr, bytes, cpu, pc);
     }
     if (!cached) {
         return; /* a Normal-NC or Device access goes to RAM and leaves the cache alone */
@@ -358,6 +393,15 @@ bool cm_cpu_maintenance(cm_state *s, uint64_t paddr, uint32_t op, uint32_t cpu, 
     return started;
 }
 
+/* Only the CPU's own thread touches its ordering state: no lock (barriers are frequent). */
+void cm_cpu_load_barrier(cm_state *s, uint32_t cpu)
+{
+    if (cpu < CM_CPUS) {
+        s->header->cpus[cpu].barrier_seq = __atomic_load_n(&s->header->seq, __ATOMIC_RELAXED);
+        s->header->cpus[cpu].newest_seq = 0;
+    }
+}
+
 void cm_coherent_write(cm_state *s, uint64_t paddr, uint64_t len)
 {
     if (!len || !in_ram(s, paddr, len)) {
@@ -446,6 +490,9 @@ uint32_t cm_device_write(cm_state *s, uint64_t paddr, uint64_t len, uint32_t age
                  line->store_pc, line->store_lr, transfer, true);
         }
         line->device_agent = agent;
+        for (unsigned w = offset / 8; w <= (offset + n - 1) / 8; w++) {
+            line->device_seq[w] = s->header->seq;
+        }
         if (line->flags & CM_HELD) {
             /* RAM changes under the CPU's copy of the line, which it keeps seeing. */
             line->stale |= bytes;

@@ -20,6 +20,11 @@
  * update the CPU's line, as snooping hardware does.  Only pages that a DC operation or a device
  * touched are tracked; QEMU sends only those pages' accesses here.
  *
+ * Loads are weakly ordered: with no load barrier between them, a load may be performed before an
+ * earlier one.  When the earlier load saw a device write made after the CPU's last barrier, and
+ * the later load reads a word the device wrote before that (also after the barrier), the later
+ * load could have missed it: a descriptor's fields read after its status without dma_rmb().
+ *
  * In emulate mode guest RAM (the file QEMU and the harness share) holds what the next CPU access
  * sees (the CPU's line for a cacheable access, RAM for a Normal-NC one: a coherent buffer's), and
  * a line's shadow holds the other view whenever the two differ.
@@ -40,6 +45,8 @@
 #define CM_LINES_PER_PAGE (CM_PAGE_SIZE / CM_LINE_SIZE)
 #define CM_EVENTS 8192 /* a power of two */
 #define CM_HEADER_SIZE 4096
+#define CM_CPUS 8
+#define CM_WORDS (CM_LINE_SIZE / 8) /* device writes are ordered per 8-byte word */
 
 enum cm_mode { CM_MODE_REPORT = 1, CM_MODE_EMULATE = 2 };
 
@@ -51,6 +58,8 @@ enum cm_kind {
     CM_CPU_READ_STALE,           /* the CPU read stale bytes: a device wrote them under its copy */
     CM_WRITEBACK_OVER_DEVICE,    /* a clean-and-invalidate wrote the CPU's line over device bytes */
     CM_CPU_WRITE_DISCARDED,      /* an invalidate threw away bytes the CPU wrote */
+    CM_LOAD_ORDER,               /* a load may be performed before an earlier one that saw a
+                                  * later device write: no load barrier between them */
     CM_KINDS
 };
 
@@ -73,12 +82,14 @@ typedef struct {
     uint32_t agent;    /* CPU index, or the device master's number */
     uint64_t line;     /* physical address of the line */
     uint64_t bytes;    /* bit i = byte i of the line: the bytes the access involved */
-    uint64_t other;    /* the CPU's dirty bytes (CPU_READ_STALE: the line's stale bytes) */
+    uint64_t other;    /* the CPU's dirty bytes (CPU_READ_STALE: the line's stale bytes;
+                        * CM_LOAD_ORDER: the line of the earlier load) */
     uint64_t pc;       /* the CPU access, or the CPU's last store to the line (device events) */
     uint64_t seq;      /* the model's operation number: orders events with each other */
     uint64_t transfer; /* device events: the harness's number of the transfer */
     uint64_t peer;     /* device events: the CPU of that store; CPU events: the device's number */
-    uint64_t lr;       /* the link register with @pc: the caller, when @pc is in a leaf routine */
+    uint64_t lr;       /* the link register with @pc: the caller, when @pc is in a leaf routine
+                        * (CM_LOAD_ORDER: the earlier load's pc) */
 } cm_event;
 
 typedef struct {
@@ -92,7 +103,17 @@ typedef struct {
     uint32_t device_agent; /* the device that last wrote the line */
     uint64_t hold_pc;      /* the CPU access that brought the line in (0: before tracking) */
     uint64_t store_lr;     /* the link register at that store */
+    uint64_t device_seq[CM_WORDS]; /* the model's operation number of each 8-byte word's last
+                                    * device write */
 } cm_line;
+
+/* One CPU's loads since its last load barrier (DMB/DSB ordering loads, LDAR). */
+typedef struct {
+    uint64_t barrier_seq;
+    uint64_t newest_seq;  /* the newest device write a load saw since then */
+    uint64_t newest_line; /* that load's line and PC */
+    uint64_t newest_pc;
+} cm_load_order;
 
 typedef struct {
     uint32_t magic;
@@ -107,6 +128,7 @@ typedef struct {
     volatile uint64_t event_tail;       /* written by the harness, which drains */
     uint64_t events_dropped;
     uint64_t counters[CM_COUNTERS];
+    cm_load_order cpus[CM_CPUS];
 } cm_header;
 
 /* The state file: header, event ring, one byte per RAM page, line records, line shadows. */
@@ -140,6 +162,8 @@ void cm_cpu_access_lazy(cm_state *s, uint64_t paddr, uint32_t size, bool store, 
 void cm_cpu_access(cm_state *s, uint64_t paddr, uint32_t size, bool store, bool cached,
                    uint32_t cpu, uint64_t pc);
 bool cm_cpu_maintenance(cm_state *s, uint64_t paddr, uint32_t op, uint32_t cpu, uint64_t pc);
+/* DMB/DSB ordering loads, or a load-acquire: later loads are performed after earlier ones. */
+void cm_cpu_load_barrier(cm_state *s, uint32_t cpu);
 /* A coherent master (one of QEMU's own devices) wrote RAM: the CPU's copy follows. */
 void cm_coherent_write(cm_state *s, uint64_t paddr, uint64_t len);
 

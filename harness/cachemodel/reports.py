@@ -157,6 +157,10 @@ FIXES = {
     Kind.DEVICE_WRITE_OVER_DIRTY: "the CPU wrote at {store} while the device owned the buffer",
     Kind.CPU_WRITE_DISCARDED: ("the CPU wrote at {store} while the device owned the buffer: an "
                                "invalidate (dma_sync_single_for_cpu or dma_unmap) threw the write away"),
+    Kind.LOAD_ORDER: ("missing dma_rmb() between the read at {earlier} of line {earlier_line:#x} and "
+                      "this read at {access}: the device wrote these bytes before the ones read "
+                      "there, and with no load barrier between the two reads the CPU may perform "
+                      "this one first and miss them"),
 }
 
 
@@ -177,6 +181,7 @@ class CacheReport:
     access: str  # the CPU's access (CPU events)
     buffer: DmaMapping | None
     buffer_note: str = ""
+    earlier: str = ""  # LOAD_ORDER: the earlier load, which saw the device's later write
     expected: bool = False
     fix: str = field(init=False, default="")
 
@@ -192,7 +197,8 @@ class CacheReport:
                         "clean-and-invalidate wrote the CPU's stale copy over the device's data)")
         else:
             text = FIXES[self.kind]
-        self.fix = text.format(store=self.store, access=self.access, line=first.line)
+        self.fix = text.format(store=self.store, access=self.access, line=first.line,
+                               earlier=self.earlier, earlier_line=first.other)
         if self.buffer is not None and "owned" in self.fix:
             self.fix += f" (mapped DMA_{self.buffer.direction} by {self.buffer.call} at " \
                         f"{self.buffer.timestamp} s)"
@@ -212,7 +218,7 @@ class CacheReport:
         elif self.device:
             out.append(f"  device: {self.device} wrote the line last")
         span = f"{lines} lines from {first.line:#x}" if lines > 1 else f"{first.line:#x}"
-        dirty = first.other if first.kind != Kind.CPU_READ_STALE else 0
+        dirty = first.other if first.kind not in (Kind.CPU_READ_STALE, Kind.LOAD_ORDER) else 0
         out.append(f"  cache line: {span} ({LINE_SIZE} bytes); bytes {_ranges(first.bytes)}"
                    + (f"; CPU-dirty bytes {_ranges(dirty)}" if dirty else ""))
         if self.buffer is not None:
@@ -313,11 +319,15 @@ class CacheWatch:
         transfer = self.layer.transfers.get(first.transfer) if first.transfer else None
         device = transfer.master if transfer else (self.layer.master_name(first.peer)
                                                    if first.kind in (Kind.CPU_READ_STALE,
-                                                                     Kind.WRITEBACK_OVER_DEVICE)
+                                                                     Kind.WRITEBACK_OVER_DEVICE,
+                                                                     Kind.LOAD_ORDER)
                                                    else "")
         buffer = next((m for m in reversed(mappings) if m.covers(first.line + _first_byte(first))),
                       None)
-        # every kind but a stale read names the CPU's last store to the line in ``pc``
+        if first.kind == Kind.LOAD_ORDER:  # ``lr`` is the earlier load's PC
+            return CacheReport(first.kind, events, None, device, "", self._name(first.pc),
+                               buffer, note, earlier=self._name(first.lr))
+        # every other kind but a stale read names the CPU's last store to the line in ``pc``
         store_pc = 0 if first.kind == Kind.CPU_READ_STALE else first.pc
         return CacheReport(first.kind, events, transfer, device,
                            self._name(store_pc, first.lr if store_pc else 0),

@@ -77,3 +77,24 @@ def test_zero_copy_to_user_space_done_wrong_and_right(zoo_board: Board) -> None:
     outcome = zoo_board.run("zoo-mmap fixed").output
     assert "mmap fixed data=intact" in outcome and outcome.endswith("ret=0"), outcome
     assert len(zoo_board.cache_reports) == before
+
+
+COPY_CONTROL = "/sys/kernel/debug/cosim-dma-copy/c010000.dmacopy/control"
+
+
+def test_a_ring_entry_read_without_dma_rmb_is_caught(zoo_board: Board) -> None:
+    """The dma-copy engine completes a ring entry's fields, then its status; the CPU polls the
+    status and reads a field after it.  Without dma_rmb() the field's read may be performed
+    first.  (QEMU performs loads in order, so emulate mode reports it but cannot show it.)"""
+    before = len(zoo_board.cache_reports)
+    with zoo_board.expect("cache"):
+        zoo_board.run(f"echo 'ring buggy' > {COPY_CONTROL}")
+    text = "\n".join(str(r) for r in zoo_board.cache_reports[before:])
+    assert "missing dma_rmb() between the read at run_ring+" in text, text
+    assert "[cosim_dma_copy]" in text and "and this read at run_ring+" in text, text
+    assert "ring buggy length=4096" in zoo_board.run(f"cat {COPY_CONTROL}").output
+    before = len(zoo_board.cache_reports)
+    zoo_board.run(f"echo 'ring fixed' > {COPY_CONTROL}")
+    outcome = zoo_board.run(f"cat {COPY_CONTROL}").output
+    assert "ring fixed length=4096" in outcome and "polled=done" in outcome, outcome
+    assert len(zoo_board.cache_reports) == before

@@ -337,3 +337,51 @@ def test_a_coherent_buffer_s_uncached_accesses_see_ram(guest: Guest) -> None:
     guest.model.cpu_access(BUF + 8, 8, False, cached=False)
     assert guest.ram[BUF + 8 - RAM_BASE:BUF + 16 - RAM_BASE] == pattern(8, 16)
     assert kinds(guest) == []
+
+
+# --- load ordering: descriptor rings in coherent memory -------------------------------------------
+
+RING = BUF + 0x1000  # a descriptor: fields in words 0-1, status in word 2
+
+
+def complete_descriptor(guest: Guest) -> None:
+    """The device writes the descriptor's fields, then (a later transfer) its status."""
+    guest.device_write(RING, pattern(16, 20))
+    guest.device_write(RING + 16, b"\x01" + bytes(7))
+
+
+def test_fields_read_after_the_status_without_a_barrier_are_reported(guest: Guest) -> None:
+    guest.model.load_barrier()  # the driver's last barrier before the device completes
+    complete_descriptor(guest)
+    guest.model.cpu_access(RING + 16, 4, False, pc=LOAD_PC, cached=False)  # the status poll
+    guest.model.cpu_access(RING + 8, 4, False, pc=LOAD_PC + 8, cached=False)  # desc->len
+    events = guest.model.drain()
+    assert [(e.kind, e.line, e.bytes, e.pc, e.lr, e.other) for e in events] == [
+        (Kind.LOAD_ORDER, RING, 0xF << 8, LOAD_PC + 8, LOAD_PC, RING)]
+
+
+def test_dma_rmb_between_status_and_fields_is_silent(guest: Guest) -> None:
+    guest.model.load_barrier()
+    complete_descriptor(guest)
+    guest.model.cpu_access(RING + 16, 4, False, cached=False)
+    guest.model.load_barrier()  # dma_rmb()
+    guest.model.cpu_access(RING, 16, False, cached=False)
+    assert kinds(guest) == []
+
+
+def test_a_completion_seen_after_a_barrier_orders_everything(guest: Guest) -> None:
+    """The device finished before the CPU's last barrier (an interrupt, a readl): no load after
+    it can miss the writes."""
+    complete_descriptor(guest)
+    guest.model.load_barrier()
+    guest.model.cpu_access(RING + 16, 4, False, cached=False)
+    guest.model.cpu_access(RING, 16, False, cached=False)
+    assert kinds(guest) == []
+
+
+def test_reading_in_the_device_s_write_order_is_silent(guest: Guest) -> None:
+    guest.model.load_barrier()
+    complete_descriptor(guest)
+    guest.model.cpu_access(RING, 16, False, cached=False)  # fields first, then the status
+    guest.model.cpu_access(RING + 16, 4, False, cached=False)
+    assert kinds(guest) == []

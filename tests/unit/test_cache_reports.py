@@ -168,3 +168,14 @@ def test_hazards_and_reports_go_on_the_timeline(tmp_path: Path) -> None:
     assert not report.expected and w.unexpected == [report]
     assert trace.on_track(CacheWatch.TRACK)[-1]["args"]["fix"] == report.fix
     assert "missing dma_sync_single_for_device" in (tmp_path / "cache-reports.txt").read_text()
+
+
+def test_a_read_that_may_pass_the_status_read_names_both_reads(tmp_path: Path) -> None:
+    w = watch(tmp_path)
+    order = event(Kind.LOAD_ORDER, 0x41000000, 0xFF00, 0x41000000, 0xFFFF8000788B0944,
+                  lr=0xFFFF8000788B0910)
+    report = w._report([order], [], "")
+    assert report.fix.startswith("missing dma_rmb() between the read at to_device_no_sync+0x10 "
+                                 "[cosim_cache_zoo] (0xffff8000788b0910) of line 0x41000000 and "
+                                 "this read at to_device_no_sync+0x44")
+    assert "CPU-dirty" not in str(report)

@@ -2,10 +2,10 @@
  * cosim-cache: the CPU side of cosim's data-cache model (the state machine is
  * harness/cachemodel/model.c, shared with the harness through a state file).
  *
- * Pages the model tracks get a TLB slow-path flag when their mapping is Normal cacheable memory
- * (in emulate mode Normal-NC and Device mappings too: they bypass the data cache and must see
- * RAM), and every data access to them reaches the model before it happens, with the guest PC of
- * the instruction.  DC CVAC/IVAC/CIVAC reach it by physical address, and so do QEMU's own device
+ * Pages the model tracks get a TLB slow-path flag, and every data access to them reaches the
+ * model before it happens, with the guest PC of the instruction and whether the mapping is
+ * Normal cacheable memory (a Normal-NC or Device mapping, a coherent buffer's, bypasses the data
+ * cache).  Load barriers and load-acquires reach it too, for the order of loads.  DC CVAC/IVAC/CIVAC reach it by physical address, and so do QEMU's own device
  * writes to RAM (virtio: coherent masters).  A page the model starts tracking flushes the TLBs so
  * that every mapping of it, on every CPU, refills with the flag.
  *
@@ -71,11 +71,11 @@ static bool cacheable(uint8_t attrs)
     return (attrs & 0xf0) != 0 && (attrs & 0x0f) != 0x4;
 }
 
-/* Uncached accesses matter only to emulate mode: they see RAM, not the CPU's line. */
+/* Uncached accesses too: they see RAM, not the CPU's line (emulate mode), and their loads are
+ * ordered no more than cacheable ones (a descriptor ring in a coherent buffer). */
 static bool watch_page(CPUState *cpu, const CPUTLBEntryFull *full)
 {
-    return cm_page_tracked(&cache->model, full->phys_addr) &&
-           (cacheable(full->extra.arm.pte_attrs) || cache->mode == CM_MODE_EMULATE);
+    return cm_page_tracked(&cache->model, full->phys_addr);
 }
 
 /* The last PC found per vCPU: a loop's accesses come from a few instructions. */
@@ -145,6 +145,11 @@ static void maintenance(CPUState *cpu, vaddr addr, int op)
     }
 }
 
+static void load_barrier(CPUState *cpu)
+{
+    cm_cpu_load_barrier(&cache->model, cpu->cpu_index);
+}
+
 static void coherent_write(uint64_t ram_addr, uint64_t length)
 {
     if (ram_addr >= cache->ram_addr && ram_addr - cache->ram_addr < cache->ram_size) {
@@ -156,6 +161,7 @@ static const CosimCacheHooks hooks = {
     .watch_page = watch_page,
     .access = cpu_access,
     .maintenance = maintenance,
+    .load_barrier = load_barrier,
     .coherent_write = coherent_write,
 };
 
