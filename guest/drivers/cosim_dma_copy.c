@@ -480,7 +480,7 @@ struct completion_record {
 #define RECORD_DONE 1
 #define RECORD_LENGTH 4096
 
-static int run_ring(struct copy_engine *ce, bool fixed)
+static noinline int run_ring(struct copy_engine *ce, bool fixed) /* named in the report */
 {
 	struct completion_record *rec, *src;
 	struct copy_desc *descs[2] = { NULL, NULL };
