@@ -48,7 +48,8 @@ class Machine(_Strict):
     memory: int = 1 << 30
     # The CPU data-cache model (cosim.cachemodel): "report" moves data as a coherent system does
     # and reports every hazard; "emulate" gives the data silicon gives; "off" is a coherent board.
-    cache: Literal["off", "report", "emulate"] = "report"
+    # Off by default until the one timing failure seen with it on is understood (README).
+    cache: Literal["off", "report", "emulate"] = "off"
 
     @field_validator("memory", mode="before")
     @classmethod

@@ -418,12 +418,7 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 
 static ssize_t control_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
 {
-	ssize_t ret;
-
-	mutex_lock(&lock);
-	ret = simple_read_from_buffer(ubuf, count, ppos, result, strlen(result));
-	mutex_unlock(&lock);
-	return ret;
+	return cosim_read_result(&lock, result, ubuf, count, ppos);
 }
 
 static const struct file_operations control_fops = {

@@ -7,8 +7,11 @@
 #define COSIM_CONTROL_H
 
 #include <linux/debugfs.h>
+#include <linux/fs.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/platform_device.h>
+#include <linux/string.h>
 #include <linux/uaccess.h>
 
 /* Copies a command written to a control file into buf as a string; -EINVAL if too long. */
@@ -20,6 +23,18 @@ static inline int cosim_copy_command(char *buf, size_t size, const char __user *
 		return -EFAULT;
 	buf[count] = '\0';
 	return 0;
+}
+
+/* A control file's read: the driver's last result line, taken under its lock. */
+static inline ssize_t cosim_read_result(struct mutex *lock, const char *result, char __user *ubuf,
+					size_t count, loff_t *ppos)
+{
+	ssize_t ret;
+
+	mutex_lock(lock);
+	ret = simple_read_from_buffer(ubuf, count, ppos, result, strlen(result));
+	mutex_unlock(lock);
+	return ret;
 }
 
 /* module_init/module_exit for a platform driver whose devices add files under /sys/kernel/debug/DIR */

@@ -566,12 +566,8 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 static ssize_t control_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
 {
 	struct copy_engine *ce = file->private_data;
-	ssize_t ret;
 
-	mutex_lock(&ce->lock);
-	ret = simple_read_from_buffer(ubuf, count, ppos, ce->result, strlen(ce->result));
-	mutex_unlock(&ce->lock);
-	return ret;
+	return cosim_read_result(&ce->lock, ce->result, ubuf, count, ppos);
 }
 
 static const struct file_operations control_fops = {
