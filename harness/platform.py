@@ -48,8 +48,7 @@ class Machine(_Strict):
     memory: int = 1 << 30
     # The CPU data-cache model (cosim.cachemodel): "report" moves data as a coherent system does
     # and reports every hazard; "emulate" gives the data silicon gives; "off" is a coherent board.
-    # Off by default until the one timing failure seen with it on is understood (README).
-    cache: Literal["off", "report", "emulate"] = "off"
+    cache: Literal["off", "report", "emulate"] = "report"
 
     @field_validator("memory", mode="before")
     @classmethod
