@@ -110,18 +110,18 @@ class Event:
     peer: int  # device events: the CPU of the last store; CPU events: the device's number
     lr: int = 0  # the link register with ``pc``: the caller when ``pc`` is in a leaf routine
 
-    def byte_ranges(self, mask: int | None = None) -> list[tuple[int, int]]:
-        """Runs of set bits of ``mask`` (default ``bytes``) as (first, last) byte offsets."""
-        mask = self.bytes if mask is None else mask
-        runs, start = [], None
-        for i in range(LINE_SIZE + 1):
-            on = i < LINE_SIZE and bool(mask >> i & 1)
-            if on and start is None:
-                start = i
-            elif not on and start is not None:
-                runs.append((start, i - 1))
-                start = None
-        return runs
+
+def byte_runs(mask: int) -> list[tuple[int, int]]:
+    """Runs of set bits of a line's byte mask as (first, last) byte offsets."""
+    runs, start = [], None
+    for i in range(LINE_SIZE + 1):
+        on = i < LINE_SIZE and bool(mask >> i & 1)
+        if on and start is None:
+            start = i
+        elif not on and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    return runs
 
 
 _library: ctypes.CDLL | None = None

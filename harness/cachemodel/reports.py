@@ -5,13 +5,14 @@ instruction (from the kernel's System.map and the guest's kallsyms for modules),
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..trace import EventTrace
-from . import LINE_SIZE, CacheModel, CoherencyLayer, Event, Kind, Transfer
+from . import LINE_SIZE, CacheModel, CoherencyLayer, Event, Kind, Transfer, byte_runs
 
 TRACE_EVENTS = "/sys/kernel/tracing/events/dma"
 TRACE = "/sys/kernel/tracing/trace"
@@ -105,7 +106,7 @@ def parse_dma_trace(text: str) -> list[DmaMapping]:
             address = _first_address(fields)
             for i in range(len(mappings) - 1, -1, -1):
                 if mappings[i].dma_address == address and not mappings[i].unmapped:
-                    mappings[i] = _replace_unmapped(mappings[i])
+                    mappings[i] = dataclasses.replace(mappings[i], unmapped=True)
                     break
             continue
         if event not in ("dma_map_page", "dma_map_resource", "dma_map_sg", "dma_alloc",
@@ -117,11 +118,6 @@ def parse_dma_trace(text: str) -> list[DmaMapping]:
         mappings.append(DmaMapping(event, m["device"], fields.get("dir", "?"), spans[0][0],
                                    sum(s for _, s in spans), tuple(spans), m["ts"], m["task"]))
     return mappings
-
-
-def _replace_unmapped(mapping: DmaMapping) -> DmaMapping:
-    return DmaMapping(mapping.call, mapping.device, mapping.direction, mapping.dma_address,
-                      mapping.size, mapping.spans, mapping.timestamp, mapping.task, unmapped=True)
 
 
 def _hex_list(value: str) -> list[int]:
@@ -165,7 +161,7 @@ FIXES = {
 
 
 def _ranges(mask: int) -> str:
-    runs = Event(Kind.CPU_READ_STALE, 0, 0, mask, 0, 0, 0, 0, 0).byte_ranges()
+    runs = byte_runs(mask)
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) or "none"
 
 
@@ -335,5 +331,5 @@ class CacheWatch:
 
 
 def _first_byte(event: Event) -> int:
-    runs = event.byte_ranges()
+    runs = byte_runs(event.bytes)
     return runs[0][0] if runs else 0
