@@ -16,7 +16,7 @@ from typing import Any
 
 import pluggy
 
-from . import hygiene
+from . import collector, hygiene
 from .assembly import Assembly
 from .bridge import BridgeEndpoint, BridgeFailure
 from .build import Artifacts
@@ -169,6 +169,7 @@ class Board:
             raise
 
     def _start(self, workdir: Path, boot_timeout: float, extra_qemu_args: list[str]) -> None:
+        collector.collect()  # before any guest of this board waits on the models
         ram_file = self._guest_ram(workdir)
         cache = self._cache_model(workdir, ram_file) if self.cache_mode != "off" else None
         self.assembly.build(on_host_failure=lambda name, message, details: self.watch.model_failed(
@@ -204,6 +205,7 @@ class Board:
             self.console.run(f"[ -d {TRACE_EVENTS} ] && echo 1 > {TRACE_EVENTS}/enable; true",
                              check=False)
         self.pm.hook.cosim_board_started(board=self)
+        collector.freeze()
 
     def _initramfs(self, workdir: Path) -> Path:
         """cosim's image with the layers appended: Linux unpacks concatenated archives in turn."""
@@ -263,6 +265,9 @@ class Board:
             self.pm.hook.cosim_board_stopping(board=self, artifacts=self.logdir)
         self.engine.stop()
         self.assembly.close()  # host threads first: they may still signal through endpoints
+        for start, end, generation in collector.pauses_since(self.trace.origin_ns):
+            self.trace.span("harness", "garbage collection", self.trace.at(start), self.trace.at(end),
+                            generation=generation)
         for endpoint in self.endpoints:
             endpoint.close()
         self.assembly.save(self.logdir, {e.name: e.accesses for e in self.endpoints})
@@ -274,6 +279,8 @@ class Board:
         self.bus.close()
         hygiene.close_workdir(self, self.workdir)
         self.workdir = None
+        collector.collect()
+        collector.freeze()  # for the boards still running
 
     def __enter__(self) -> Board:
         self.start()

@@ -473,7 +473,9 @@ def build_kernel_tools(kernel: KernelArtifacts, logs: Path) -> Path:
 # The guest's shell and tools: Debian's busybox build, with its libraries.  It runs what is on
 # PATH before its own applets; busybox-static prefers its applets, so a Debian flashcp or
 # i2cdetect a user installs would never run in its place (init alone runs under it: see init).
-BASE_PACKAGES = ("busybox",)
+# kmod: busybox's modprobe and insmod try init_module() when finit_module() fails, so a module
+# whose init returns an error ran its init (a whole test suite) twice.
+BASE_PACKAGES = ("busybox", "kmod")
 STATIC_BUSYBOX = "busybox-static"  # its binary only, as /bin/busybox-static: the init's shell
 # libc6's character-set modules for iconv (20 of its 23 MB; busybox needs none): left out of the
 # base image, whose boot they would slow by ~0.4 s. A guest section listing libc6 gets all of it.

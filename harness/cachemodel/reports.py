@@ -31,11 +31,14 @@ _FIELD = re.compile(r"(\w+)=(\{[^}]*\}|\S+)")  # arrays print as {a, b}
 
 
 class Symbols:
-    """Kernel text symbols: System.map for the kernel itself, kallsyms lines for modules."""
+    """Kernel text symbols: System.map for the kernel itself, kallsyms lines for modules.  Kept in
+    three flat lists, not a tuple per symbol: ~60,000 tuples would lengthen every pass of the
+    harness's garbage collector, which pauses the models with it."""
 
     def __init__(self) -> None:
-        self._entries: list[tuple[int, str, str]] = []  # address, name, module
         self._addresses: list[int] = []
+        self._names: list[str] = []
+        self._modules: list[str] = []
 
     @classmethod
     def from_system_map(cls, path: Path | None) -> Symbols:
@@ -46,6 +49,7 @@ class Symbols:
 
     def add(self, text: str) -> None:
         """Lines of System.map or /proc/kallsyms: ``address type name [module]``."""
+        entries = list(zip(self._addresses, self._names, self._modules, strict=True))
         for line in text.splitlines():
             parts = line.split()
             if len(parts) < 3 or parts[1] not in TEXT_TYPES:
@@ -56,15 +60,17 @@ class Symbols:
                 continue
             if address:
                 module = parts[3].strip("[]") if len(parts) > 3 else ""
-                self._entries.append((address, parts[2], module))
-        self._entries.sort()
-        self._addresses = [e[0] for e in self._entries]
+                entries.append((address, parts[2], module))
+        entries.sort()
+        self._addresses = [e[0] for e in entries]
+        self._names = [e[1] for e in entries]
+        self._modules = [e[2] for e in entries]
 
     def name(self, pc: int) -> str | None:
         i = bisect.bisect_right(self._addresses, pc) - 1
         if not pc or i < 0:
             return None
-        address, name, module = self._entries[i]
+        address, name, module = self._addresses[i], self._names[i], self._modules[i]
         if pc - address > 1 << 20:  # beyond any function: not text we know
             return None
         return f"{name}+{pc - address:#x}" + (f" [{module}]" if module else "")
@@ -242,13 +248,20 @@ class CacheWatch:
     def __init__(self, model: CacheModel, layer: CoherencyLayer, system_map: Path | None,
                  report_file: Path, trace: EventTrace | None = None):
         self.model, self.layer, self.report_file, self.trace = model, layer, report_file, trace
-        self.symbols = Symbols.from_system_map(system_map)
+        self.system_map = system_map
+        self._symbols: Symbols | None = None  # read for the first report
         self.module_symbols_loaded = False
         self.pending: list[Event] = []
         self.reports: list[CacheReport] = []
         self.unexpected: list[CacheReport] = []
         self.expecting = 0
         self.trace_available: bool | None = None  # known once the guest has been asked
+
+    @property
+    def symbols(self) -> Symbols:
+        if self._symbols is None:
+            self._symbols = Symbols.from_system_map(self.system_map)
+        return self._symbols
 
     def poll(self) -> None:
         """Takes the model's new events; each hazard goes on the timeline as it is seen."""

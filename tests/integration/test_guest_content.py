@@ -81,6 +81,18 @@ def test_a_module_that_fails_to_load_at_boot_fails_the_board(cosim_board_factory
         board.run("true")
 
 
+def test_a_module_whose_init_fails_runs_it_once(board):
+    """busybox's modprobe and insmod retry a failed finit_module() with init_module(), running the
+    module's init again; the guest's are kmod's."""
+    board.kernel_log.settle()
+    seen = len(board.kernel_log.text())
+    for command in ("modprobe mtd_readtest",
+                    "insmod /lib/modules/$(uname -r)/kernel/drivers/mtd/tests/mtd_readtest.ko"):
+        assert board.run(command, check=False).status != 0  # no dev=: its init returns -EINVAL
+    board.kernel_log.settle()
+    assert board.kernel_log.text()[seen:].count("Please specify a valid mtd-device") == 2
+
+
 def test_a_package_that_does_not_exist_names_its_line(cosim_artifacts, tmp_path):
     platform = load_platform(virt_with_guest(tmp_path, {"packages": ["alsa-utils", "no-such-tool"]}))
     with pytest.raises(PlatformError, match=r"board\.yaml:\d+: guest package 'no-such-tool': no such "

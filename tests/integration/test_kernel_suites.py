@@ -88,10 +88,6 @@ def flash_board(cosim_module_board_factory, tmp_path_factory):
     board = cosim_module_board_factory(flash_platform(tmp_path_factory.mktemp("mtd")))
     assert board.run("cat /sys/bus/spi/devices/spi1.0/spi-nor/partname").output == "m25p20"
     assert "mtd0: 00040000 00010000" in board.run("cat /proc/mtd").output
-    # The board's first SPI transfer sometimes takes ~0.5 s of host time (not explained yet, seen
-    # with the cache model on and off), past the SPI core's limit of twice the wire time + 200 ms;
-    # the MTD tests begin after it.
-    board.run("dd if=/dev/mtd0 of=/dev/null bs=512 count=1", check=False)
     return board
 
 
