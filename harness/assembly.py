@@ -23,6 +23,7 @@ from typing import Any
 import pluggy
 
 from .bus import Bus, BusTracer
+from .clock import GuestClock
 from .connectors import Connector
 from .devicetree import DtAliases, DtNode, Ref, reg_cells, spi_cells
 from .peripheral import IrqRelay, ModelNotes, Peripheral, PeripheralConfig
@@ -72,6 +73,7 @@ class Assembly:
         self.trace = EventTrace()
         self.notes = ModelNotes()  # what drivers did that the models do not model
         self.lock = threading.RLock()  # one for all models: see Peripheral.lock
+        self.clock = GuestClock()  # the guest's time, as the bridges see it
         self.bus = Bus()
         self.tracer = BusTracer()
         self.peripherals: dict[str, Peripheral] = {}
@@ -163,7 +165,7 @@ class Assembly:
                                       spec.properties, spec.dt, spec.stream_id)
             try:
                 model = entry.cls(config, self.bus, relay, lock=self.lock, trace=self.trace,
-                                  notes=self.notes)
+                                  notes=self.notes, clock=self.clock)
             except Exception as e:
                 raise PlatformError(f"{entry.where()}: plugin '{spec.plugin}' failed to create "
                                     f"'{spec.name}': {type(e).__name__}: {e}") from e

@@ -23,6 +23,7 @@ from .build import Artifacts
 from .bus import Memory
 from .cachemodel import CacheModel, CoherencyLayer, Mode
 from .cachemodel.reports import TRACE_EVENTS, CacheReport, CacheWatch
+from .clock import IdleHold
 from .console import (
     CommandFailed,
     CommandResult,
@@ -57,6 +58,7 @@ class Board:
         if self.cache_mode not in ("off", "report", "emulate"):
             raise ValueError(f"cache mode '{self.cache_mode}': use off, report or emulate")
         self.cache: CacheWatch | None = None
+        self.idle_hold: IdleHold | None = None  # virtual time: the hold on an idle guest
         # Shared read-write with the guest, which mounts it at /mnt/host (virtio-9p, see its init);
         # kept with the logs by default
         self.host_folder = host_folder or logdir / "host"
@@ -172,6 +174,10 @@ class Board:
         collector.collect()  # before any guest of this board waits on the models
         ram_file = self._guest_ram(workdir)
         cache = self._cache_model(workdir, ram_file) if self.cache_mode != "off" else None
+        idle_hold = None
+        if self.platform.spec.machine.time == "virtual":
+            self.idle_hold = IdleHold(workdir / "idle-hold")
+            idle_hold = self.idle_hold.path
         self.assembly.build(on_host_failure=lambda name, message, details: self.watch.model_failed(
             BridgeFailure(name, message, details)))
         bridged = self._bridge_endpoints(workdir)
@@ -186,7 +192,7 @@ class Board:
             initramfs=self._initramfs(workdir), host_folder=self.host_folder,
             bootargs=" ".join(filter(None, [BOOTARGS, spec.guest.bootargs])),
             kernel_console=self.consoles.kernel_socket, shell_console=self.consoles.shell_socket,
-            devices=bridged, extra_args=extra_qemu_args, cache=cache,
+            devices=bridged, extra_args=extra_qemu_args, cache=cache, idle_hold=idle_hold,
             native=[NativeDevice(q.model, q.base, tuple(q.irqs), {k: str(v) for k, v in q.props.items()},
                                  q.link_memory) for q in spec.qemu_devices])
         (self.logdir / "qemu-cmdline.txt").write_text(" ".join(cmd) + "\n")
@@ -201,6 +207,9 @@ class Board:
             pin(self.engine.process.pid, self.pin_cpus)  # type: ignore[union-attr]
         assert self.console is not None
         self.console.wait_ready(boot_timeout)
+        if self.idle_hold is not None:  # from now on the guest's idle time runs during commands
+            self.console.idle_hold = self.idle_hold
+            self.idle_hold.hold()
         if self.cache is not None:  # the DMA API's calls, to name the buffers in reports
             self.console.run(f"[ -d {TRACE_EVENTS} ] && echo 1 > {TRACE_EVENTS}/enable; true",
                              check=False)
@@ -276,6 +285,9 @@ class Board:
         self.share.detach()
         if self.cache is not None:
             self.cache.model.close()
+        if self.idle_hold is not None:
+            self.idle_hold.close()
+            self.idle_hold = None
         self.bus.close()
         hygiene.close_workdir(self, self.workdir)
         self.workdir = None

@@ -59,7 +59,19 @@ class BridgeEndpoint:
 
     def start(self, peripheral: Peripheral) -> None:
         self.peripheral = peripheral
+        peripheral.timers.on_earlier = self._wake
         self._thread.start()
+
+    def _wake(self) -> None:
+        """Work was scheduled ahead of the deadline QEMU knows: outside this bridge's own access
+        (whose reply carries the new deadline), ask for a tick now."""
+        if getattr(self._serving, "active", False):
+            return
+        with self._irq_lock:
+            if self.async_ is None:
+                self._pending_async.append(p.WAKE_MESSAGE)
+            else:
+                self._send_async(p.WAKE_MESSAGE)
 
     # --- IrqSink ---
 
@@ -119,34 +131,41 @@ class BridgeEndpoint:
         assert self.sync is not None and self.peripheral is not None
         sync, peripheral = self.sync, self.peripheral
         request, reply, encode_reply = p.REQUEST.unpack, p.REPLY.pack, b"".join
-        read_op = p.Op.READ
-        serving = self._serving
+        read_op, write_op = p.Op.READ, p.Op.WRITE
+        serving, clock, timers, lock = self._serving, peripheral.clock, peripheral.timers, peripheral.lock
         while True:
             raw = sync.recv(64)
             if not raw:
                 return  # QEMU closed the connection: it is exiting
-            op, size, _cpu, seq, offset, data, _clock = request(raw)
+            op, size, _cpu, seq, offset, data, vclock = request(raw)
             status, value = p.Status.OK, 0
             serving.active = True
             try:
-                if op == read_op:
-                    value = peripheral.read(offset, size)
-                else:
-                    peripheral.write(offset, size, data)
+                with lock:
+                    timers.run_due(clock, clock.seen(vclock))  # an access sees what was due before it
+                    if op == read_op:
+                        value = peripheral.read(offset, size)
+                    elif op == write_op:
+                        peripheral.write(offset, size, data)
+                    deadline = timers.next_deadline()
             except Exception as e:
-                status = p.Status.BUS_ERROR
-                kind = "read" if op == read_op else "write"
-                self.on_failure(BridgeFailure(
-                    self.name, f"plugin raised {type(e).__name__} on a {size}-byte {kind} at offset "
-                    f"{offset:#x}; the guest saw a bus error", traceback.format_exc()))
+                status, deadline = p.Status.BUS_ERROR, None
+                if op in (read_op, write_op):
+                    kind = "read" if op == read_op else "write"
+                    what = f"on a {size}-byte {kind} at offset {offset:#x}; the guest saw a bus error"
+                else:
+                    what = f"in work scheduled on the guest's clock (at {clock.now_ns} ns)"
+                self.on_failure(BridgeFailure(self.name, f"plugin raised {type(e).__name__} {what}",
+                                              traceback.format_exc()))
             finally:
                 serving.active = False
             with self._irq_lock:
                 irqs, self._reply_irqs = self._reply_irqs, []
             if len(irqs) > 1:  # only the newest change of each line matters
                 irqs = list({change[2:4]: change for change in irqs}.values())
-            self.accesses += 1
-            sync.send(encode_reply([reply(seq, status, len(irqs), 0, value), *irqs]))
+            self.accesses += op != p.Op.TICK
+            sync.send(encode_reply([reply(seq, status, len(irqs), 0, value,
+                                          p.NO_DEADLINE if deadline is None else deadline), *irqs]))
 
     def close(self) -> None:
         self._closed = True

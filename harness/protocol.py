@@ -8,7 +8,15 @@ the harness listens on inside a private 0700 directory:
   big QEMU lock) until the harness replies.  The reply carries the read data and every IRQ level
   change the access caused, so a clear-interrupt write never leaves a stale interrupt pending.
 * the **async** channel carries IRQ level changes that happen outside an MMIO access (a worker
-  thread finishing a DMA, host data arriving at a UART).  QEMU's main loop applies them.
+  thread finishing a DMA, host data arriving at a UART), and wake-ups.  QEMU's main loop applies
+  them.
+
+Time: every request carries QEMU's virtual clock (``QEMU_CLOCK_VIRTUAL``, ns), the guest's own
+time.  Every reply carries the peripheral's next deadline on that clock (or none); QEMU arms a
+virtual-clock timer for it, and when it expires sends a ``TICK`` request on the sync channel,
+served like an MMIO access (the model does the work due, the reply carries IRQ changes and the
+next deadline).  A ``WAKE`` on the async channel asks for a tick now: work scheduled from outside
+an access (host input to a UART) enters at the guest's current time.
 
 Every IRQ change carries a sequence number taken from one counter per peripheral; QEMU ignores a
 change older than the newest it has applied to that line, so the two channels cannot reorder a
@@ -28,7 +36,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 MAGIC = 0x4D495343  # "CSIM"
-VERSION = 1
+VERSION = 2
 
 # Handshake, QEMU -> harness, first message on each connection:
 #   u32 magic, u16 version, u16 channel, u32 qemu pid, u32 reserved, char name[64] (NUL padded)
@@ -39,11 +47,13 @@ HELLO_ACK = struct.Struct("<IHHII")
 # MMIO request, QEMU -> harness (sync channel):
 #   u8 op, u8 size, u16 cpu, u32 seq, u64 offset, u64 data (writes), i64 virtual clock in ns
 REQUEST = struct.Struct("<BBHIQQq")
-# MMIO reply, harness -> QEMU: u32 seq, u8 status, u8 irq change count, u16 reserved, u64 data,
-# followed by that many IRQ_CHANGE records.
-REPLY = struct.Struct("<IBBHQ")
-# IRQ level change (in a reply, or alone on the async channel):
-#   u16 op (=Op.IRQ), u16 line, u32 level, u64 sequence number
+# (A TICK request has offset, size and data 0.)
+# Reply, harness -> QEMU: u32 seq, u8 status, u8 irq change count, u16 reserved, u64 data,
+# i64 next deadline on the virtual clock in ns (NO_DEADLINE: none), then the IRQ_CHANGE records.
+REPLY = struct.Struct("<IBBHQq")
+NO_DEADLINE = -1
+# Async message (alone on the async channel), 16 bytes; an IRQ level change also rides in replies:
+#   u16 op (Op.IRQ or Op.WAKE), u16 line, u32 level, u64 sequence number (a WAKE's fields are 0)
 IRQ_CHANGE = struct.Struct("<HHIQ")
 
 # A reply carries at most one change per line, so this also bounds a peripheral's IRQ lines.
@@ -59,6 +69,8 @@ class Op(IntEnum):
     READ = 1
     WRITE = 2
     IRQ = 3
+    TICK = 4  # QEMU -> harness, sync: the peripheral's deadline came
+    WAKE = 5  # harness -> QEMU, async: tick now
 
 
 class Status(IntEnum):
@@ -99,6 +111,9 @@ def encode_hello_ack(status: HelloStatus, irq_count: int = 0) -> bytes:
 
 def encode_irq_change(line: int, level: int, seq: int) -> bytes:
     return IRQ_CHANGE.pack(Op.IRQ, line, level, seq)
+
+
+WAKE_MESSAGE = IRQ_CHANGE.pack(Op.WAKE, 0, 0, 0)
 
 
 def stale_build_message(qemu_version: int) -> str:

@@ -21,9 +21,21 @@ class Doorbell(Peripheral):
 
     RING = Register(0x0, fields=[Field("ON", 0)], on_write="ring")
     BOOM = Register(0x4, on_read="explode")
+    LATER = Register(0x8, on_write="ring_later", doc="raise 'other' this many ns from now")
+    RUNG = Register(0xC, access="ro", on_read="rung_at")
 
     def ring(self, _value: int) -> None:
         self.irq("ring").set(bool(self.regs.RING.ON))
+
+    def ring_later(self, delay: int) -> None:
+        self.after(delay, self.ring_other)
+
+    def ring_other(self) -> None:
+        self.rang = self.now()
+        self.irq("other").set(True)
+
+    def rung_at(self) -> int:
+        return getattr(self, "rang", 0)
 
     def explode(self) -> int:
         raise ZeroDivisionError("model bug")
@@ -45,14 +57,19 @@ class FakeQemu:
         assert magic == p.MAGIC
         return s if status == p.HelloStatus.OK else None
 
-    def access(self, op, offset, data=0, size=4):
+    def access(self, op, offset, data=0, size=4, clock=0):
+        status, value, irqs, _ = self.exchange(op, offset, data, size, clock)
+        return status, value, irqs
+
+    def exchange(self, op, offset=0, data=0, size=4, clock=0):
+        """One request at virtual time ``clock``: (status, value, irq changes, next deadline)."""
         self.seq += 1
-        self.sync.send(p.REQUEST.pack(op, size, 0, self.seq, offset, data, 0))
+        self.sync.send(p.REQUEST.pack(op, size, 0, self.seq, offset, data, clock))
         raw = self.sync.recv(1024)
-        seq, status, nirq, _, value = p.REPLY.unpack_from(raw)
+        seq, status, nirq, _, value, deadline = p.REPLY.unpack_from(raw)
         assert seq == self.seq
         changes = [p.IRQ_CHANGE.unpack_from(raw, p.REPLY.size + i * p.IRQ_CHANGE.size) for i in range(nirq)]
-        return status, value, [(line, level, s) for _op, line, level, s in changes]
+        return status, value, [(line, level, s) for _op, line, level, s in changes], deadline
 
 
 @pytest.fixture
@@ -84,6 +101,34 @@ def test_irq_changes_outside_mmio_use_the_async_channel_with_rising_sequence(end
     op, line, level, seq = p.IRQ_CHANGE.unpack(qemu.async_.recv(64))
     assert (op, line, level) == (p.Op.IRQ, 1, 1)
     assert seq > first_seq
+
+
+def test_scheduled_work_runs_in_a_tick_at_its_deadline_with_its_irq_on_the_reply(endpoint):
+    qemu = FakeQemu(endpoint.socket_path)
+    *_, deadline = qemu.exchange(p.Op.WRITE, 0x8, 5_000, clock=1_000_000)
+    assert deadline == 1_005_000  # the reply tells QEMU when to tick
+    _, _, irqs, deadline = qemu.exchange(p.Op.TICK, clock=1_005_000)
+    assert [(line, level) for line, level, _ in irqs] == [(1, 1)] and deadline == p.NO_DEADLINE
+    assert qemu.access(p.Op.READ, 0xC, clock=1_006_000)[1] == 1_005_000
+    assert endpoint.accesses == 2  # ticks are not MMIO accesses
+
+
+def test_an_access_after_a_missed_deadline_sees_the_work_done_first(endpoint):
+    qemu = FakeQemu(endpoint.socket_path)
+    qemu.exchange(p.Op.WRITE, 0x8, 5_000, clock=1_000_000)
+    _, value, irqs, _ = qemu.exchange(p.Op.READ, 0xC, clock=2_000_000)  # no tick came in between
+    assert value == 1_005_000 and [(line, level) for line, level, _ in irqs] == [(1, 1)]
+
+
+def test_work_scheduled_outside_an_access_asks_qemu_for_a_tick(endpoint):
+    qemu = FakeQemu(endpoint.socket_path)
+    qemu.access(p.Op.READ, 0x0, clock=7_000)
+    with endpoint.peripheral.lock:
+        endpoint.peripheral.soon(endpoint.peripheral.ring_other)  # host input, say
+    assert qemu.async_.recv(64) == p.WAKE_MESSAGE
+    _, _, irqs, _ = qemu.exchange(p.Op.TICK, clock=9_000)
+    assert [(line, level) for line, level, _ in irqs] == [(1, 1)]
+    assert qemu.access(p.Op.READ, 0xC, clock=9_500)[1] == 9_000  # it ran at the tick's time
 
 
 def test_changes_before_qemu_connects_are_delivered(tmp_path):

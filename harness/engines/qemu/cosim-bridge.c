@@ -1,7 +1,9 @@
 /*
  * cosim's devices in QEMU.
  *
- * cosim-bridge: forwards one MMIO window and its interrupt lines to the cosim harness.
+ * cosim-bridge: forwards one MMIO window and its interrupt lines to the cosim harness, and runs
+ * the model's scheduled work when the guest's virtual clock reaches it.
+ * cosim-clock: the harness's hold on an idle guest's time (see include/system/cosim-clock.h).
  *
  * The wire protocol is defined in harness/protocol.py; the structs below mirror it.  The device
  * is a plain (bus-less) device so that board code's list of allowed sysbus devices does not apply;
@@ -25,18 +27,20 @@
 #include "hw/qdev-properties.h"
 #include "hw/sysbus.h"
 #include "qom/object.h"
+#include "system/cosim-clock.h"
 
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
 #define COSIM_MAGIC 0x4D495343u /* "CSIM" */
-#define COSIM_PROTOCOL_VERSION 1
+#define COSIM_PROTOCOL_VERSION 2
 #define COSIM_MAX_IRQS 64
 #define COSIM_MAX_IRQ_CHANGES 32
 #define COSIM_HANDSHAKE_TIMEOUT_S 20
 
 enum { CHANNEL_SYNC = 0, CHANNEL_ASYNC = 1 };
-enum { OP_READ = 1, OP_WRITE = 2, OP_IRQ = 3 };
+enum { OP_READ = 1, OP_WRITE = 2, OP_IRQ = 3, OP_TICK = 4, OP_WAKE = 5 };
 enum { STATUS_OK = 0, STATUS_BUS_ERROR = 1 };
 enum { HELLO_OK = 0, HELLO_VERSION_MISMATCH = 1 };
 
@@ -80,6 +84,7 @@ typedef struct QEMU_PACKED {
     uint8_t nirq;
     uint16_t reserved;
     uint64_t data;
+    int64_t deadline_ns; /* the peripheral's next deadline on the virtual clock; < 0: none */
     CosimIrqChange irq[COSIM_MAX_IRQ_CHANGES];
 } CosimReply;
 
@@ -96,6 +101,7 @@ struct CosimBridgeState {
     uint64_t size;
 
     MemoryRegion mmio;
+    QEMUTimer *deadline; /* the model's next scheduled work: a TICK when the guest's time is there */
     int sync_fd;
     int async_fd;
     uint32_t seq;
@@ -103,6 +109,23 @@ struct CosimBridgeState {
     qemu_irq irqs[COSIM_MAX_IRQS];
     uint64_t irq_seq[COSIM_MAX_IRQS];
 };
+
+static GSList *cosim_bridges; /* every bridge: their deadlines say whether models have work */
+static const volatile uint8_t *cosim_idle_hold; /* the harness's byte (cosim-clock); NULL: none */
+
+bool cosim_idle_time_held(void)
+{
+    if (!cosim_idle_hold || !*cosim_idle_hold) {
+        return false;
+    }
+    for (GSList *l = cosim_bridges; l; l = l->next) {
+        CosimBridgeState *s = l->data;
+        if (timer_pending(s->deadline)) {
+            return false; /* a model has work scheduled: the guest's time goes on to it */
+        }
+    }
+    return true;
+}
 
 static G_NORETURN void cosim_lost(CosimBridgeState *s, const char *what)
 {
@@ -165,6 +188,11 @@ static MemTxResult cosim_access(CosimBridgeState *s, uint8_t op, hwaddr addr, ui
     for (unsigned i = 0; i < rep.nirq; i++) {
         cosim_apply_irq(s, &rep.irq[i]);
     }
+    if ((int64_t)le64_to_cpu(rep.deadline_ns) < 0) {
+        timer_del(s->deadline);
+    } else {
+        timer_mod(s->deadline, le64_to_cpu(rep.deadline_ns));
+    }
     if (op == OP_READ) {
         *data = le64_to_cpu(rep.data);
     }
@@ -181,6 +209,14 @@ static MemTxResult cosim_write(void *opaque, hwaddr addr, uint64_t data, unsigne
                                MemTxAttrs attrs)
 {
     return cosim_access(opaque, OP_WRITE, addr, &data, size);
+}
+
+/* The model's deadline came: it does the work due, like an access (BQL held, IRQs in the reply). */
+static void cosim_tick(void *opaque)
+{
+    uint64_t unused = 0;
+
+    cosim_access(opaque, OP_TICK, 0, &unused, 0);
 }
 
 static const MemoryRegionOps cosim_ops = {
@@ -211,6 +247,11 @@ static void cosim_async_readable(void *opaque)
         }
         if (n != sizeof(c)) {
             error_report("cosim-bridge '%s': malformed async message (%zd bytes)", s->name, n);
+            continue;
+        }
+        if (le16_to_cpu(c.op) == OP_WAKE) {
+            /* work scheduled outside an access: it enters at the guest's current time */
+            timer_mod_anticipate(s->deadline, qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL));
             continue;
         }
         cosim_apply_irq(s, &c);
@@ -347,6 +388,8 @@ static void cosim_realize(DeviceState *dev, Error **errp)
         close(s->sync_fd);
         return;
     }
+    s->deadline = timer_new_ns(QEMU_CLOCK_VIRTUAL, cosim_tick, s);
+    cosim_bridges = g_slist_prepend(cosim_bridges, s);
     qemu_socket_set_nonblock(s->async_fd);
     qemu_set_fd_handler(s->async_fd, cosim_async_readable, NULL, s);
 
@@ -482,10 +525,69 @@ static const TypeInfo cosim_host_info = {
     .class_init = cosim_host_class_init,
 };
 
+/*
+ * cosim-clock: maps the harness's control file; its first byte, when non-zero, holds an idle
+ * guest's time (the harness sets it between guest commands).  Property: control (the file).
+ */
+#define TYPE_COSIM_CLOCK "cosim-clock"
+OBJECT_DECLARE_SIMPLE_TYPE(CosimClockState, COSIM_CLOCK)
+
+struct CosimClockState {
+    DeviceState parent_obj;
+
+    char *control;
+};
+
+static void cosim_clock_realize(DeviceState *dev, Error **errp)
+{
+    CosimClockState *s = COSIM_CLOCK(dev);
+    void *map;
+    int fd;
+
+    if (!s->control) {
+        error_setg(errp, "cosim-clock needs its control property (a file)");
+        return;
+    }
+    fd = open(s->control, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "cosim-clock: cannot open %s", s->control);
+        return;
+    }
+    map = mmap(NULL, qemu_real_host_page_size(), PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        error_setg_errno(errp, errno, "cosim-clock: cannot map %s", s->control);
+        return;
+    }
+    cosim_idle_hold = map;
+}
+
+static const Property cosim_clock_properties[] = {
+    DEFINE_PROP_STRING("control", CosimClockState, control),
+};
+
+static void cosim_clock_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+
+    dc->realize = cosim_clock_realize;
+    dc->desc = "cosim: the harness's hold on an idle guest's time";
+    device_class_set_props(dc, cosim_clock_properties);
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+}
+
+static const TypeInfo cosim_clock_info = {
+    .name = TYPE_COSIM_CLOCK,
+    .parent = TYPE_DEVICE,
+    .instance_size = sizeof(CosimClockState),
+    .class_init = cosim_clock_class_init,
+};
+
 static void cosim_register_types(void)
 {
     type_register_static(&cosim_info);
     type_register_static(&cosim_host_info);
+    type_register_static(&cosim_clock_info);
 }
 
 type_init(cosim_register_types)
