@@ -29,7 +29,7 @@ from .devicetree import DtAliases, DtNode, Ref, reg_cells, spi_cells
 from .peripheral import IrqRelay, ModelNotes, Peripheral, PeripheralConfig
 from .platform import LoadedPlatform, MachineLayout, PeripheralSpec, PlatformError
 from .pluginmanager import connectors, peripheral_types, spi_device_types
-from .protocol import MAX_IRQ_CHANGES_PER_REPLY
+from .protocol import MAX_IRQS_PER_PERIPHERAL
 from .spi import SpiDevice
 from .trace import EventTrace
 
@@ -116,9 +116,9 @@ class Assembly:
 
     def _check_irqs(self, entry: ModelEntry) -> None:
         wanted = len(entry.cls.irq_names)
-        if wanted > MAX_IRQ_CHANGES_PER_REPLY:
+        if wanted > MAX_IRQS_PER_PERIPHERAL:
             raise PlatformError(f"{entry.where()}: plugin '{entry.plugin}' declares {wanted} IRQ "
-                                f"outputs; the bridge carries at most {MAX_IRQ_CHANGES_PER_REPLY}")
+                                f"outputs; the bridge carries at most {MAX_IRQS_PER_PERIPHERAL}")
         if len(entry.spec.irqs) != wanted:
             raise PlatformError(f"{entry.where('irqs')}: '{entry.name}' ({entry.plugin}) has {wanted} "
                                 f"IRQ outputs {list(entry.cls.irq_names)}; give {wanted} SPIs")

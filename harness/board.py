@@ -18,7 +18,7 @@ import pluggy
 
 from . import collector, hygiene
 from .assembly import Assembly
-from .bridge import BridgeEndpoint, BridgeFailure
+from .bridge import BridgeEndpoint, BridgeFailure, Replies
 from .build import Artifacts
 from .bus import Memory
 from .cachemodel import CacheModel, CoherencyLayer, Mode
@@ -51,8 +51,12 @@ BOOT_TIMEOUT_S = 60.0
 class Board:
     def __init__(self, platform: LoadedPlatform, artifacts: Artifacts, logdir: Path,
                  pm: pluggy.PluginManager | None = None, pin_cpus: set[int] | None = None,
-                 host_folder: Path | None = None, cache: str | None = None):
+                 host_folder: Path | None = None, cache: str | None = None, time: str | None = None):
         self.platform, self.artifacts, self.logdir = platform, artifacts, logdir
+        # the guest's clock, "wall" or "virtual": the platform's machine.time unless the caller says
+        self.time_mode = time or platform.spec.machine.time
+        if self.time_mode not in ("wall", "virtual"):
+            raise ValueError(f"time '{self.time_mode}': use wall or virtual")
         # the cache model's mode: the platform's machine.cache unless the caller (a test) says
         self.cache_mode = cache or platform.spec.machine.cache
         if self.cache_mode not in ("off", "report", "emulate"):
@@ -175,7 +179,7 @@ class Board:
         ram_file = self._guest_ram(workdir)
         cache = self._cache_model(workdir, ram_file) if self.cache_mode != "off" else None
         idle_hold = None
-        if self.platform.spec.machine.time == "virtual":
+        if self.time_mode == "virtual":
             self.idle_hold = IdleHold(workdir / "idle-hold")
             idle_hold = self.idle_hold.path
         self.assembly.build(on_host_failure=lambda name, message, details: self.watch.model_failed(
@@ -257,14 +261,14 @@ class Board:
 
     def _bridge_endpoints(self, workdir: Path) -> list[BridgedDevice]:
         """One endpoint per model serves its registers to QEMU and carries its interrupts."""
-        bridged = []
-        for entry in self.assembly.entries.values():
+        bridged, replies = [], Replies()
+        for index, entry in enumerate(self.assembly.entries.values()):
             endpoint = BridgeEndpoint(entry.name, workdir / f"{entry.name}.sock", self.watch.model_failed,
-                                      self.pin_cpus)
+                                      self.pin_cpus, index, replies)
             self.endpoints.append(endpoint)
             self.assembly.irq_relays[entry.name].bind(endpoint)
             bridged.append(BridgedDevice(entry.name, endpoint.socket_path, entry.spec.base, entry.size,
-                                         tuple(entry.spec.irqs)))
+                                         tuple(entry.spec.irqs), index))
         return bridged
 
     def stop(self) -> None:

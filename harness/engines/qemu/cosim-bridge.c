@@ -34,13 +34,14 @@
 #include <sys/un.h>
 
 #define COSIM_MAGIC 0x4D495343u /* "CSIM" */
-#define COSIM_PROTOCOL_VERSION 2
+#define COSIM_PROTOCOL_VERSION 3
 #define COSIM_MAX_IRQS 64
-#define COSIM_MAX_IRQ_CHANGES 32
+#define COSIM_MAX_CHANGES 256
+#define COSIM_MAX_BRIDGES 256
 #define COSIM_HANDSHAKE_TIMEOUT_S 20
 
 enum { CHANNEL_SYNC = 0, CHANNEL_ASYNC = 1 };
-enum { OP_READ = 1, OP_WRITE = 2, OP_IRQ = 3, OP_TICK = 4, OP_WAKE = 5 };
+enum { OP_READ = 1, OP_WRITE = 2, OP_IRQ = 3, OP_TICK = 4, OP_WAKE = 5, OP_DEADLINE = 6 };
 enum { STATUS_OK = 0, STATUS_BUS_ERROR = 1 };
 enum { HELLO_OK = 0, HELLO_VERSION_MISMATCH = 1 };
 
@@ -71,21 +72,22 @@ typedef struct QEMU_PACKED {
     int64_t vclock_ns;
 } CosimRequest;
 
+/* An IRQ level, a deadline or a wake-up, for the bridge numbered "index" (see protocol.py) */
 typedef struct QEMU_PACKED {
     uint16_t op;
+    uint16_t index;
     uint16_t line;
-    uint32_t level;
-    uint64_t seq;
-} CosimIrqChange;
+    uint16_t level;
+    int64_t value; /* IRQ: sequence number; DEADLINE: virtual-clock ns, < 0: none */
+} CosimChange;
 
 typedef struct QEMU_PACKED {
     uint32_t seq;
     uint8_t status;
-    uint8_t nirq;
-    uint16_t reserved;
+    uint8_t reserved;
+    uint16_t nchanges;
     uint64_t data;
-    int64_t deadline_ns; /* the peripheral's next deadline on the virtual clock; < 0: none */
-    CosimIrqChange irq[COSIM_MAX_IRQ_CHANGES];
+    CosimChange change[COSIM_MAX_CHANGES];
 } CosimReply;
 
 #define TYPE_COSIM_BRIDGE "cosim-bridge"
@@ -95,6 +97,7 @@ struct CosimBridgeState {
     DeviceState parent_obj;
 
     char *name;
+    uint32_t index;
     char *socket_path;
     char *irq_list;
     uint64_t base;
@@ -110,7 +113,7 @@ struct CosimBridgeState {
     uint64_t irq_seq[COSIM_MAX_IRQS];
 };
 
-static GSList *cosim_bridges; /* every bridge: their deadlines say whether models have work */
+static CosimBridgeState *cosim_bridges[COSIM_MAX_BRIDGES]; /* by index */
 static const volatile uint8_t *cosim_idle_hold; /* the harness's byte (cosim-clock); NULL: none */
 
 bool cosim_idle_time_held(void)
@@ -118,9 +121,8 @@ bool cosim_idle_time_held(void)
     if (!cosim_idle_hold || !*cosim_idle_hold) {
         return false;
     }
-    for (GSList *l = cosim_bridges; l; l = l->next) {
-        CosimBridgeState *s = l->data;
-        if (timer_pending(s->deadline)) {
+    for (unsigned i = 0; i < COSIM_MAX_BRIDGES; i++) {
+        if (cosim_bridges[i] && timer_pending(cosim_bridges[i]->deadline)) {
             return false; /* a model has work scheduled: the guest's time goes on to it */
         }
     }
@@ -133,22 +135,46 @@ static G_NORETURN void cosim_lost(CosimBridgeState *s, const char *what)
     exit(1);
 }
 
-static void cosim_apply_irq(CosimBridgeState *s, const CosimIrqChange *c)
+/* A change from the harness, for the bridge it names (any bridge's answer may carry it). */
+static void cosim_apply(CosimBridgeState *from, const CosimChange *c)
 {
+    uint16_t index = le16_to_cpu(c->index);
     uint16_t line = le16_to_cpu(c->line);
-    uint64_t seq = le64_to_cpu(c->seq);
+    int64_t value = le64_to_cpu(c->value);
+    CosimBridgeState *s = index < COSIM_MAX_BRIDGES ? cosim_bridges[index] : NULL;
 
-    if (le16_to_cpu(c->op) != OP_IRQ || line >= s->nirqs) {
-        error_report("cosim-bridge '%s': bad IRQ change (op %u, line %u)", s->name,
-                     le16_to_cpu(c->op), line);
+    if (!s) {
+        error_report("cosim-bridge '%s': a change for bridge %u, which does not exist", from->name,
+                     index);
         return;
     }
-    /* Both channels carry changes; only the newest per line counts. */
-    if (seq <= s->irq_seq[line]) {
-        return;
+    switch (le16_to_cpu(c->op)) {
+    case OP_IRQ:
+        if (line >= s->nirqs) {
+            error_report("cosim-bridge '%s': IRQ change for line %u of %u", s->name, line, s->nirqs);
+            return;
+        }
+        /* Both channels carry changes; only the newest per line counts. */
+        if ((uint64_t)value <= s->irq_seq[line]) {
+            return;
+        }
+        s->irq_seq[line] = value;
+        qemu_set_irq(s->irqs[line], le16_to_cpu(c->level) != 0);
+        break;
+    case OP_DEADLINE:
+        if (value < 0) {
+            timer_del(s->deadline);
+        } else {
+            timer_mod(s->deadline, value);
+        }
+        break;
+    case OP_WAKE:
+        /* work scheduled outside an access: it enters at the guest's current time */
+        timer_mod_anticipate(s->deadline, qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL));
+        break;
+    default:
+        error_report("cosim-bridge '%s': unknown change op %u", from->name, le16_to_cpu(c->op));
     }
-    s->irq_seq[line] = seq;
-    qemu_set_irq(s->irqs[line], le32_to_cpu(c->level) != 0);
 }
 
 static MemTxResult cosim_access(CosimBridgeState *s, uint8_t op, hwaddr addr, uint64_t *data,
@@ -178,20 +204,16 @@ static MemTxResult cosim_access(CosimBridgeState *s, uint8_t op, hwaddr addr, ui
     if (n <= 0) {
         cosim_lost(s, "no MMIO reply");
     }
-    if (n < (ssize_t)offsetof(CosimReply, irq) || le32_to_cpu(rep.seq) != s->seq ||
-        rep.nirq > COSIM_MAX_IRQ_CHANGES ||
-        n != (ssize_t)(offsetof(CosimReply, irq) + rep.nirq * sizeof(CosimIrqChange))) {
+    if (n < (ssize_t)offsetof(CosimReply, change) || le32_to_cpu(rep.seq) != s->seq ||
+        le16_to_cpu(rep.nchanges) > COSIM_MAX_CHANGES ||
+        n != (ssize_t)(offsetof(CosimReply, change) +
+                       le16_to_cpu(rep.nchanges) * sizeof(CosimChange))) {
         error_report("cosim-bridge '%s': malformed MMIO reply (%zd bytes, seq %u, want %u)",
                      s->name, n, le32_to_cpu(rep.seq), s->seq);
         exit(1);
     }
-    for (unsigned i = 0; i < rep.nirq; i++) {
-        cosim_apply_irq(s, &rep.irq[i]);
-    }
-    if ((int64_t)le64_to_cpu(rep.deadline_ns) < 0) {
-        timer_del(s->deadline);
-    } else {
-        timer_mod(s->deadline, le64_to_cpu(rep.deadline_ns));
+    for (unsigned i = 0; i < le16_to_cpu(rep.nchanges); i++) {
+        cosim_apply(s, &rep.change[i]);
     }
     if (op == OP_READ) {
         *data = le64_to_cpu(rep.data);
@@ -230,7 +252,7 @@ static const MemoryRegionOps cosim_ops = {
 static void cosim_async_readable(void *opaque)
 {
     CosimBridgeState *s = opaque;
-    CosimIrqChange c;
+    CosimChange c;
     ssize_t n;
 
     for (;;) {
@@ -249,12 +271,7 @@ static void cosim_async_readable(void *opaque)
             error_report("cosim-bridge '%s': malformed async message (%zd bytes)", s->name, n);
             continue;
         }
-        if (le16_to_cpu(c.op) == OP_WAKE) {
-            /* work scheduled outside an access: it enters at the guest's current time */
-            timer_mod_anticipate(s->deadline, qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL));
-            continue;
-        }
-        cosim_apply_irq(s, &c);
+        cosim_apply(s, &c);
     }
 }
 
@@ -376,6 +393,10 @@ static void cosim_realize(DeviceState *dev, Error **errp)
         error_setg(errp, "cosim-bridge needs name, socket and size properties");
         return;
     }
+    if (s->index >= COSIM_MAX_BRIDGES || cosim_bridges[s->index]) {
+        error_setg(errp, "cosim-bridge '%s': index %u is out of range or taken", s->name, s->index);
+        return;
+    }
     if (!cosim_wire_irqs(s, errp)) {
         return;
     }
@@ -389,7 +410,7 @@ static void cosim_realize(DeviceState *dev, Error **errp)
         return;
     }
     s->deadline = timer_new_ns(QEMU_CLOCK_VIRTUAL, cosim_tick, s);
-    cosim_bridges = g_slist_prepend(cosim_bridges, s);
+    cosim_bridges[s->index] = s;
     qemu_socket_set_nonblock(s->async_fd);
     qemu_set_fd_handler(s->async_fd, cosim_async_readable, NULL, s);
 
@@ -400,6 +421,7 @@ static void cosim_realize(DeviceState *dev, Error **errp)
 
 static const Property cosim_properties[] = {
     DEFINE_PROP_STRING("name", CosimBridgeState, name),
+    DEFINE_PROP_UINT32("index", CosimBridgeState, index, 0),
     DEFINE_PROP_STRING("socket", CosimBridgeState, socket_path),
     DEFINE_PROP_STRING("irqs", CosimBridgeState, irq_list),
     DEFINE_PROP_UINT64("base", CosimBridgeState, base, 0),

@@ -50,6 +50,7 @@ class BridgedDevice:
     base: int
     size: int
     spis: tuple[int, ...]
+    index: int = 0  # the peripheral's number on the board, which its bridge's changes name
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,8 @@ class QemuEngine:
                                f"ram-base={RAM_BASE:#x},ram-size={self.machine.memory:#x}"]
         for d in devices:
             irqs = ":".join(str(s) for s in d.spis)
-            cmd += ["-device", f"cosim-bridge,name={d.name},socket={d.socket},base={d.base:#x},"
-                               f"size={d.size:#x},irqs={irqs}"]
+            cmd += ["-device", f"cosim-bridge,name={d.name},index={d.index},socket={d.socket},"
+                               f"base={d.base:#x},size={d.size:#x},irqs={irqs}"]
         for n in native:
             props = ",,".join(f"{k}={v}" for k, v in n.props.items())  # ",," escapes a comma
             irqs = ":".join(str(s) for s in n.spis)
