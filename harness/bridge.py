@@ -59,7 +59,7 @@ class Replies:
         for endpoint in self.endpoints:
             if endpoint.peripheral is None:
                 continue
-            deadline = endpoint.peripheral.timers.next_deadline()
+            deadline = endpoint.peripheral.scheduled_work.next_deadline()
             if deadline != endpoint.qemu_deadline:
                 endpoint.qemu_deadline = deadline
                 out.append(p.encode_deadline(endpoint.index, deadline))
@@ -95,7 +95,7 @@ class BridgeEndpoint:
 
     def start(self, peripheral: Peripheral) -> None:
         self.peripheral = peripheral
-        peripheral.timers.on_earlier = self._wake
+        peripheral.scheduled_work.on_earlier = self._wake
         self._thread.start()
 
     def _wake(self) -> None:
@@ -169,7 +169,7 @@ class BridgeEndpoint:
         sync, peripheral, replies = self.sync, self.peripheral, self.replies
         request, reply, encode_reply = p.REQUEST.unpack, p.REPLY.pack, b"".join
         read_op, write_op, tick_op = p.Op.READ, p.Op.WRITE, p.Op.TICK
-        clock, timers, lock = peripheral.clock, peripheral.timers, peripheral.lock
+        clock, timers, lock = peripheral.guest_clock, peripheral.scheduled_work, peripheral.lock
         while True:
             raw = sync.recv(64)
             if not raw:

@@ -349,9 +349,11 @@ class Peripheral:
         self.irqs = {n: IrqLine(n, i, irq_sink) for i, n in enumerate(self.irq_names)}
         self.dma = BusMaster(bus, config.name, config.stream_id) if self.dma_master else None
         self.notes = notes or ModelNotes()  # the board's, shared by its models
-        self.clock = clock or GuestClock()  # the guest's time, shared by the board's models
-        self.timers = Timers(self.lock)  # this model's work scheduled on it (at(), after())
-        self.clock.attach(self.timers)
+        # The guest's time (shared by the board's models) and this model's work scheduled on it:
+        # long names, clear of the names a model gives its own methods (a clock, a timer...).
+        self.guest_clock = clock or GuestClock()
+        self.scheduled_work = Timers(self.lock)
+        self.guest_clock.attach(self.scheduled_work)
         self.in_reset = False  # held by a reset line (platform ``resets``): the bus is ignored
         self.host_failures: list[str] = []
         for spec in self._registers.values():
@@ -373,12 +375,12 @@ class Peripheral:
 
     def now(self) -> int:
         """The guest's time in ns (QEMU's virtual clock) at the access or tick being served."""
-        return self.clock.now_ns
+        return self.guest_clock.now_ns
 
     def at(self, when_ns: int, callback: Callable[[], None]) -> Timer:
         """Runs ``callback`` (the model lock held) when the guest's clock reaches ``when_ns``;
         a time already past runs at the next tick, as soon as QEMU can send one."""
-        return self.timers.add(when_ns, callback)
+        return self.scheduled_work.add(when_ns, callback)
 
     def after(self, delay_ns: int, callback: Callable[[], None]) -> Timer:
         """``at(now() + delay_ns, callback)``: a device's own latency (a frame on the wire)."""
@@ -388,7 +390,7 @@ class Peripheral:
         """Runs ``callback`` at the next tick, at the guest's time then: how input from the host
         (bytes for a UART) enters the guest's time line — between accesses ``now()`` is the
         time of the last one, which the guest has moved past."""
-        return self.timers.add(SOON, callback)
+        return self.scheduled_work.add(SOON, callback)
 
     def start_host_thread(self, target: Callable[..., None], *args: Any) -> threading.Thread:
         """Runs ``target`` on a thread of its own (a line or sample clock).  An exception there
