@@ -1,9 +1,8 @@
 """ARM PrimeCell UART (PL011), r1p5: the register model Linux's amba-pl011 driver programs.
 
 Both directions run at the line rate the driver programmed (UARTCLK / (16 x IBRD.FBRD), 10 bits a
-character), on the guest's clock, so interrupts come FIFO by FIFO as on a real line: the 32-entry
-TX FIFO drains to a host buffer, and host data waits in a host queue until it arrives in the
-32-entry RX FIFO.  When
+character), so interrupts come FIFO by FIFO as on a real line: the 32-entry TX FIFO drains to a
+host buffer, and host data waits in a host queue until it arrives in the 32-entry RX FIFO.  When
 the RX FIFO is full the host holds back (ideal flow control): nothing is lost.
 
 DMA (DMACR.RXDMAE/TXDMAE, request outputs "rx" and "tx" wired by the platform's ``dmas``), as the
@@ -14,6 +13,8 @@ below its watermark and for a single transfer while it has room.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
 
 from cosim.api import (
@@ -25,7 +26,6 @@ from cosim.api import (
     Peripheral,
     Ref,
     Register,
-    Timer,
     hookimpl,
 )
 
@@ -82,8 +82,10 @@ class Pl011(Peripheral):
         self.tx_fifo: deque[int] = deque()
         self.host_queue: deque[int] = deque()
         self.transmitted = HostBuffer(self.lock)
+        self._line = threading.Condition(self.lock)  # wakes the feeder
+        self._closed = False
         self._tx_was_above = True  # so that an idle, empty FIFO asserts the TX interrupt once
-        self._next_character: Timer | None = None  # when the characters on the line have crossed
+        self._feeder: threading.Thread | None = None
 
     def connect_dma_request(self, port: DmaRequestPort) -> None:
         super().connect_dma_request(port)
@@ -95,33 +97,48 @@ class Pl011(Peripheral):
         """Queues bytes for the guest; they arrive in the RX FIFO at the line rate."""
         with self.lock:
             self.host_queue.extend(data)
-            self.soon(self._keep_line_going)  # it reaches the line at the guest's time
+            self._wake_line()
 
-    def character_ns(self) -> int:
-        """One character's time on the line at the programmed rate (guest ns)."""
+    def _wake_line(self) -> None:
+        if self._feeder is None:
+            self._feeder = self.start_host_thread(self._run_line)
+        self._line.notify()
+
+    def chars_per_second(self) -> float:
         divisor = self.regs.IBRD.value + self.regs.FBRD.DIVFRAC / 64
-        return round(BITS_PER_CHAR * 16 * max(divisor, 1.0) * 1_000_000_000 / UARTCLK_HZ)
+        baud = UARTCLK_HZ / 16 / max(divisor, 1.0)
+        return baud / BITS_PER_CHAR
 
-    def _keep_line_going(self) -> None:
-        """While characters wait to cross (and the receiver has room), one crosses each way
-        every character time; an idle or blocked line starts counting again."""
-        if self._next_character is not None:
-            return
-        rx_ready = self.host_queue and self._receiving() and len(self.rx_fifo) < self._depth()
-        if rx_ready or self.tx_fifo:
-            self._next_character = self.after(self.character_ns(), self._character_crossed)
-
-    def _character_crossed(self) -> None:
-        self._next_character = None
-        self._refill(limit=1)
-        self._transmit(limit=1)
-        self.update_interrupts()
-        self._keep_line_going()
+    def _run_line(self) -> None:
+        """The line: characters cross it at the programmed rate, both ways, while there is room."""
+        with self.lock:
+            line_clock = time.monotonic()
+            while not self._closed:
+                now = time.monotonic()
+                rx_ready = self.host_queue and self._receiving() and len(self.rx_fifo) < self._depth()
+                if rx_ready or self.tx_fifo:
+                    due = int((now - line_clock) * self.chars_per_second())
+                    if due:
+                        self._refill(limit=due)
+                        self._transmit(limit=due)
+                        self.update_interrupts()
+                        line_clock = now
+                    self._line.wait(timeout=max(4 / self.chars_per_second(), 0.0005))
+                else:
+                    line_clock = now  # an idle or blocked line starts counting again
+                    self._line.wait(timeout=1.0)
 
     def _transmit(self, limit: int) -> None:
         sent = [self.tx_fifo.popleft() for _ in range(min(limit, len(self.tx_fifo)))]
         if sent:
             self.transmitted.append(sent)
+
+    def close(self) -> None:
+        with self.lock:
+            self._closed = True
+            self._line.notify()
+        if self._feeder is not None:
+            self._feeder.join(timeout=2)
 
     def take_from_guest(self, count: int, timeout: float) -> bytes:
         """Waits until the guest has sent ``count`` bytes (or ``timeout`` passes); takes them."""
@@ -142,7 +159,8 @@ class Pl011(Peripheral):
 
     def read_data(self) -> int:
         value = self.rx_fifo.popleft() if self.rx_fifo else 0
-        self._keep_line_going()  # room again: a held-back line resumes
+        if self.host_queue:
+            self._line.notify()  # room again: the held-back line resumes
         self.update_interrupts()
         return value
 
@@ -155,7 +173,7 @@ class Pl011(Peripheral):
                 self.rx_fifo.append(byte)
         elif len(self.tx_fifo) < self._depth():  # a write to a full FIFO is lost, as on silicon
             self.tx_fifo.append(byte)
-            self._keep_line_going()
+            self._wake_line()
         self.update_interrupts()
 
     def flags(self) -> int:
@@ -168,7 +186,7 @@ class Pl011(Peripheral):
         self.regs.RSR.value = 0
 
     def control_written(self, _value: int) -> None:
-        self._keep_line_going()  # the receiver may just have been enabled
+        self._line.notify()  # the receiver may just have been enabled
         self.update_interrupts()
 
     def masked_status(self) -> int:
