@@ -1,7 +1,6 @@
 """What a plugin may use: the whole plugin API.  Plugins import from here and nowhere else."""
 
 from .bus import PLACES, BusLayer, BusMaster, DmaFault, Next, Transaction
-from .clock import Timer
 from .connectors import Connector
 from .devicetree import DtAliases, DtNode, Ref
 from .dmarequest import DmaRequestPort
@@ -42,7 +41,6 @@ __all__ = [
     "ResetController",
     "SpiBus",
     "SpiDevice",
-    "Timer",
     "Transaction",
     "hookimpl",
 ]
