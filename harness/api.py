@@ -1,6 +1,7 @@
 """What a plugin may use: the whole plugin API.  Plugins import from here and nowhere else."""
 
 from .bus import PLACES, BusLayer, BusMaster, DmaFault, Next, Transaction
+from .clock import Timer
 from .connectors import Connector
 from .devicetree import DtAliases, DtNode, Ref
 from .dmarequest import DmaRequestPort
@@ -41,6 +42,7 @@ __all__ = [
     "ResetController",
     "SpiBus",
     "SpiDevice",
+    "Timer",
     "Transaction",
     "hookimpl",
 ]

@@ -23,12 +23,13 @@ from typing import Any
 import pluggy
 
 from .bus import Bus, BusTracer
+from .clock import GuestClock
 from .connectors import Connector
 from .devicetree import DtAliases, DtNode, Ref, reg_cells, spi_cells
 from .peripheral import IrqRelay, ModelNotes, Peripheral, PeripheralConfig
 from .platform import LoadedPlatform, MachineLayout, PeripheralSpec, PlatformError
 from .pluginmanager import connectors, peripheral_types, spi_device_types
-from .protocol import MAX_IRQ_CHANGES_PER_REPLY
+from .protocol import MAX_IRQS_PER_PERIPHERAL
 from .spi import SpiDevice
 from .trace import EventTrace
 
@@ -72,6 +73,7 @@ class Assembly:
         self.trace = EventTrace()
         self.notes = ModelNotes()  # what drivers did that the models do not model
         self.lock = threading.RLock()  # one for all models: see Peripheral.lock
+        self.clock = GuestClock()  # the guest's time, as the bridges see it
         self.bus = Bus()
         self.tracer = BusTracer()
         self.peripherals: dict[str, Peripheral] = {}
@@ -114,9 +116,9 @@ class Assembly:
 
     def _check_irqs(self, entry: ModelEntry) -> None:
         wanted = len(entry.cls.irq_names)
-        if wanted > MAX_IRQ_CHANGES_PER_REPLY:
+        if wanted > MAX_IRQS_PER_PERIPHERAL:
             raise PlatformError(f"{entry.where()}: plugin '{entry.plugin}' declares {wanted} IRQ "
-                                f"outputs; the bridge carries at most {MAX_IRQ_CHANGES_PER_REPLY}")
+                                f"outputs; the bridge carries at most {MAX_IRQS_PER_PERIPHERAL}")
         if len(entry.spec.irqs) != wanted:
             raise PlatformError(f"{entry.where('irqs')}: '{entry.name}' ({entry.plugin}) has {wanted} "
                                 f"IRQ outputs {list(entry.cls.irq_names)}; give {wanted} SPIs")
@@ -163,7 +165,7 @@ class Assembly:
                                       spec.properties, spec.dt, spec.stream_id)
             try:
                 model = entry.cls(config, self.bus, relay, lock=self.lock, trace=self.trace,
-                                  notes=self.notes)
+                                  notes=self.notes, clock=self.clock)
             except Exception as e:
                 raise PlatformError(f"{entry.where()}: plugin '{spec.plugin}' failed to create "
                                     f"'{spec.name}': {type(e).__name__}: {e}") from e

@@ -33,15 +33,53 @@ class BridgeFailure:
     traceback: str = ""
 
 
+class Replies:
+    """A board's endpoints answer QEMU one at a time (QEMU holds its big lock while it waits), so
+    whatever any model changes while one answers — another model's interrupt, another model's
+    deadline — rides on that answer, applied before the guest runs on."""
+
+    def __init__(self) -> None:
+        self.endpoints: list[BridgeEndpoint] = []
+        self._local = threading.local()
+
+    def collecting(self) -> list[bytes] | None:
+        """The answer being put together on this thread, if this thread is answering QEMU."""
+        return getattr(self._local, "changes", None)
+
+    def begin(self) -> list[bytes]:
+        self._local.changes = []
+        return self._local.changes
+
+    def end(self) -> None:
+        self._local.changes = None
+
+    def deadline_changes(self) -> list[bytes]:
+        """A DEADLINE change for each peripheral whose next deadline is not the one QEMU has."""
+        out = []
+        for endpoint in self.endpoints:
+            if endpoint.peripheral is None:
+                continue
+            deadline = endpoint.peripheral.scheduled_work.next_deadline()
+            if deadline != endpoint.qemu_deadline:
+                endpoint.qemu_deadline = deadline
+                out.append(p.encode_deadline(endpoint.index, deadline))
+        return out
+
+
 class BridgeEndpoint:
-    """Implements IrqSink for its peripheral; serves QEMU's requests once started."""
+    """Implements IrqSink for its peripheral; serves QEMU's requests once started.  ``index``
+    numbers the peripheral on the board (QEMU's bridge has the same); ``replies`` is shared by
+    the board's endpoints."""
 
     def __init__(self, name: str, socket_path: Path, on_failure: Callable[[BridgeFailure], None],
-                 cpus: set[int] | None = None):
-        self.name, self.socket_path = name, socket_path
+                 cpus: set[int] | None = None, index: int = 0, replies: Replies | None = None):
+        self.name, self.socket_path, self.index = name, socket_path, index
         self.cpus = cpus  # serve on these CPUs: beside QEMU's vCPU thread, wake-ups are cheap
         self.on_failure = on_failure
+        self.replies = replies or Replies()
+        self.replies.endpoints.append(self)
         self.peripheral: Peripheral | None = None
+        self.qemu_deadline: int | None = None  # the deadline QEMU's timer has for this peripheral
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.listener.bind(str(socket_path))
         self.listener.listen(2)
@@ -52,23 +90,34 @@ class BridgeEndpoint:
         self._irq_lock = threading.Lock()
         self._irq_seq = itertools.count(1)
         self._pending_async: list[bytes] = []  # changes made before QEMU connected
-        self._reply_irqs: list[bytes] = []
-        self._serving = threading.local()
         self._thread = threading.Thread(target=self._run, name=f"cosim-bridge-{name}", daemon=True)
         self._closed = False
 
     def start(self, peripheral: Peripheral) -> None:
         self.peripheral = peripheral
+        peripheral.scheduled_work.on_earlier = self._wake
         self._thread.start()
+
+    def _wake(self) -> None:
+        """Work was scheduled ahead of the deadline QEMU knows.  While an endpoint answers, its
+        answer carries the new deadline; otherwise ask QEMU for a tick now."""
+        if self.replies.collecting() is None:
+            self._send_or_keep(p.encode_wake(self.index))
 
     # --- IrqSink ---
 
     def set_irq(self, line: int, level: bool) -> None:
         with self._irq_lock:
-            change = p.encode_irq_change(line, int(level), next(self._irq_seq))
-            if getattr(self._serving, "active", False):
-                self._reply_irqs.append(change)  # rides on the MMIO reply
-            elif self.async_ is None:
+            change = p.encode_irq_change(self.index, line, int(level), next(self._irq_seq))
+        changes = self.replies.collecting()
+        if changes is not None:
+            changes.append(change)  # rides on the answer QEMU waits for
+        else:
+            self._send_or_keep(change)
+
+    def _send_or_keep(self, change: bytes) -> None:
+        with self._irq_lock:
+            if self.async_ is None:
                 self._pending_async.append(change)
             else:
                 self._send_async(change)
@@ -117,36 +166,46 @@ class BridgeEndpoint:
 
     def _serve(self) -> None:
         assert self.sync is not None and self.peripheral is not None
-        sync, peripheral = self.sync, self.peripheral
+        sync, peripheral, replies = self.sync, self.peripheral, self.replies
         request, reply, encode_reply = p.REQUEST.unpack, p.REPLY.pack, b"".join
-        read_op = p.Op.READ
-        serving = self._serving
+        read_op, write_op, tick_op = p.Op.READ, p.Op.WRITE, p.Op.TICK
+        clock, timers, lock = peripheral.guest_clock, peripheral.scheduled_work, peripheral.lock
         while True:
             raw = sync.recv(64)
             if not raw:
                 return  # QEMU closed the connection: it is exiting
-            op, size, _cpu, seq, offset, data, _clock = request(raw)
+            op, size, _cpu, seq, offset, data, vclock = request(raw)
             status, value = p.Status.OK, 0
-            serving.active = True
+            changes = replies.begin()
             try:
-                if op == read_op:
-                    value = peripheral.read(offset, size)
-                else:
-                    peripheral.write(offset, size, data)
+                with lock:
+                    if op == tick_op:
+                        self.qemu_deadline = None  # QEMU's timer for this peripheral expired
+                    timers.run_due(clock, clock.seen(vclock))  # an access sees what was due before it
+                    if op == read_op:
+                        value = peripheral.read(offset, size)
+                    elif op == write_op:
+                        peripheral.write(offset, size, data)
+                    changes += replies.deadline_changes()
             except Exception as e:
                 status = p.Status.BUS_ERROR
-                kind = "read" if op == read_op else "write"
-                self.on_failure(BridgeFailure(
-                    self.name, f"plugin raised {type(e).__name__} on a {size}-byte {kind} at offset "
-                    f"{offset:#x}; the guest saw a bus error", traceback.format_exc()))
+                if op in (read_op, write_op):
+                    kind = "read" if op == read_op else "write"
+                    what = f"on a {size}-byte {kind} at offset {offset:#x}; the guest saw a bus error"
+                else:
+                    what = f"in work scheduled on the guest's clock (at {clock.now_ns} ns)"
+                self.on_failure(BridgeFailure(self.name, f"plugin raised {type(e).__name__} {what}",
+                                              traceback.format_exc()))
             finally:
-                serving.active = False
-            with self._irq_lock:
-                irqs, self._reply_irqs = self._reply_irqs, []
-            if len(irqs) > 1:  # only the newest change of each line matters
-                irqs = list({change[2:4]: change for change in irqs}.values())
-            self.accesses += 1
-            sync.send(encode_reply([reply(seq, status, len(irqs), 0, value), *irqs]))
+                replies.end()
+            if len(changes) > 1:  # only the newest change of each line (and deadline) matters
+                changes = list({change[:6]: change for change in changes}.values())
+            if len(changes) > p.MAX_CHANGES_PER_REPLY:
+                self.on_failure(BridgeFailure(self.name, f"{len(changes)} IRQ and deadline changes in "
+                                              f"one answer; QEMU takes {p.MAX_CHANGES_PER_REPLY}"))
+                changes = changes[-p.MAX_CHANGES_PER_REPLY:]
+            self.accesses += op != tick_op
+            sync.send(encode_reply([reply(seq, status, len(changes), value), *changes]))
 
     def close(self) -> None:
         self._closed = True

@@ -27,6 +27,8 @@ from pathlib import Path
 import pexpect
 from pexpect import fdpexpect
 
+from .clock import IdleHold
+
 READY_BANNER = b"cosim-agent: ready"
 POLL_S = 0.2
 CLOSE_SETTLE_S = 2.0  # how long a closed console waits for the watchdog to name why
@@ -138,6 +140,7 @@ class ShellConsole:
         self._log = log_path.open("ab", buffering=0)
         self.spawn = fdpexpect.fdspawn(conn.fileno(), logfile=self._log, timeout=POLL_S)
         self._ids = itertools.count(1)
+        self.idle_hold: IdleHold | None = None  # under virtual time: released while a command runs
 
     def _expect(self, pattern: bytes | re.Pattern[bytes], timeout: float, what: str) -> re.Match[bytes]:
         deadline = time.monotonic() + timeout
@@ -164,6 +167,15 @@ class ShellConsole:
         self._expect(re.escape(READY_BANNER), timeout, "the guest shell (cosim-agent)")
 
     def run(self, command: str, timeout: float = 60.0, check: bool = True) -> CommandResult:
+        if self.idle_hold is None:
+            return self._run(command, timeout, check)
+        self.idle_hold.release()  # before the command's bytes: their arrival wakes QEMU
+        try:
+            return self._run(command, timeout, check)
+        finally:
+            self.idle_hold.hold()
+
+    def _run(self, command: str, timeout: float, check: bool) -> CommandResult:
         cid = next(self._ids)
         encoded = base64.b64encode(command.encode()).decode()
         try:
@@ -192,6 +204,8 @@ class ShellConsole:
     def interact(self, escape: bytes = b"\x1d") -> None:
         """Relays the user's terminal to an interactive guest shell until ``escape`` (Ctrl-]);
         the watchdog keeps running, so a panic still ends the session with its log."""
+        if self.idle_hold is not None:
+            self.idle_hold.release()  # a person at the shell: the guest's time runs
         self.spawn.send(b"cosim-interactive\n")
         stdin = sys.stdin.fileno()
         saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None

@@ -16,6 +16,11 @@ written value; a field's ``on_change`` runs when a write changed that field, giv
 value.  Every register access runs with the peripheral's lock held, so host-side methods that
 share state take ``with self.lock:`` too.
 
+Time is the guest's: ``self.now()`` is QEMU's virtual clock (ns) at the access being served, and
+``self.at(when_ns, callback)`` / ``self.after(delay_ns, callback)`` schedule work on it (a frame's
+end on the wire, a sample clock's next period), run like an access when the guest's clock gets
+there.  A model never measures the host's clock: the guest would see how fast the host is.
+
 What a model does not model is noted, never silently dropped: an access to an offset no register
 declares, a write setting bits no field of its register declares (reserved), a write changing a
 field declared ``modelled=False``.  The board writes the notes to ``plugin-trace.log`` and the
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from .bus import Bus, BusMaster
+from .clock import SOON, GuestClock, Timer, Timers
 from .dmarequest import DmaRequestPort
 from .trace import EventTrace
 
@@ -330,7 +336,7 @@ class Peripheral:
 
     def __init__(self, config: PeripheralConfig, bus: Bus, irq_sink: IrqSink,
                  lock: threading.RLock | None = None, trace: EventTrace | None = None,
-                 notes: ModelNotes | None = None):
+                 notes: ModelNotes | None = None, clock: GuestClock | None = None):
         self.config = config
         self.name = config.name
         self.properties = dict(config.properties or {})
@@ -343,6 +349,11 @@ class Peripheral:
         self.irqs = {n: IrqLine(n, i, irq_sink) for i, n in enumerate(self.irq_names)}
         self.dma = BusMaster(bus, config.name, config.stream_id) if self.dma_master else None
         self.notes = notes or ModelNotes()  # the board's, shared by its models
+        # The guest's time (shared by the board's models) and this model's work scheduled on it:
+        # long names, clear of the names a model gives its own methods (a clock, a timer...).
+        self.guest_clock = clock or GuestClock()
+        self.scheduled_work = Timers(self.lock)
+        self.guest_clock.attach(self.scheduled_work)
         self.in_reset = False  # held by a reset line (platform ``resets``): the bus is ignored
         self.host_failures: list[str] = []
         for spec in self._registers.values():
@@ -361,6 +372,25 @@ class Peripheral:
     def host_failure(self, message: str, details: str) -> None:
         """A host-side thread of the model failed; the board replaces this to fail its test."""
         self.host_failures.append(f"{message}\n{details}")
+
+    def now(self) -> int:
+        """The guest's time in ns (QEMU's virtual clock) at the access or tick being served."""
+        return self.guest_clock.now_ns
+
+    def at(self, when_ns: int, callback: Callable[[], None]) -> Timer:
+        """Runs ``callback`` (the model lock held) when the guest's clock reaches ``when_ns``;
+        a time already past runs at the next tick, as soon as QEMU can send one."""
+        return self.scheduled_work.add(when_ns, callback)
+
+    def after(self, delay_ns: int, callback: Callable[[], None]) -> Timer:
+        """``at(now() + delay_ns, callback)``: a device's own latency (a frame on the wire)."""
+        return self.at(self.now() + delay_ns, callback)
+
+    def soon(self, callback: Callable[[], None]) -> Timer:
+        """Runs ``callback`` at the next tick, at the guest's time then: how input from the host
+        (bytes for a UART) enters the guest's time line — between accesses ``now()`` is the
+        time of the last one, which the guest has moved past."""
+        return self.scheduled_work.add(SOON, callback)
 
     def start_host_thread(self, target: Callable[..., None], *args: Any) -> threading.Thread:
         """Runs ``target`` on a thread of its own (a line or sample clock).  An exception there

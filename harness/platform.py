@@ -49,6 +49,10 @@ class Machine(_Strict):
     # The CPU data-cache model (cosim.cachemodel): "report" moves data as a coherent system does
     # and reports every hazard; "emulate" gives the data silicon gives; "off" is a coherent board.
     cache: Literal["off", "report", "emulate"] = "report"
+    # The guest's clock: "virtual" counts instructions (QEMU -icount), so a model's work takes
+    # the guest time the model says however slow the host, and idle time is skipped; "wall"
+    # follows the host's clock (a person at the console expects it).
+    time: Literal["wall", "virtual"] = "wall"
 
     @field_validator("memory", mode="before")
     @classmethod

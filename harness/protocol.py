@@ -5,14 +5,26 @@ QEMU's ``cosim-bridge`` device (guest/qemu/cosim-bridge.c) and the harness speak
 the harness listens on inside a private 0700 directory:
 
 * the **sync** channel carries MMIO: QEMU's vCPU thread sends a request and blocks (holding the
-  big QEMU lock) until the harness replies.  The reply carries the read data and every IRQ level
-  change the access caused, so a clear-interrupt write never leaves a stale interrupt pending.
+  big QEMU lock) until the harness replies.  The reply carries the read data and every change the
+  access caused — IRQ levels and deadlines, of this peripheral and of any other (a SPI
+  controller's tick that makes the DMA controller finish a transfer raises the DMA's interrupt):
+  so a clear-interrupt write never leaves a stale interrupt pending, and under virtual time QEMU
+  never runs guest time on before it has applied what a model did.
 * the **async** channel carries IRQ level changes that happen outside an MMIO access (a worker
-  thread finishing a DMA, host data arriving at a UART).  QEMU's main loop applies them.
+  thread finishing a DMA, host data arriving at a UART), and wake-ups.  QEMU's main loop applies
+  them.
 
-Every IRQ change carries a sequence number taken from one counter per peripheral; QEMU ignores a
-change older than the newest it has applied to that line, so the two channels cannot reorder a
-line's level.
+Time: every request carries QEMU's virtual clock (``QEMU_CLOCK_VIRTUAL``, ns), the guest's own
+time.  A reply carries the new next deadline (or none) of each peripheral whose deadline changed;
+QEMU arms a virtual-clock timer per peripheral, and when one expires sends a ``TICK`` request on
+that peripheral's sync channel, served like an MMIO access.  A ``WAKE`` on the async channel
+asks for a tick now: work scheduled from outside an access (host input to a UART) enters at the
+guest's current time.
+
+Peripherals are numbered on the board (QEMU's ``index`` property of each bridge).  Every IRQ
+change carries a sequence number taken from one counter per peripheral; QEMU ignores a change
+older than the newest it has applied to that line, so the two channels cannot reorder a line's
+level.
 
 Deadlock rule: while answering a sync request the harness must never wait for anything QEMU's main
 loop must do.  DMA therefore goes through the shared guest-RAM file, never through QEMU.
@@ -28,7 +40,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 MAGIC = 0x4D495343  # "CSIM"
-VERSION = 1
+VERSION = 3
 
 # Handshake, QEMU -> harness, first message on each connection:
 #   u32 magic, u16 version, u16 channel, u32 qemu pid, u32 reserved, char name[64] (NUL padded)
@@ -39,15 +51,19 @@ HELLO_ACK = struct.Struct("<IHHII")
 # MMIO request, QEMU -> harness (sync channel):
 #   u8 op, u8 size, u16 cpu, u32 seq, u64 offset, u64 data (writes), i64 virtual clock in ns
 REQUEST = struct.Struct("<BBHIQQq")
-# MMIO reply, harness -> QEMU: u32 seq, u8 status, u8 irq change count, u16 reserved, u64 data,
-# followed by that many IRQ_CHANGE records.
-REPLY = struct.Struct("<IBBHQ")
-# IRQ level change (in a reply, or alone on the async channel):
-#   u16 op (=Op.IRQ), u16 line, u32 level, u64 sequence number
-IRQ_CHANGE = struct.Struct("<HHIQ")
+# (A TICK request has offset, size and data 0.)
+# Reply, harness -> QEMU: u32 seq, u8 status, u8 reserved, u16 change count, u64 data, then that
+# many CHANGE records.
+REPLY = struct.Struct("<IBxHQ")
+# A change, 16 bytes (in a reply, or alone on the async channel):
+#   u16 op, u16 peripheral index, u16 line, u16 level, i64 value
+#   Op.IRQ: line, level, value = sequence number; Op.DEADLINE: value = the next deadline on the
+#   virtual clock in ns, NO_DEADLINE for none; Op.WAKE (async only): tick this peripheral now.
+CHANGE = struct.Struct("<HHHHq")
+NO_DEADLINE = -1
 
-# A reply carries at most one change per line, so this also bounds a peripheral's IRQ lines.
-MAX_IRQ_CHANGES_PER_REPLY = 32
+MAX_IRQS_PER_PERIPHERAL = 32
+MAX_CHANGES_PER_REPLY = 256  # QEMU's receive buffer
 
 
 class Channel(IntEnum):
@@ -59,6 +75,9 @@ class Op(IntEnum):
     READ = 1
     WRITE = 2
     IRQ = 3
+    TICK = 4  # QEMU -> harness, sync: the peripheral's deadline came
+    WAKE = 5  # harness -> QEMU, async: tick now
+    DEADLINE = 6  # harness -> QEMU: a peripheral's next deadline
 
 
 class Status(IntEnum):
@@ -97,8 +116,16 @@ def encode_hello_ack(status: HelloStatus, irq_count: int = 0) -> bytes:
     return HELLO_ACK.pack(MAGIC, VERSION, status, irq_count, 0)
 
 
-def encode_irq_change(line: int, level: int, seq: int) -> bytes:
-    return IRQ_CHANGE.pack(Op.IRQ, line, level, seq)
+def encode_irq_change(index: int, line: int, level: int, seq: int) -> bytes:
+    return CHANGE.pack(Op.IRQ, index, line, level, seq)
+
+
+def encode_deadline(index: int, deadline: int | None) -> bytes:
+    return CHANGE.pack(Op.DEADLINE, index, 0, 0, NO_DEADLINE if deadline is None else deadline)
+
+
+def encode_wake(index: int) -> bytes:
+    return CHANGE.pack(Op.WAKE, index, 0, 0, 0)
 
 
 def stale_build_message(qemu_version: int) -> str:

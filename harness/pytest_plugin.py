@@ -19,7 +19,8 @@ Fixtures: ``board`` (per test), ``module_board``, ``session_board`` (shared: boo
 (the per-test board's command runner), ``cosim_board_factory`` (boards of your own platform,
 plugins, build or guest additions) and ``cosim_module_board_factory`` (the same, shared by a
 module).
-Options: ``--cosim-platform``, ``--cosim-artifacts``, ``--cosim-keep-artifacts``, ``--cosim-cache``.
+Options: ``--cosim-platform``, ``--cosim-artifacts``, ``--cosim-keep-artifacts``, ``--cosim-cache``,
+``--cosim-time``.
 Each test's logs (serial, kernel log, QEMU stderr, plugin trace, DTS, cache-model reports) are
 named in its failure.
 """
@@ -56,6 +57,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cosim-cache", choices=["off", "report", "emulate"], default=None,
                     help="the cache model's mode for every board a test does not set "
                          "(default: each platform's machine.cache)")
+    group.addoption("--cosim-time", choices=["wall", "virtual"], default=None,
+                    help="the guest's clock for every board (default: each platform's machine.time)")
     group.addoption("--cosim-keep-artifacts", action="store_true",
                     help="keep the logs of passing tests too (failing tests' logs are always kept)")
 
@@ -103,7 +106,8 @@ class _BoardMaker:
             origin = GuestAdditions(self.folder, self.label)
             additions.append((origin.content(guest), origin))
         board = Board(loaded, build_for(loaded, additions, artifacts=artifacts), logdir, pm=pm,
-                      cache=cache or self.config.getoption("--cosim-cache"))
+                      cache=cache or self.config.getoption("--cosim-cache"),
+                      time=self.config.getoption("--cosim-time"))
         self.boards.append(board)
         if start:
             board.start()

@@ -7,6 +7,7 @@
     bench.ram[0x1000:0x1004] = b"abcd"          # guest RAM at bench.ram_base
     dmac.write(0x100, 4, 1)                      # a register write, as the guest's would be
     assert bench.irqs["dma"].levels == {0: True}
+    bench.clock.advance(10_000)                  # 10 us of guest time: the work due runs
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 from typing import Any, TypeVar
 
 from .bus import Bus, BusTracer, Memory
+from .clock import ManualClock
 from .peripheral import ModelNotes, Peripheral, PeripheralConfig, RecordingIrqSink
 from .trace import EventTrace
 
@@ -34,6 +36,7 @@ class ModelBench:
         self.tracer = BusTracer()
         self.bus.add_layer(self.tracer, "trace")
         self.lock = threading.RLock()
+        self.clock = ManualClock()  # the guest's time: a test moves it (advance())
         self.trace = EventTrace()
         self.notes = ModelNotes()
         self.irqs: dict[str, RecordingIrqSink] = {}
@@ -44,7 +47,7 @@ class ModelBench:
         size = size or cls.default_size
         self.irqs[name] = RecordingIrqSink()
         model = cls(PeripheralConfig(name, base, size, properties=properties), self.bus, self.irqs[name],
-                    lock=self.lock, trace=self.trace, notes=self.notes)
+                    lock=self.lock, trace=self.trace, notes=self.notes, clock=self.clock)
         self.bus.add_device(base, size, model)
         self.models[name] = model
         return model

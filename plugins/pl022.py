@@ -5,10 +5,10 @@ Frames of 4 to 16 bits (CR0.DSS) go out of the 8-entry TX FIFO once the port is 
 itself — and what comes back enters the 8-entry RX FIFO.  A frame takes its time on the wire: the
 bit clock is SSPCLK / (CPSDVSR x (1 + SCR)) (SSPCLK is virt's 24 MHz apb-pclk), and a frame's
 answer reaches the RX FIFO when its last bit has been clocked, frames back to back while the TX
-FIFO has any (a host thread clocks the frames no register access comes to collect).  A transfer
-therefore never finishes sooner than its wire time — the SPI core's own test checks that — and,
-when the models are slower than the wire, it takes what the models take.  A frame goes out only
-when the RX FIFO has room for its answer: no frame is lost to a receive overrun.
+FIFO has any.  The wire keeps the guest's time (``Peripheral.at``): a transfer never finishes
+sooner than its wire time — the SPI core's own test checks that — and, under virtual time, never
+later either, however slow the host.  A frame goes out only when the RX FIFO has room for its
+answer: no frame is lost to a receive overrun.
 
 Interrupts: RX when the RX FIFO is half full or more, TX when the TX FIFO is half empty or more, RT
 (receive timeout) when data waits in the RX FIFO and nothing more is being clocked.  DMA
@@ -23,11 +23,20 @@ devices; MISO is pulled up when none drives it."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import deque
 
-from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, SpiBus, SpiDevice, hookimpl
+from cosim.api import (
+    DmaRequestPort,
+    DtNode,
+    Field,
+    Peripheral,
+    Ref,
+    Register,
+    SpiBus,
+    SpiDevice,
+    Timer,
+    hookimpl,
+)
 
 FIFO_DEPTH = 8
 SSPCLK_HZ = 24_000_000  # QEMU virt's apb-pclk, which the device tree gives as sspclk
@@ -70,12 +79,10 @@ class Pl022(Peripheral, SpiBus):
         self.devices: dict[int, SpiDevice] = {}  # chip select -> device
         self.selected: dict[int, bool] = {}  # chip select -> active; absent: not wired, tied active
         self.frames = 0  # frames clocked since reset
-        self._frame_s = 0.0  # one frame's time on the wire
-        self._last_end = 0.0  # when the last frame's final bit was clocked (time.monotonic)
-        self._next_end: float | None = None  # when the frame on the wire will be done
-        self._wire = threading.Condition(self.lock)  # wakes the clock for the frame on the wire
-        self._wire_thread: threading.Thread | None = None
-        self._closed = False
+        self._frame_ns = 0  # one frame's time on the wire
+        self._last_end = 0  # when the last frame's final bit was clocked (guest ns)
+        self._next_end: int | None = None  # when the frame on the wire will be done
+        self._wire_done: Timer | None = None  # completes that frame if no access comes first
         self.configure()
 
     def attach(self, chip_select: int, device: SpiDevice) -> None:
@@ -110,7 +117,7 @@ class Pl022(Peripheral, SpiBus):
         r = self.regs
         self._bits = max(r.CR0.DSS, 3) + 1
         divisor = max(r.CPSR.CPSDVSR & ~1, 2) * (1 + r.CR0.SCR)  # CPSDVSR is even, 2..254
-        self._frame_s = self._bits * divisor / SSPCLK_HZ
+        self._frame_ns = self._bits * divisor * 1_000_000_000 // SSPCLK_HZ
         self._clocking = bool(r.CR1.SSE and not r.CR1.MS)
         self._loopback = bool(r.CR1.LBM)
         self._imsc = r.IMSC.value
@@ -137,46 +144,30 @@ class Pl022(Peripheral, SpiBus):
         """Completes the frames whose wire time is over, back to back from the TX FIFO; a frame
         starts when its word is there and the RX FIFO has room for the answer."""
         if self._clocking:
-            bits, now = self._bits, time.monotonic()
+            bits, now = self._bits, self.now()
             while self.tx and len(self.rx) < FIFO_DEPTH:
                 if self._next_end is None:  # the wire was idle (or stalled): a frame starts now
-                    self._next_end = max(now, self._last_end) + self._frame_s
+                    self._next_end = max(now, self._last_end) + self._frame_ns
                 if now < self._next_end:
-                    self._wait_for_wire()
+                    self._complete_frame_at(self._next_end)
                     break
                 word = self.tx.popleft()
                 answer = word if self._loopback else self._exchange(word, bits)
                 self.frames += 1
                 self.rx.append(answer)
                 self._last_end = self._next_end  # the next frame follows back to back
-                self._next_end = self._last_end + self._frame_s
+                self._next_end = self._last_end + self._frame_ns
             else:
                 self._next_end = None  # nothing (more) on the wire
         self.update_interrupts()
 
-    def _wait_for_wire(self) -> None:
-        if self._wire_thread is None:
-            self._wire_thread = self.start_host_thread(self._run_wire)
-        self._wire.notify()
-
-    def _run_wire(self) -> None:
-        """Completes the frame on the wire when its time is up, if no register access did."""
-        with self.lock:
-            while not self._closed:
-                due = self._next_end
-                if due is None:
-                    self._wire.wait()
-                elif time.monotonic() < due:
-                    self._wire.wait(timeout=due - time.monotonic())
-                else:
-                    self.shift()
-
-    def close(self) -> None:
-        with self.lock:
-            self._closed = True
-            self._wire.notify()
-        if self._wire_thread is not None:
-            self._wire_thread.join(timeout=2)
+    def _complete_frame_at(self, when: int) -> None:
+        timer = self._wire_done
+        if timer is not None and not timer.cancelled and timer.when == when:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._wire_done = self.at(when, self.shift)
 
     def _exchange(self, word: int, bits: int) -> int:
         answer = (1 << bits) - 1  # MISO pulled up: nobody answers

@@ -9,6 +9,7 @@ import pytest
 
 from cosim.assembly import Assembly
 from cosim.bus import Bus, Memory
+from cosim.clock import ManualClock
 from cosim.engines.qemu.engine import QemuEngine
 from cosim.peripheral import Peripheral, PeripheralConfig, RecordingIrqSink
 from cosim.platform import load_platform
@@ -29,12 +30,18 @@ def irqs() -> RecordingIrqSink:
 
 
 @pytest.fixture
-def make(bus: Bus, irqs: RecordingIrqSink) -> Iterator[Callable[..., Peripheral]]:
+def clock() -> ManualClock:
+    """The guest's time for the models a test makes: it moves only when the test moves it."""
+    return ManualClock()
+
+
+@pytest.fixture
+def make(bus: Bus, irqs: RecordingIrqSink, clock: ManualClock) -> Iterator[Callable[..., Peripheral]]:
     made: list[Peripheral] = []
 
     def make(cls: type[Peripheral], **properties: object) -> Peripheral:
         made.append(cls(PeripheralConfig("dut", 0x0C000000, cls.default_size, (112,), properties),
-                        bus, irqs))
+                        bus, irqs, clock=clock))
         return made[-1]
 
     yield make

@@ -11,8 +11,9 @@ import pytest
 
 import cosim
 from cosim import protocol as p
-from cosim.bridge import BridgeEndpoint, BridgeFailure
+from cosim.bridge import BridgeEndpoint, BridgeFailure, Replies
 from cosim.bus import Bus
+from cosim.clock import GuestClock
 from cosim.peripheral import Field, Peripheral, PeripheralConfig, Register
 
 
@@ -21,9 +22,21 @@ class Doorbell(Peripheral):
 
     RING = Register(0x0, fields=[Field("ON", 0)], on_write="ring")
     BOOM = Register(0x4, on_read="explode")
+    LATER = Register(0x8, on_write="ring_later", doc="raise 'other' this many ns from now")
+    RUNG = Register(0xC, access="ro", on_read="rung_at")
 
     def ring(self, _value: int) -> None:
         self.irq("ring").set(bool(self.regs.RING.ON))
+
+    def ring_later(self, delay: int) -> None:
+        self.after(delay, self.ring_other)
+
+    def ring_other(self) -> None:
+        self.rang = self.now()
+        self.irq("other").set(True)
+
+    def rung_at(self) -> int:
+        return getattr(self, "rang", 0)
 
     def explode(self) -> int:
         raise ZeroDivisionError("model bug")
@@ -45,14 +58,27 @@ class FakeQemu:
         assert magic == p.MAGIC
         return s if status == p.HelloStatus.OK else None
 
-    def access(self, op, offset, data=0, size=4):
+    def access(self, op, offset, data=0, size=4, clock=0):
+        status, value, irqs, _ = self.exchange(op, offset, data, size, clock)
+        return status, value, irqs
+
+    def exchange(self, op, offset=0, data=0, size=4, clock=0):
+        """One request at virtual time ``clock``: (status, value, this peripheral's IRQ changes,
+        its new deadline: None if unchanged)."""
+        status, value, changes = self.request(op, offset, data, size, clock)
+        irqs = [(line, level, seq) for o, i, line, level, seq in changes if o == p.Op.IRQ and i == 0]
+        deadlines = [d for o, i, _, _, d in changes if o == p.Op.DEADLINE and i == 0]
+        return status, value, irqs, deadlines[-1] if deadlines else None
+
+    def request(self, op, offset=0, data=0, size=4, clock=0):
+        """(status, value, every change in the answer as (op, index, line, level, value))."""
         self.seq += 1
-        self.sync.send(p.REQUEST.pack(op, size, 0, self.seq, offset, data, 0))
-        raw = self.sync.recv(1024)
-        seq, status, nirq, _, value = p.REPLY.unpack_from(raw)
-        assert seq == self.seq
-        changes = [p.IRQ_CHANGE.unpack_from(raw, p.REPLY.size + i * p.IRQ_CHANGE.size) for i in range(nirq)]
-        return status, value, [(line, level, s) for _op, line, level, s in changes]
+        self.sync.send(p.REQUEST.pack(op, size, 0, self.seq, offset, data, clock))
+        raw = self.sync.recv(65536)
+        seq, status, count, value = p.REPLY.unpack_from(raw)
+        assert seq == self.seq and len(raw) == p.REPLY.size + count * p.CHANGE.size
+        return status, value, [p.CHANGE.unpack_from(raw, p.REPLY.size + i * p.CHANGE.size)
+                               for i in range(count)]
 
 
 @pytest.fixture
@@ -81,9 +107,61 @@ def test_irq_changes_outside_mmio_use_the_async_channel_with_rising_sequence(end
     qemu = FakeQemu(endpoint.socket_path)
     _, _, [(_, _, first_seq)] = qemu.access(p.Op.WRITE, 0x0, 1)
     endpoint.peripheral.irq("other").set(True)
-    op, line, level, seq = p.IRQ_CHANGE.unpack(qemu.async_.recv(64))
-    assert (op, line, level) == (p.Op.IRQ, 1, 1)
+    op, index, line, level, seq = p.CHANGE.unpack(qemu.async_.recv(64))
+    assert (op, index, line, level) == (p.Op.IRQ, 0, 1, 1)
     assert seq > first_seq
+
+
+def test_scheduled_work_runs_in_a_tick_at_its_deadline_with_its_irq_on_the_reply(endpoint):
+    qemu = FakeQemu(endpoint.socket_path)
+    *_, deadline = qemu.exchange(p.Op.WRITE, 0x8, 5_000, clock=1_000_000)
+    assert deadline == 1_005_000  # the reply tells QEMU when to tick
+    _, _, irqs, deadline = qemu.exchange(p.Op.TICK, clock=1_005_000)
+    assert [(line, level) for line, level, _ in irqs] == [(1, 1)] and deadline is None  # none left
+    assert qemu.access(p.Op.READ, 0xC, clock=1_006_000)[1] == 1_005_000
+    assert endpoint.accesses == 2  # ticks are not MMIO accesses
+
+
+def test_an_access_after_a_missed_deadline_sees_the_work_done_first(endpoint):
+    qemu = FakeQemu(endpoint.socket_path)
+    qemu.exchange(p.Op.WRITE, 0x8, 5_000, clock=1_000_000)
+    _, value, irqs, _ = qemu.exchange(p.Op.READ, 0xC, clock=2_000_000)  # no tick came in between
+    assert value == 1_005_000 and [(line, level) for line, level, _ in irqs] == [(1, 1)]
+
+
+def test_work_scheduled_outside_an_access_asks_qemu_for_a_tick(endpoint):
+    qemu = FakeQemu(endpoint.socket_path)
+    qemu.access(p.Op.READ, 0x0, clock=7_000)
+    with endpoint.peripheral.lock:
+        endpoint.peripheral.soon(endpoint.peripheral.ring_other)  # host input, say
+    assert qemu.async_.recv(64) == p.encode_wake(0)
+    _, _, irqs, _ = qemu.exchange(p.Op.TICK, clock=9_000)
+    assert [(line, level) for line, level, _ in irqs] == [(1, 1)]
+    assert qemu.access(p.Op.READ, 0xC, clock=9_500)[1] == 9_000  # it ran at the tick's time
+
+
+def test_another_models_irq_and_deadline_changed_in_an_answer_ride_on_it(tmp_path):
+    """A tick of one model that makes another raise its interrupt and schedule work: QEMU must
+    have both before the guest's time runs on (under virtual time an async change comes late)."""
+    replies = Replies()
+    one = BridgeEndpoint("bell", tmp_path / "one.sock", lambda f: None, index=0, replies=replies)
+    two = BridgeEndpoint("bell2", tmp_path / "two.sock", lambda f: None, index=1, replies=replies)
+    lock, clock = threading.RLock(), GuestClock()  # a board's models share both
+    first = Doorbell(PeripheralConfig("bell", 0, 0x1000, (112, 113)), Bus(), one, lock=lock, clock=clock)
+    second = Doorbell(PeripheralConfig("bell2", 0, 0x1000, (114, 115)), Bus(), two, lock=lock, clock=clock)
+    first.ring = lambda _value: (second.irq("ring").set(True), second.after(500, second.ring_other))
+    one.start(first)
+    two.start(second)
+    try:
+        qemu = FakeQemu(one.socket_path)
+        FakeQemu(two.socket_path, name="bell2")
+        _, _, changes = qemu.request(p.Op.WRITE, 0x0, 1, clock=10_000)
+        assert [(op, index, line, level) for op, index, line, level, _ in changes if op == p.Op.IRQ] \
+            == [(p.Op.IRQ, 1, 0, 1)]
+        assert (p.Op.DEADLINE, 1, 0, 0, 10_500) in changes
+    finally:
+        one.close()
+        two.close()
 
 
 def test_changes_before_qemu_connects_are_delivered(tmp_path):
@@ -93,7 +171,7 @@ def test_changes_before_qemu_connects_are_delivered(tmp_path):
     ep.start(dev)
     try:
         qemu = FakeQemu(ep.socket_path)
-        _op, line, level, _seq = p.IRQ_CHANGE.unpack(qemu.async_.recv(64))
+        _op, _index, line, level, _seq = p.CHANGE.unpack(qemu.async_.recv(64))
         assert (line, level) == (1, 1)
     finally:
         ep.close()
@@ -146,5 +224,5 @@ def test_wire_sizes_match_the_c_structs():
     assert c["CosimHello"] == p.HELLO.size
     assert c["CosimHelloAck"] == p.HELLO_ACK.size
     assert c["CosimRequest"] == p.REQUEST.size
-    assert c["CosimIrqChange"] == p.IRQ_CHANGE.size
+    assert c["CosimChange"] == p.CHANGE.size
     assert c["CosimReply"] == p.REPLY.size  # the IRQ array is sized by a macro, counted apart

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-import time
-
 import pytest
 
+from cosim.clock import ManualClock
 from cosim.dmarequest import DmaRequestPort
 from cosim.peripheral import PeripheralConfig, RecordingIrqSink
 from cosim.plugins.pl022 import Pl022
@@ -19,11 +18,11 @@ SPI_BASE = 0x0C050000
 BSY = 0x10
 
 
-def wait_done(spi: Pl022) -> None:
-    """Polls SR until the frames are out on the wire, as a driver does before it deselects."""
-    deadline = time.monotonic() + 1.0
-    while spi.read(SR, 2) & BSY:
-        assert time.monotonic() < deadline, "the PL022 stayed busy"
+def wait_done(spi: Pl022, clock: ManualClock) -> None:
+    """The guest's time goes on until the frames are out on the wire (as a driver polls SR.BSY
+    before it deselects)."""
+    clock.run_until_idle()
+    assert not spi.read(SR, 2) & BSY
 
 
 class Echo(SpiDevice):
@@ -56,29 +55,31 @@ def test_identity(spi):
     assert periph_id & 0xFFFFF == 0x41022
 
 
-def test_frames_wait_until_the_port_is_enabled_then_loop_back(spi):
+def test_frames_wait_until_the_port_is_enabled_then_loop_back(spi, clock):
     spi.write(CR1, 2, 0x1)  # loopback, not enabled
     for b in (1, 2, 3):
         spi.write(DR, 2, b)
+    clock.advance(1_000_000)
     assert spi.read(SR, 2) & (TFE | RNE) == 0
     spi.write(CR1, 2, 0x3)  # enable
+    wait_done(spi, clock)
     assert spi.read(SR, 2) & (TFE | RNE) == TFE | RNE
     assert [spi.read(DR, 2) for _ in range(3)] == [1, 2, 3]
 
 
-def test_frames_go_to_the_attached_device(spi):
+def test_frames_go_to_the_attached_device(spi, clock):
     echo = Echo()
     spi.attach(0, echo)  # no chip select wired: tied active
     spi.write(CR0, 2, 0xF)  # 16-bit frames
     spi.write(CR1, 2, 0x2)
     for word in (0x1234, 0xABCD):
         spi.write(DR, 2, word)
-    wait_done(spi)
+    wait_done(spi, clock)
     assert echo.seen == [(0x1234, 16), (0xABCD, 16)]
     assert [spi.read(DR, 2) for _ in range(2)] == [0, 0x1234]
 
 
-def test_chip_selects_pick_the_device_and_frame_its_commands(spi):
+def test_chip_selects_pick_the_device_and_frame_its_commands(spi, clock):
     first, second = Echo("first"), Echo("second")
     spi.attach(0, first)
     spi.attach(1, second)
@@ -86,10 +87,11 @@ def test_chip_selects_pick_the_device_and_frame_its_commands(spi):
     spi.gpio_input("cs", 1, True)
     spi.write(CR1, 2, 0x2)
     spi.write(DR, 2, 0x11)
+    wait_done(spi, clock)
     assert spi.read(DR, 2) == 0xFF  # nobody drives MISO: pulled up
     spi.gpio_input("cs", 1, False)  # second selected (active low)
     spi.write(DR, 2, 0x22)
-    wait_done(spi)
+    wait_done(spi, clock)
     spi.gpio_input("cs", 1, True)
     assert first.seen == [] and second.seen == [(0x22, 8)]
     assert second.selects == [False, True, False] and first.selects == [False]
@@ -97,36 +99,48 @@ def test_chip_selects_pick_the_device_and_frame_its_commands(spi):
         spi.attach(1, Echo())
 
 
-def test_frames_wait_while_the_rx_fifo_is_full_and_none_is_lost(spi):
+def test_frames_wait_while_the_rx_fifo_is_full_and_none_is_lost(spi, clock):
     spi.write(CR1, 2, 0x3)
-    for b in range(12):
+    for b in range(8):
         spi.write(DR, 2, b)
+    wait_done(spi, clock)
+    for b in range(8, 12):
+        spi.write(DR, 2, b)
+    clock.run_until_idle()
     assert spi.read(SR, 2) & RFF and not spi.read(SR, 2) & TFE  # 8 answered, 4 waiting
-    assert [spi.read(DR, 2) for _ in range(12)] == list(range(12))
+    first = [spi.read(DR, 2) for _ in range(8)]
+    wait_done(spi, clock)
+    assert first + [spi.read(DR, 2) for _ in range(4)] == list(range(12))
     assert not spi.read(RIS, 2) & RORIM
 
 
-def test_writes_to_a_full_tx_fifo_are_lost(spi):
+def test_writes_to_a_full_tx_fifo_are_lost(spi, clock):
     for b in range(10):  # port disabled: nothing goes out
         spi.write(DR, 2, b)
     spi.write(CR1, 2, 0x3)
+    wait_done(spi, clock)
     assert [spi.read(DR, 2) for _ in range(8)] == list(range(8))
     assert not spi.read(SR, 2) & RNE
 
 
-def test_rx_and_timeout_interrupts(spi):
+def test_rx_and_timeout_interrupts(spi, clock):
     spi.write(IMSC, 2, RXIM | RTIM)
     spi.write(CR1, 2, 0x3)
     spi.write(DR, 2, 1)
+    assert spi.read(MIS, 2) == 0  # the frame is on the wire
+    wait_done(spi, clock)
     assert spi.read(MIS, 2) == RTIM  # one frame waiting, nothing more clocked
     for b in range(3):
         spi.write(DR, 2, b)
+    wait_done(spi, clock)
     assert spi.read(MIS, 2) & RXIM
 
 
 def test_dma_moves_frames_both_ways_through_loopback(board_parts):  # noqa: F811
     dmac, _, bus, _ = board_parts
-    ssp = Pl022(PeripheralConfig("spi", SPI_BASE, 0x1000, (118,)), bus, RecordingIrqSink(), lock=dmac.lock)
+    clock = ManualClock()
+    ssp = Pl022(PeripheralConfig("spi", SPI_BASE, 0x1000, (118,)), bus, RecordingIrqSink(), lock=dmac.lock,
+                clock=clock)
     bus.add_device(SPI_BASE, 0x1000, ssp)
     ssp.connect_dma_request(DmaRequestPort("rx", dmac, 2))
     ssp.connect_dma_request(DmaRequestPort("tx", dmac, 3))
@@ -155,28 +169,31 @@ def test_dma_moves_frames_both_ways_through_loopback(board_parts):  # noqa: F811
     dmac.write(0xD08, 4, insn[0] << 16 | insn[1] << 24)
     dmac.write(0xD0C, 4, int.from_bytes(insn[2:6], "little"))
     dmac.write(0xD04, 4, 0)
+    clock.run_until_idle()  # 64 frames on the wire, each asking for the DMA as it ends
     assert bus.read("cpu", DST, 64) == data
     assert ssp.frames == 64 and bus.width_mismatches == []
 
 
-def test_a_frame_takes_its_time_on_the_wire(spi):
-    """SSPCLK 24 MHz / (CPSDVSR 240 x (1 + SCR 9)) = 10 kHz: 8 bits take 0.8 ms, 4 frames 3.2 ms."""
+def test_a_frame_takes_its_time_on_the_wire(spi, clock):
+    """SSPCLK 24 MHz / (CPSDVSR 240 x (1 + SCR 9)) = 10 kHz: 8 bits take 0.8 ms, 4 frames 3.2 ms,
+    back to back: no sooner (what spi-loopback-test checks) and no later."""
     spi.write(0x10, 2, 240)  # CPSR
     spi.write(CR0, 2, 9 << 8 | 0x7)  # SCR 9, 8-bit frames
     spi.write(CR1, 2, 0x3)  # loopback, enabled
-    start = time.monotonic()
+    start = clock.now_ns
     for b in (1, 2, 3, 4):
         spi.write(DR, 2, b)
-    wait_done(spi)
-    elapsed = time.monotonic() - start
-    assert elapsed >= 4 * 8 / 10_000  # never sooner than the wire: what spi-loopback-test checks
+    clock.advance(3_199_999)
+    assert spi.read(SR, 2) & BSY and len(spi.rx) == 3
+    wait_done(spi, clock)
+    assert clock.now_ns - start == 3_200_000
     assert [spi.read(DR, 2) for _ in range(4)] == [1, 2, 3, 4]
 
 
-def test_the_wire_goes_on_without_register_accesses(spi):
+def test_the_wire_goes_on_without_register_accesses(spi, clock):
     spi.write(0x10, 2, 240)
     spi.write(CR0, 2, 9 << 8 | 0x7)  # 10 kHz
     spi.write(CR1, 2, 0x3)
     spi.write(DR, 2, 0x5A)
-    time.sleep(0.05)  # no access meanwhile: the model's own clock completes the frame
+    clock.advance(800_000)  # no access meanwhile: scheduled work completes the frame
     assert spi.regs.RIS.value & RTIM and list(spi.rx) == [0x5A]

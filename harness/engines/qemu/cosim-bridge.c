@@ -1,7 +1,9 @@
 /*
  * cosim's devices in QEMU.
  *
- * cosim-bridge: forwards one MMIO window and its interrupt lines to the cosim harness.
+ * cosim-bridge: forwards one MMIO window and its interrupt lines to the cosim harness, and runs
+ * the model's scheduled work when the guest's virtual clock reaches it.
+ * cosim-clock: the harness's hold on an idle guest's time (see include/system/cosim-clock.h).
  *
  * The wire protocol is defined in harness/protocol.py; the structs below mirror it.  The device
  * is a plain (bus-less) device so that board code's list of allowed sysbus devices does not apply;
@@ -25,18 +27,21 @@
 #include "hw/qdev-properties.h"
 #include "hw/sysbus.h"
 #include "qom/object.h"
+#include "system/cosim-clock.h"
 
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
 #define COSIM_MAGIC 0x4D495343u /* "CSIM" */
-#define COSIM_PROTOCOL_VERSION 1
+#define COSIM_PROTOCOL_VERSION 3
 #define COSIM_MAX_IRQS 64
-#define COSIM_MAX_IRQ_CHANGES 32
+#define COSIM_MAX_CHANGES 256
+#define COSIM_MAX_BRIDGES 256
 #define COSIM_HANDSHAKE_TIMEOUT_S 20
 
 enum { CHANNEL_SYNC = 0, CHANNEL_ASYNC = 1 };
-enum { OP_READ = 1, OP_WRITE = 2, OP_IRQ = 3 };
+enum { OP_READ = 1, OP_WRITE = 2, OP_IRQ = 3, OP_TICK = 4, OP_WAKE = 5, OP_DEADLINE = 6 };
 enum { STATUS_OK = 0, STATUS_BUS_ERROR = 1 };
 enum { HELLO_OK = 0, HELLO_VERSION_MISMATCH = 1 };
 
@@ -67,20 +72,22 @@ typedef struct QEMU_PACKED {
     int64_t vclock_ns;
 } CosimRequest;
 
+/* An IRQ level, a deadline or a wake-up, for the bridge numbered "index" (see protocol.py) */
 typedef struct QEMU_PACKED {
     uint16_t op;
+    uint16_t index;
     uint16_t line;
-    uint32_t level;
-    uint64_t seq;
-} CosimIrqChange;
+    uint16_t level;
+    int64_t value; /* IRQ: sequence number; DEADLINE: virtual-clock ns, < 0: none */
+} CosimChange;
 
 typedef struct QEMU_PACKED {
     uint32_t seq;
     uint8_t status;
-    uint8_t nirq;
-    uint16_t reserved;
+    uint8_t reserved;
+    uint16_t nchanges;
     uint64_t data;
-    CosimIrqChange irq[COSIM_MAX_IRQ_CHANGES];
+    CosimChange change[COSIM_MAX_CHANGES];
 } CosimReply;
 
 #define TYPE_COSIM_BRIDGE "cosim-bridge"
@@ -90,12 +97,14 @@ struct CosimBridgeState {
     DeviceState parent_obj;
 
     char *name;
+    uint32_t index;
     char *socket_path;
     char *irq_list;
     uint64_t base;
     uint64_t size;
 
     MemoryRegion mmio;
+    QEMUTimer *deadline; /* the model's next scheduled work: a TICK when the guest's time is there */
     int sync_fd;
     int async_fd;
     uint32_t seq;
@@ -104,28 +113,68 @@ struct CosimBridgeState {
     uint64_t irq_seq[COSIM_MAX_IRQS];
 };
 
+static CosimBridgeState *cosim_bridges[COSIM_MAX_BRIDGES]; /* by index */
+static const volatile uint8_t *cosim_idle_hold; /* the harness's byte (cosim-clock); NULL: none */
+
+bool cosim_idle_time_held(void)
+{
+    if (!cosim_idle_hold || !*cosim_idle_hold) {
+        return false;
+    }
+    for (unsigned i = 0; i < COSIM_MAX_BRIDGES; i++) {
+        if (cosim_bridges[i] && timer_pending(cosim_bridges[i]->deadline)) {
+            return false; /* a model has work scheduled: the guest's time goes on to it */
+        }
+    }
+    return true;
+}
+
 static G_NORETURN void cosim_lost(CosimBridgeState *s, const char *what)
 {
     error_report("cosim-bridge '%s': %s: the harness is gone, exiting", s->name, what);
     exit(1);
 }
 
-static void cosim_apply_irq(CosimBridgeState *s, const CosimIrqChange *c)
+/* A change from the harness, for the bridge it names (any bridge's answer may carry it). */
+static void cosim_apply(CosimBridgeState *from, const CosimChange *c)
 {
+    uint16_t index = le16_to_cpu(c->index);
     uint16_t line = le16_to_cpu(c->line);
-    uint64_t seq = le64_to_cpu(c->seq);
+    int64_t value = le64_to_cpu(c->value);
+    CosimBridgeState *s = index < COSIM_MAX_BRIDGES ? cosim_bridges[index] : NULL;
 
-    if (le16_to_cpu(c->op) != OP_IRQ || line >= s->nirqs) {
-        error_report("cosim-bridge '%s': bad IRQ change (op %u, line %u)", s->name,
-                     le16_to_cpu(c->op), line);
+    if (!s) {
+        error_report("cosim-bridge '%s': a change for bridge %u, which does not exist", from->name,
+                     index);
         return;
     }
-    /* Both channels carry changes; only the newest per line counts. */
-    if (seq <= s->irq_seq[line]) {
-        return;
+    switch (le16_to_cpu(c->op)) {
+    case OP_IRQ:
+        if (line >= s->nirqs) {
+            error_report("cosim-bridge '%s': IRQ change for line %u of %u", s->name, line, s->nirqs);
+            return;
+        }
+        /* Both channels carry changes; only the newest per line counts. */
+        if ((uint64_t)value <= s->irq_seq[line]) {
+            return;
+        }
+        s->irq_seq[line] = value;
+        qemu_set_irq(s->irqs[line], le16_to_cpu(c->level) != 0);
+        break;
+    case OP_DEADLINE:
+        if (value < 0) {
+            timer_del(s->deadline);
+        } else {
+            timer_mod(s->deadline, value);
+        }
+        break;
+    case OP_WAKE:
+        /* work scheduled outside an access: it enters at the guest's current time */
+        timer_mod_anticipate(s->deadline, qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL));
+        break;
+    default:
+        error_report("cosim-bridge '%s': unknown change op %u", from->name, le16_to_cpu(c->op));
     }
-    s->irq_seq[line] = seq;
-    qemu_set_irq(s->irqs[line], le32_to_cpu(c->level) != 0);
 }
 
 static MemTxResult cosim_access(CosimBridgeState *s, uint8_t op, hwaddr addr, uint64_t *data,
@@ -155,15 +204,16 @@ static MemTxResult cosim_access(CosimBridgeState *s, uint8_t op, hwaddr addr, ui
     if (n <= 0) {
         cosim_lost(s, "no MMIO reply");
     }
-    if (n < (ssize_t)offsetof(CosimReply, irq) || le32_to_cpu(rep.seq) != s->seq ||
-        rep.nirq > COSIM_MAX_IRQ_CHANGES ||
-        n != (ssize_t)(offsetof(CosimReply, irq) + rep.nirq * sizeof(CosimIrqChange))) {
+    if (n < (ssize_t)offsetof(CosimReply, change) || le32_to_cpu(rep.seq) != s->seq ||
+        le16_to_cpu(rep.nchanges) > COSIM_MAX_CHANGES ||
+        n != (ssize_t)(offsetof(CosimReply, change) +
+                       le16_to_cpu(rep.nchanges) * sizeof(CosimChange))) {
         error_report("cosim-bridge '%s': malformed MMIO reply (%zd bytes, seq %u, want %u)",
                      s->name, n, le32_to_cpu(rep.seq), s->seq);
         exit(1);
     }
-    for (unsigned i = 0; i < rep.nirq; i++) {
-        cosim_apply_irq(s, &rep.irq[i]);
+    for (unsigned i = 0; i < le16_to_cpu(rep.nchanges); i++) {
+        cosim_apply(s, &rep.change[i]);
     }
     if (op == OP_READ) {
         *data = le64_to_cpu(rep.data);
@@ -183,6 +233,14 @@ static MemTxResult cosim_write(void *opaque, hwaddr addr, uint64_t data, unsigne
     return cosim_access(opaque, OP_WRITE, addr, &data, size);
 }
 
+/* The model's deadline came: it does the work due, like an access (BQL held, IRQs in the reply). */
+static void cosim_tick(void *opaque)
+{
+    uint64_t unused = 0;
+
+    cosim_access(opaque, OP_TICK, 0, &unused, 0);
+}
+
 static const MemoryRegionOps cosim_ops = {
     .read_with_attrs = cosim_read,
     .write_with_attrs = cosim_write,
@@ -194,7 +252,7 @@ static const MemoryRegionOps cosim_ops = {
 static void cosim_async_readable(void *opaque)
 {
     CosimBridgeState *s = opaque;
-    CosimIrqChange c;
+    CosimChange c;
     ssize_t n;
 
     for (;;) {
@@ -213,7 +271,7 @@ static void cosim_async_readable(void *opaque)
             error_report("cosim-bridge '%s': malformed async message (%zd bytes)", s->name, n);
             continue;
         }
-        cosim_apply_irq(s, &c);
+        cosim_apply(s, &c);
     }
 }
 
@@ -335,6 +393,10 @@ static void cosim_realize(DeviceState *dev, Error **errp)
         error_setg(errp, "cosim-bridge needs name, socket and size properties");
         return;
     }
+    if (s->index >= COSIM_MAX_BRIDGES || cosim_bridges[s->index]) {
+        error_setg(errp, "cosim-bridge '%s': index %u is out of range or taken", s->name, s->index);
+        return;
+    }
     if (!cosim_wire_irqs(s, errp)) {
         return;
     }
@@ -347,6 +409,8 @@ static void cosim_realize(DeviceState *dev, Error **errp)
         close(s->sync_fd);
         return;
     }
+    s->deadline = timer_new_ns(QEMU_CLOCK_VIRTUAL, cosim_tick, s);
+    cosim_bridges[s->index] = s;
     qemu_socket_set_nonblock(s->async_fd);
     qemu_set_fd_handler(s->async_fd, cosim_async_readable, NULL, s);
 
@@ -357,6 +421,7 @@ static void cosim_realize(DeviceState *dev, Error **errp)
 
 static const Property cosim_properties[] = {
     DEFINE_PROP_STRING("name", CosimBridgeState, name),
+    DEFINE_PROP_UINT32("index", CosimBridgeState, index, 0),
     DEFINE_PROP_STRING("socket", CosimBridgeState, socket_path),
     DEFINE_PROP_STRING("irqs", CosimBridgeState, irq_list),
     DEFINE_PROP_UINT64("base", CosimBridgeState, base, 0),
@@ -482,10 +547,69 @@ static const TypeInfo cosim_host_info = {
     .class_init = cosim_host_class_init,
 };
 
+/*
+ * cosim-clock: maps the harness's control file; its first byte, when non-zero, holds an idle
+ * guest's time (the harness sets it between guest commands).  Property: control (the file).
+ */
+#define TYPE_COSIM_CLOCK "cosim-clock"
+OBJECT_DECLARE_SIMPLE_TYPE(CosimClockState, COSIM_CLOCK)
+
+struct CosimClockState {
+    DeviceState parent_obj;
+
+    char *control;
+};
+
+static void cosim_clock_realize(DeviceState *dev, Error **errp)
+{
+    CosimClockState *s = COSIM_CLOCK(dev);
+    void *map;
+    int fd;
+
+    if (!s->control) {
+        error_setg(errp, "cosim-clock needs its control property (a file)");
+        return;
+    }
+    fd = open(s->control, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "cosim-clock: cannot open %s", s->control);
+        return;
+    }
+    map = mmap(NULL, qemu_real_host_page_size(), PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        error_setg_errno(errp, errno, "cosim-clock: cannot map %s", s->control);
+        return;
+    }
+    cosim_idle_hold = map;
+}
+
+static const Property cosim_clock_properties[] = {
+    DEFINE_PROP_STRING("control", CosimClockState, control),
+};
+
+static void cosim_clock_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+
+    dc->realize = cosim_clock_realize;
+    dc->desc = "cosim: the harness's hold on an idle guest's time";
+    device_class_set_props(dc, cosim_clock_properties);
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+}
+
+static const TypeInfo cosim_clock_info = {
+    .name = TYPE_COSIM_CLOCK,
+    .parent = TYPE_DEVICE,
+    .instance_size = sizeof(CosimClockState),
+    .class_init = cosim_clock_class_init,
+};
+
 static void cosim_register_types(void)
 {
     type_register_static(&cosim_info);
     type_register_static(&cosim_host_info);
+    type_register_static(&cosim_clock_info);
 }
 
 type_init(cosim_register_types)

@@ -50,6 +50,7 @@ class BridgedDevice:
     base: int
     size: int
     spis: tuple[int, ...]
+    index: int = 0  # the peripheral's number on the board, which its bridge's changes name
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ class QemuEngine:
     def command(self, *, ram_file: Path, dtb: Path, kernel: Path, initramfs: Path, bootargs: str,
                 kernel_console: Path, shell_console: Path, devices: list[BridgedDevice],
                 native: list[NativeDevice], extra_args: list[str],
-                host_folder: Path | None = None, cache: CacheDevice | None = None) -> list[str]:
+                host_folder: Path | None = None, cache: CacheDevice | None = None,
+                idle_hold: Path | None = None) -> list[str]:
         ram = (f"memory-backend-file,id=ram,size={self.machine.memory},mem-path={ram_file},"
                "share=on")
         cmd = [str(self.binary), *self.machine_args(), "-object", ram,
@@ -136,13 +138,15 @@ class QemuEngine:
             folder = str(host_folder).replace(",", ",,")  # QEMU's escape for a comma in a value
             cmd += ["-fsdev", f"local,id=hostfs,path={folder},security_model=none,multidevs=remap",
                     "-device", "virtio-9p-device,fsdev=hostfs,mount_tag=cosim-host"]
+        if idle_hold is not None:  # virtual time: 1 ns per instruction, idle time skipped
+            cmd += ["-icount", "shift=0,sleep=off,align=off", "-device", f"cosim-clock,control={idle_hold}"]
         if cache is not None:
             cmd += ["-device", f"cosim-cache,state={cache.state},mode={cache.mode},"
                                f"ram-base={RAM_BASE:#x},ram-size={self.machine.memory:#x}"]
         for d in devices:
             irqs = ":".join(str(s) for s in d.spis)
-            cmd += ["-device", f"cosim-bridge,name={d.name},socket={d.socket},base={d.base:#x},"
-                               f"size={d.size:#x},irqs={irqs}"]
+            cmd += ["-device", f"cosim-bridge,name={d.name},index={d.index},socket={d.socket},"
+                               f"base={d.base:#x},size={d.size:#x},irqs={irqs}"]
         for n in native:
             props = ",,".join(f"{k}={v}" for k, v in n.props.items())  # ",," escapes a comma
             irqs = ":".join(str(s) for s in n.spis)

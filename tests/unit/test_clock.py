@@ -1,0 +1,64 @@
+"""Work scheduled on the guest's clock: order, cancelling, and a model that never lets time move."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from cosim.clock import ClockError, ManualClock, Timers
+
+
+def test_work_runs_in_time_order_across_models_each_at_its_time():
+    clock = ManualClock()
+    a, b = Timers(threading.RLock()), Timers(threading.RLock())
+    clock.attach(a)
+    clock.attach(b)
+    ran: list[tuple[str, int]] = []
+    a.add(300, lambda: ran.append(("a", clock.now_ns)))
+    b.add(100, lambda: ran.append(("b", clock.now_ns)))
+    a.add(200, lambda: b.add(clock.now_ns + 50, lambda: ran.append(("b2", clock.now_ns))))
+    clock.advance(1_000)
+    assert ran == [("b", 100), ("b2", 250), ("a", 300)] and clock.now_ns == 1_000
+
+
+def test_cancelled_work_does_not_run_and_moves_the_deadline():
+    timers = Timers(threading.RLock())
+    first = timers.add(10, lambda: pytest.fail("cancelled"))
+    timers.add(20, lambda: None)
+    first.cancel()
+    assert timers.next_deadline() == 20
+
+
+def test_earlier_work_tells_the_bridge():
+    timers = Timers(threading.RLock())
+    told: list[int] = []
+    timers.on_earlier = lambda: told.append(1)
+    timers.add(100, lambda: None)
+    timers.add(200, lambda: None)  # later than what QEMU knows: no need
+    timers.add(50, lambda: None)
+    assert len(told) == 2
+
+
+def test_a_model_rescheduling_itself_at_the_same_time_is_an_error():
+    timers = Timers(threading.RLock())
+
+    def again() -> None:
+        timers.add(0, again)
+
+    timers.add(0, again)
+    with pytest.raises(ClockError, match="keeps scheduling work at the current time"):
+        timers.run_due(ManualClock(), 0)
+
+
+def test_run_until_idle_gives_up_on_work_that_never_ends():
+    clock = ManualClock()
+    timers = Timers(threading.RLock())
+    clock.attach(timers)
+
+    def tick() -> None:
+        timers.add(clock.now_ns + 1_000, tick)
+
+    timers.add(0, tick)
+    with pytest.raises(ClockError, match="still scheduled"):
+        clock.run_until_idle(limit_ns=1_000_000)
