@@ -121,7 +121,11 @@ def encode_irq_change(index: int, line: int, level: int, seq: int) -> bytes:
 
 
 def encode_deadline(index: int, deadline: int | None) -> bytes:
-    return CHANGE.pack(Op.DEADLINE, index, 0, 0, NO_DEADLINE if deadline is None else deadline)
+    """``deadline`` None is none; a negative one (work for the next tick) is 0, a time QEMU has
+    passed, so its timer fires at once."""
+    if deadline is None:
+        return CHANGE.pack(Op.DEADLINE, index, 0, 0, NO_DEADLINE)
+    return CHANGE.pack(Op.DEADLINE, index, 0, 0, max(deadline, 0))
 
 
 def encode_wake(index: int) -> bytes:

@@ -1,9 +1,12 @@
 """ARM PrimeCell UART (PL011), r1p5: the register model Linux's amba-pl011 driver programs.
 
-Both directions run at the line rate the driver programmed (UARTCLK / (16 x IBRD.FBRD), 10 bits a
-character), so interrupts come FIFO by FIFO as on a real line: the 32-entry TX FIFO drains to a
-host buffer, and host data waits in a host queue until it arrives in the 32-entry RX FIFO.  When
-the RX FIFO is full the host holds back (ideal flow control): nothing is lost.
+The line runs on the guest's clock at the rate the driver programmed (UARTCLK / (16 x IBRD.FBRD),
+10 bits a character): a character leaves the 32-entry TX FIFO, or arrives in the 32-entry RX FIFO
+from the host's queue, one character time after the one before.  When the RX FIFO is full the
+host holds back (ideal flow control): nothing is lost.  The line runs lazily, up to the time of
+each access; the model asks for a tick only at the moments something the driver can be told of
+happens (a FIFO level crossing a trigger, a DMA request changing, the receive timeout 32 bit
+times after the last character), so a 64 KiB transfer costs a tick per FIFO load, not per byte.
 
 DMA (DMACR.RXDMAE/TXDMAE, request outputs "rx" and "tx" wired by the platform's ``dmas``), as the
 TRM defines the request lines: RX asks for a burst while the RX FIFO is at or above its watermark
@@ -13,8 +16,6 @@ below its watermark and for a single transfer while it has room.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import deque
 
 from cosim.api import (
@@ -26,12 +27,14 @@ from cosim.api import (
     Peripheral,
     Ref,
     Register,
+    Timer,
     hookimpl,
 )
 
 FIFO_DEPTH = 32
 UARTCLK_HZ = 24_000_000  # QEMU virt's apb-pclk, which the device tree gives as uartclk
 BITS_PER_CHAR = 10  # start, 8 data, stop
+RECEIVE_TIMEOUT_BITS = 32  # RT: the RX FIFO holds data and nothing arrived for this many bits
 # IFLS trigger levels, in eighths of the FIFO: 1/8, 1/4, 1/2, 3/4, 7/8
 TRIGGER_EIGHTHS = (1, 2, 4, 6, 7)
 
@@ -60,21 +63,20 @@ class Pl011(Peripheral):
     FBRD = Register(0x028, width=8, fields=[Field("DIVFRAC", 0, 6)])
     LCR_H = Register(0x02C, width=8, fields=[
         Field("BRK", 0), Field("PEN", 1), Field("EPS", 2), Field("STP2", 3), Field("FEN", 4),
-        Field("WLEN", 5, 2), Field("SPS", 7)], on_write="update_interrupts")
+        Field("WLEN", 5, 2), Field("SPS", 7)])
     CR = Register(0x030, width=16, reset=0x0300, fields=[
         Field("UARTEN", 0), Field("SIREN", 1), Field("SIRLP", 2), Field("LBE", 7), Field("TXE", 8),
         Field("RXE", 9), Field("DTR", 10), Field("RTS", 11), Field("OUT1", 12), Field("OUT2", 13),
-        Field("RTSEN", 14), Field("CTSEN", 15)], on_write="control_written")
+        Field("RTSEN", 14), Field("CTSEN", 15)])
     IFLS = Register(0x034, width=8, reset=0x12,
-                    fields=[Field("TXIFLSEL", 0, 3), Field("RXIFLSEL", 3, 3)],
-                    on_write="update_interrupts")
-    IMSC = Register(0x038, width=16, fields=INTERRUPT_FIELDS, on_write="update_interrupts")
+                    fields=[Field("TXIFLSEL", 0, 3), Field("RXIFLSEL", 3, 3)])
+    IMSC = Register(0x038, width=16, fields=INTERRUPT_FIELDS)
     RIS = Register(0x03C, width=16, access="ro", fields=INTERRUPT_FIELDS)
     MIS = Register(0x040, width=16, access="ro", on_read="masked_status", fields=INTERRUPT_FIELDS)
     ICR = Register(0x044, width=16, access="wo", on_write="clear_interrupts", fields=INTERRUPT_FIELDS)
     RX, TX, RT = RIS.mask("RX"), RIS.mask("TX"), RIS.mask("RT")
     DMACR = Register(0x048, width=8, fields=[Field("RXDMAE", 0), Field("TXDMAE", 1),
-                                            Field("DMAONERR", 2)], on_write="update_interrupts")
+                                            Field("DMAONERR", 2)])
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
@@ -82,10 +84,12 @@ class Pl011(Peripheral):
         self.tx_fifo: deque[int] = deque()
         self.host_queue: deque[int] = deque()
         self.transmitted = HostBuffer(self.lock)
-        self._line = threading.Condition(self.lock)  # wakes the feeder
-        self._closed = False
+        self._tx_done_ns = 0  # when the character at the head of the TX FIFO has left
+        self._rx_due_ns = 0  # when the host's next character has arrived, if it may come
+        self._rx_last_ns = 0  # when the newest character arrived
+        self._timeout_armed = False  # no receive timeout yet since that character
         self._tx_was_above = True  # so that an idle, empty FIFO asserts the TX interrupt once
-        self._feeder: threading.Thread | None = None
+        self._event: Timer | None = None
 
     def connect_dma_request(self, port: DmaRequestPort) -> None:
         super().connect_dma_request(port)
@@ -94,55 +98,120 @@ class Pl011(Peripheral):
     # --- host side ---
 
     def send_to_guest(self, data: bytes) -> None:
-        """Queues bytes for the guest; they arrive in the RX FIFO at the line rate."""
+        """Queues bytes for the guest: the first arrives one character time after the guest's
+        time the harness gives them at, the rest back to back as the RX FIFO has room."""
+        data = bytes(data)
         with self.lock:
-            self.host_queue.extend(data)
-            self._wake_line()
+            self.soon(lambda: self._host_sends(data))
 
-    def _wake_line(self) -> None:
-        if self._feeder is None:
-            self._feeder = self.start_host_thread(self._run_line)
-        self._line.notify()
-
-    def chars_per_second(self) -> float:
-        divisor = self.regs.IBRD.value + self.regs.FBRD.DIVFRAC / 64
-        baud = UARTCLK_HZ / 16 / max(divisor, 1.0)
-        return baud / BITS_PER_CHAR
-
-    def _run_line(self) -> None:
-        """The line: characters cross it at the programmed rate, both ways, while there is room."""
-        with self.lock:
-            line_clock = time.monotonic()
-            while not self._closed:
-                now = time.monotonic()
-                rx_ready = self.host_queue and self._receiving() and len(self.rx_fifo) < self._depth()
-                if rx_ready or self.tx_fifo:
-                    due = int((now - line_clock) * self.chars_per_second())
-                    if due:
-                        self._refill(limit=due)
-                        self._transmit(limit=due)
-                        self.update_interrupts()
-                        line_clock = now
-                    self._line.wait(timeout=max(4 / self.chars_per_second(), 0.0005))
-                else:
-                    line_clock = now  # an idle or blocked line starts counting again
-                    self._line.wait(timeout=1.0)
-
-    def _transmit(self, limit: int) -> None:
-        sent = [self.tx_fifo.popleft() for _ in range(min(limit, len(self.tx_fifo)))]
-        if sent:
-            self.transmitted.append(sent)
-
-    def close(self) -> None:
-        with self.lock:
-            self._closed = True
-            self._line.notify()
-        if self._feeder is not None:
-            self._feeder.join(timeout=2)
+    def _host_sends(self, data: bytes) -> None:
+        self._run_line()
+        if not self.host_queue:
+            self._rx_due_ns = max(self._rx_due_ns, self.now() + self.char_ns())
+        self.host_queue.extend(data)
+        self._settle()
 
     def take_from_guest(self, count: int, timeout: float) -> bytes:
         """Waits until the guest has sent ``count`` bytes (or ``timeout`` passes); takes them."""
+        with self.lock:  # what has left the FIFO by the guest's time now, between ticks too
+            if self._run_line():
+                self._settle()
         return self.transmitted.take(count, timeout)
+
+    # --- the line, on the guest's clock ---
+
+    def baud(self) -> float:
+        divisor = self.regs.IBRD.value + self.regs.FBRD.DIVFRAC / 64
+        return UARTCLK_HZ / 16 / max(divisor, 1.0)
+
+    def char_ns(self) -> int:
+        return round(BITS_PER_CHAR * 1e9 / self.baud())
+
+    def read(self, offset: int, size: int) -> int:
+        with self.lock:
+            changed = self._run_line()
+            value = super().read(offset, size)
+            if changed or offset == self.DR.offset:  # a DR read takes from the RX FIFO
+                self._settle()
+            return value
+
+    def write(self, offset: int, size: int, data: int) -> None:
+        """Every write may change an interrupt, a DMA request or the line (CR, LCR_H, IFLS,
+        IMSC, DMACR, DR, ICR): the line runs to now first, the outputs settle after."""
+        with self.lock:
+            self._run_line()
+            super().write(offset, size, data)
+            self._settle()
+
+    def _run_line(self) -> bool:
+        """Moves the line on to the guest's time now; True if a FIFO changed."""
+        now, char = self.now(), self.char_ns()
+        sent = []
+        while self.tx_fifo and self._tx_done_ns <= now:
+            sent.append(self.tx_fifo.popleft())
+            self._tx_done_ns += char  # the next one follows back to back
+        if sent:
+            self.transmitted.append(sent)
+        arrived = 0
+        while self.host_queue and self._rx_due_ns <= now:
+            self._check_timeout(self._rx_due_ns)
+            if not self._receiving() or len(self.rx_fifo) >= self._depth():
+                self._rx_due_ns = now + char  # held back: it starts once there is room
+                break
+            self._receive(self.host_queue.popleft(), self._rx_due_ns)
+            self._rx_due_ns += char
+            arrived += 1
+        timed_out = self._check_timeout(now)
+        return bool(sent or arrived or timed_out)
+
+    def _receive(self, byte: int, at_ns: int) -> None:
+        self.rx_fifo.append(byte)
+        self._rx_last_ns, self._timeout_armed = at_ns, True
+        if len(self.rx_fifo) >= self._trigger(self.regs.IFLS.RXIFLSEL):
+            self.regs.RIS.value |= self.RX  # the TRM: it asserts as the FIFO reaches its trigger
+
+    def _timeout_ns(self) -> int:
+        return self._rx_last_ns + round(RECEIVE_TIMEOUT_BITS * 1e9 / self.baud())
+
+    def _check_timeout(self, at_ns: int) -> bool:
+        if self._timeout_armed and self.rx_fifo and at_ns >= self._timeout_ns():
+            self._timeout_armed = False
+            self.regs.RIS.value |= self.RT
+            return True
+        return False
+
+    def _settle(self) -> None:
+        self.update_interrupts()
+        self._schedule_next_event()
+
+    def _line_event(self) -> None:
+        self._event = None
+        self._run_line()
+        self._settle()
+
+    def _schedule_next_event(self) -> None:
+        """A tick at the next moment the driver can see: the TX FIFO draining to a level that
+        changes an interrupt or a DMA request, the RX FIFO filling to one, the host's data
+        stopping (held back or all sent), the receive timeout."""
+        if self._event is not None:
+            self._event.cancel()
+            self._event = None
+        char, depth, dmacr = self.char_ns(), self._depth(), self.regs.DMACR
+        times = []
+        queued = len(self.tx_fifo)
+        tx_levels = {0, self._trigger(self.regs.IFLS.TXIFLSEL)} | ({depth - 1} if dmacr.TXDMAE else set())
+        times += [self._tx_done_ns + (queued - 1 - level) * char for level in tx_levels if level < queued]
+        held = len(self.rx_fifo)
+        coming = min(depth - held, len(self.host_queue)) if self._receiving() else 0
+        if coming > 0:
+            rx_levels = {self._trigger(self.regs.IFLS.RXIFLSEL), held + coming}
+            rx_levels |= {1} if dmacr.RXDMAE else set()
+            times += [self._rx_due_ns + (level - held - 1) * char for level in rx_levels
+                      if held < level <= held + coming]
+        if self._timeout_armed and self.rx_fifo and coming == 0:
+            times.append(self._timeout_ns())
+        if times:
+            self._event = self.at(min(times), self._line_event)
 
     # --- register side effects ---
 
@@ -152,16 +221,10 @@ class Pl011(Peripheral):
     def _receiving(self) -> bool:
         return bool(self.regs.CR.UARTEN and self.regs.CR.RXE)
 
-    def _refill(self, limit: int) -> None:
-        room = min(self._depth() - len(self.rx_fifo), limit)
-        for _ in range(min(room, len(self.host_queue))):
-            self.rx_fifo.append(self.host_queue.popleft())
-
     def read_data(self) -> int:
         value = self.rx_fifo.popleft() if self.rx_fifo else 0
-        if self.host_queue:
-            self._line.notify()  # room again: the held-back line resumes
-        self.update_interrupts()
+        if not self.rx_fifo:
+            self.regs.RIS.value &= ~self.RT  # the TRM: RT clears when the FIFO empties
         return value
 
     def write_data(self, value: int) -> None:
@@ -170,11 +233,11 @@ class Pl011(Peripheral):
             return
         if self.regs.CR.LBE:
             if len(self.rx_fifo) < self._depth():
-                self.rx_fifo.append(byte)
+                self._receive(byte, self.now())
         elif len(self.tx_fifo) < self._depth():  # a write to a full FIFO is lost, as on silicon
+            if not self.tx_fifo:
+                self._tx_done_ns = self.now() + self.char_ns()
             self.tx_fifo.append(byte)
-            self._wake_line()
-        self.update_interrupts()
 
     def flags(self) -> int:
         depth = self._depth()
@@ -185,42 +248,32 @@ class Pl011(Peripheral):
     def clear_errors(self, _value: int) -> None:
         self.regs.RSR.value = 0
 
-    def control_written(self, _value: int) -> None:
-        self._line.notify()  # the receiver may just have been enabled
-        self.update_interrupts()
-
     def masked_status(self) -> int:
         return self.regs.RIS.value & self.regs.IMSC.value
 
     def clear_interrupts(self, value: int) -> None:
         self.regs.RIS.value &= ~value
-        self.update_interrupts(recompute_rx=False)
 
-    def update_interrupts(self, _value: int = 0, recompute_rx: bool = True) -> None:
-        RX, TX, RT = self.RX, self.TX, self.RT  # the TRM's names, as locals
+    def update_interrupts(self) -> None:
+        TX = self.TX
         ris = self.regs.RIS.value
-        tx_trigger = FIFO_DEPTH * TRIGGER_EIGHTHS[min(self.regs.IFLS.TXIFLSEL, 4)] // 8
-        if len(self.tx_fifo) <= (tx_trigger if self.regs.LCR_H.FEN else 0):
+        if len(self.tx_fifo) <= self._trigger(self.regs.IFLS.TXIFLSEL, empty_without_fifo=True):
             if self._tx_was_above:
                 ris |= TX  # the FIFO drained to its trigger level
             self._tx_was_above = False
         else:
             ris &= ~TX
             self._tx_was_above = True
-        if recompute_rx:
-            level = len(self.rx_fifo)
-            trigger = FIFO_DEPTH * TRIGGER_EIGHTHS[min(self.regs.IFLS.RXIFLSEL, 4)] // 8
-            ris = ris | RX if level >= (trigger if self.regs.LCR_H.FEN else 1) else ris & ~RX
-            # Receive timeout: data is waiting and no more is arriving right now.
-            ris = ris | RT if level and not self.host_queue and not ris & RX else ris & ~RT
-            if not level:
-                ris &= ~RT
+        if len(self.rx_fifo) < self._trigger(self.regs.IFLS.RXIFLSEL):
+            ris &= ~self.RX  # read below its trigger level (arrivals at or above it set it)
         self.regs.RIS.value = ris
         self.irq("uart").set(bool(ris & self.regs.IMSC.value))
         self._request_dma()
 
-    def _trigger(self, select: int) -> int:
-        return FIFO_DEPTH * TRIGGER_EIGHTHS[min(select, 4)] // 8 if self.regs.LCR_H.FEN else 1
+    def _trigger(self, select: int, empty_without_fifo: bool = False) -> int:
+        if not self.regs.LCR_H.FEN:
+            return 0 if empty_without_fifo else 1
+        return FIFO_DEPTH * TRIGGER_EIGHTHS[min(select, 4)] // 8
 
     def _request_dma(self) -> None:
         rx, tx, dmacr = self.dma_requests.get("rx"), self.dma_requests.get("tx"), self.regs.DMACR

@@ -24,12 +24,16 @@ class Doorbell(Peripheral):
     BOOM = Register(0x4, on_read="explode")
     LATER = Register(0x8, on_write="ring_later", doc="raise 'other' this many ns from now")
     RUNG = Register(0xC, access="ro", on_read="rung_at")
+    NEXT = Register(0x10, on_write="ring_next_tick", doc="raise 'other' at the next tick")
 
     def ring(self, _value: int) -> None:
         self.irq("ring").set(bool(self.regs.RING.ON))
 
     def ring_later(self, delay: int) -> None:
         self.after(delay, self.ring_other)
+
+    def ring_next_tick(self, _value: int) -> None:
+        self.soon(self.ring_other)
 
     def ring_other(self) -> None:
         self.rang = self.now()
@@ -138,6 +142,16 @@ def test_work_scheduled_outside_an_access_asks_qemu_for_a_tick(endpoint):
     _, _, irqs, _ = qemu.exchange(p.Op.TICK, clock=9_000)
     assert [(line, level) for line, level, _ in irqs] == [(1, 1)]
     assert qemu.access(p.Op.READ, 0xC, clock=9_500)[1] == 9_000  # it ran at the tick's time
+
+
+def test_work_for_the_next_tick_gets_a_deadline_qemu_fires_at_once(endpoint):
+    """``soon()`` during an access: the reply's deadline must be a time QEMU has passed (never
+    the value meaning "no deadline"), so the work runs in the very next tick."""
+    qemu = FakeQemu(endpoint.socket_path)
+    _, _, _, deadline = qemu.exchange(p.Op.WRITE, 0x10, 1, clock=3_000)
+    assert deadline is not None and deadline != p.NO_DEADLINE and deadline <= 3_000
+    _, _, irqs, deadline = qemu.exchange(p.Op.TICK, clock=3_100)
+    assert [(line, level) for line, level, _ in irqs] == [(1, 1)] and deadline is None
 
 
 def test_another_models_irq_and_deadline_changed_in_an_answer_ride_on_it(tmp_path):

@@ -1,22 +1,28 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
+from cosim.clock import ManualClock
 from cosim.plugins.pl011 import Pl011
 
 DR, FR, LCR_H, CR, IFLS, IMSC, RIS, MIS, ICR = 0x0, 0x18, 0x2C, 0x30, 0x34, 0x38, 0x3C, 0x40, 0x44
-RXFE, TXFF, RXFF, TXFE = 1 << 4, 1 << 5, 1 << 6, 1 << 7
+BUSY, RXFE, TXFF, RXFF, TXFE = 1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 7
 RXIM, TXIM, RTIM = 1 << 4, 1 << 5, 1 << 6
 ENABLE = 0x301  # UARTEN | TXE | RXE
 FEN_8BIT = 0x70
 
 
+IBRD, FBRD = 0x24, 0x28
+CHAR_NS = 86_771  # 10 bits at 24 MHz / (16 x 13.015625) = 115246 baud
+
+
 @pytest.fixture
 def uart(make) -> Pl011:
     u = make(Pl011)
+    u.write(IBRD, 2, 13)
+    u.write(FBRD, 1, 1)
     u.write(LCR_H, 1, FEN_8BIT)
     u.write(CR, 2, ENABLE)
     return u
@@ -28,25 +34,26 @@ DRIVER_TX_BUDGET = 16  # and writes at most half its FIFO per TX interrupt
 
 def drain(uart: Pl011) -> bytes:
     """What the Linux driver does in its RX interrupt: read DR until the FIFO is empty, or its
-    budget is spent (the line may refill the FIFO while it reads)."""
+    budget is spent."""
     out = bytearray()
     while len(out) < DRIVER_RX_BUDGET and not uart.read(FR, 2) & RXFE:
         out.append(uart.read(DR, 2) & 0xFF)
     return bytes(out)
 
 
-def next_load(uart: Pl011, timeout: float = 2.0) -> None:
-    """Waits for the line to deliver the next FIFO-load."""
-    deadline = time.monotonic() + timeout
-    while uart.read(FR, 2) & RXFE:
-        assert time.monotonic() < deadline, "no data arrived"
-        time.sleep(0.001)
+def next_tick(uart: Pl011, clock: ManualClock) -> bool:
+    """Moves the guest's time to the model's next scheduled work and runs it; False if none."""
+    when = uart.scheduled_work.next_deadline()
+    if when is None:
+        return False
+    clock.run_until(max(when, clock.now_ns))
+    return True
 
 
-def receive(uart: Pl011, count: int) -> bytes:
-    out = bytearray()
+def receive(uart: Pl011, clock: ManualClock, count: int) -> bytes:
+    out = bytearray(drain(uart))
     while len(out) < count:
-        next_load(uart)
+        assert next_tick(uart, clock), f"the line stopped after {len(out)} of {count} bytes"
         out += drain(uart)
     return bytes(out)
 
@@ -65,124 +72,161 @@ def test_reset_state(make):
     assert u.read(IFLS, 1) == 0x12
 
 
-def test_tx_fifo_fills_and_drains_at_the_line_rate(uart):
+def test_tx_fifo_fills_and_drains_at_the_line_rate(uart, clock):
     for b in bytes(40):
         uart.write(DR, 2, b)
     assert uart.read(FR, 2) & TXFF  # 32 entries; the 8 written while full were lost
-    assert uart.take_from_guest(40, timeout=0.5) == bytes(32)
-    assert uart.read(FR, 2) & TXFE
+    clock.advance(32 * CHAR_NS - 1)
+    assert uart.take_from_guest(40, timeout=0) == bytes(31) and uart.read(FR, 2) & BUSY
+    clock.advance(1)
+    assert uart.take_from_guest(40, timeout=0) == bytes(1)
+    assert uart.read(FR, 2) & TXFE and not uart.read(FR, 2) & BUSY
 
 
-def test_tx_reaches_host_and_raises_tx_interrupt(uart, irqs):
+def test_tx_reaches_host_and_raises_tx_interrupt(uart, irqs, clock):
     uart.write(IMSC, 2, TXIM)
-    for b in b"hi!":
+    uart.write(ICR, 2, TXIM)
+    for b in b"hi!" * 10:  # 30: above the trigger (16)
         uart.write(DR, 2, b)
-    assert uart.take_from_guest(3, timeout=1) == b"hi!"
-    assert uart.read(RIS, 2) & TXIM
-    assert irqs.levels[0]
+    assert not uart.read(RIS, 2) & TXIM
+    clock.advance(14 * CHAR_NS - 1)
+    assert not irqs.levels.get(0)
+    clock.advance(1)  # 14 characters gone: 16 left, the trigger level
+    assert uart.read(RIS, 2) & TXIM and irqs.levels[0]
     uart.write(ICR, 2, TXIM)
     assert not uart.read(MIS, 2) and not irqs.levels[0]
+    clock.advance(16 * CHAR_NS)
+    assert uart.take_from_guest(30, timeout=0) == b"hi!" * 10
 
 
-def test_tx_when_disabled_is_dropped(make):
+def test_tx_when_disabled_is_dropped(make, clock):
     u = make(Pl011)
     u.write(DR, 2, 0x41)
-    assert u.take_from_guest(1, timeout=0.01) == b""
+    clock.advance(10**9)
+    assert u.take_from_guest(1, timeout=0) == b""
 
 
-def test_rx_above_trigger_raises_rx_then_timeout_for_the_rest(uart, irqs):
+def test_rx_raises_rx_at_the_trigger_then_the_timeout_32_bits_after_the_last(uart, irqs, clock):
     uart.write(IMSC, 2, RXIM | RTIM)
     uart.send_to_guest(bytes(range(20)))
-    next_load(uart)
-    assert uart.read(MIS, 2) == RXIM  # 20 >= 16 (half of 32)
-    assert irqs.levels[0]
+    clock.advance(0)  # the harness's bytes enter at the guest's time now: the first is a char later
+    clock.advance(16 * CHAR_NS - 1)
+    assert not irqs.levels.get(0) and uart.read(FR, 2) & RXFE == 0
+    clock.advance(1)
+    assert uart.read(MIS, 2) == RXIM and irqs.levels[0]  # 16: half of 32
     for _ in range(10):
         uart.read(DR, 2)
-    assert uart.read(MIS, 2) == RTIM  # 10 left, nothing more arriving: receive timeout
+    assert uart.read(MIS, 2) == 0 and not irqs.levels[0]  # below the trigger again
+    clock.advance(4 * CHAR_NS)  # all 20 are in
+    timeout_ns = round(32 * CHAR_NS / 10)
+    clock.advance(timeout_ns - 1)
+    assert uart.read(MIS, 2) == 0
+    clock.advance(1)
+    assert uart.read(MIS, 2) == RTIM and irqs.levels[0]  # receive timeout
     assert drain(uart) == bytes(range(10, 20))
     assert uart.read(MIS, 2) == 0 and not irqs.levels[0]
 
 
-def test_masked_interrupts_do_not_reach_the_line(uart, irqs):
+def test_masked_interrupts_do_not_reach_the_line(uart, irqs, clock):
     uart.send_to_guest(b"x")
-    next_load(uart)
+    clock.advance(10 * CHAR_NS)
     assert uart.read(RIS, 2) & RTIM
     assert not irqs.levels.get(0, False)
 
 
-def test_host_data_waits_while_the_fifo_is_full_without_loss(uart):
+def test_host_data_waits_while_the_fifo_is_full_without_loss(uart, clock):
     data = os.urandom(1000)
     uart.send_to_guest(data)
-    time.sleep(0.05)  # 1000 characters' time at the reset rate: the FIFO fills, the rest waits
+    clock.advance(1000 * CHAR_NS)  # the FIFO fills, the rest waits
     assert uart.read(FR, 2) & RXFF
     assert drain(uart) == data[:32]
-    assert receive(uart, 1000 - 32) == data[32:]
+    held_until = clock.now_ns
+    clock.advance(CHAR_NS - 1)
+    assert uart.read(FR, 2) & RXFE  # the next one takes a whole character time from now
+    clock.advance(1)
+    assert not uart.read(FR, 2) & RXFE
+    assert clock.now_ns == held_until + CHAR_NS
+    assert receive(uart, clock, 1000 - 32) == data[32:]
 
 
-def test_line_rate_follows_the_programmed_divisor(uart):
-    uart.write(0x24, 2, 13)  # IBRD: 24 MHz / (16 x 13.02) = 115200 baud
-    uart.write(0x28, 1, 1)
-    assert uart.chars_per_second() == pytest.approx(11520, rel=0.001)
+def test_line_rate_follows_the_programmed_divisor(uart, clock):
+    assert uart.char_ns() == CHAR_NS
+    uart.write(IBRD, 2, 1)  # 1.5 Mbaud
+    uart.write(FBRD, 1, 0)
+    assert uart.char_ns() == 6_667
     uart.send_to_guest(bytes(64))
-    start = time.monotonic()
-    receive(uart, 64)
-    assert time.monotonic() - start >= 0.8 * 63 / 11520
+    clock.advance(0)
+    start = clock.now_ns
+    receive(uart, clock, 64)
+    assert clock.now_ns == start + 64 * 6_667  # the last arrives 64 character times later
 
 
-def test_fifo_disabled_means_depth_one(make):
+def test_fifo_disabled_means_depth_one(make, clock):
     u = make(Pl011)
     u.write(CR, 2, ENABLE)
     u.send_to_guest(b"ab")
-    next_load(u)
+    clock.advance(10**6)
     assert u.read(FR, 2) & RXFF
-    assert receive(u, 2) == b"ab"
+    assert receive(u, clock, 2) == b"ab"
 
 
-def test_receiver_disabled_holds_data_until_enabled(make):
+def test_receiver_disabled_holds_data_until_enabled(make, clock):
     u = make(Pl011)
     u.write(LCR_H, 1, FEN_8BIT)
     u.send_to_guest(b"late")
-    time.sleep(0.05)
+    clock.advance(10**8)
     assert u.read(FR, 2) & RXFE
     u.write(CR, 2, ENABLE)
-    assert receive(u, 4) == b"late"
+    assert receive(u, clock, 4) == b"late"
 
 
-def test_loopback(uart):
+def test_loopback(uart, clock):
     uart.write(CR, 2, ENABLE | 1 << 7)
     for b in b"loop":
         uart.write(DR, 2, b)
     assert drain(uart) == b"loop"
-    assert uart.take_from_guest(4, timeout=0.01) == b""
+    clock.advance(10**8)
+    assert uart.take_from_guest(4, timeout=0) == b""
 
 
-def test_interrupt_driven_64k_both_ways(uart, irqs):
-    """A driver that only reads on interrupts still gets every byte."""
+def test_interrupt_driven_16k_both_ways_with_the_hardwares_interrupt_counts(uart, irqs, clock):
+    """A driver that only reads on interrupts gets every byte, one RX interrupt per trigger
+    level's worth and one TX interrupt per half FIFO: the counts the hardware gives whatever
+    the host's speed; the model asks for few ticks (not one per character)."""
     uart.write(IMSC, 2, RXIM | RTIM)
-    data = os.urandom(64 * 1024)
+    data = os.urandom(16 * 1024)
     uart.send_to_guest(data)
     got = bytearray()
-    interrupts = 0
-    deadline = time.monotonic() + 20
-    while len(got) < len(data) and time.monotonic() < deadline:
+    interrupts = ticks = 0
+    while len(got) < len(data):
+        assert next_tick(uart, clock)
+        ticks += 1
         if irqs.levels.get(0):  # the driver reads only when interrupted
             interrupts += 1
             got += drain(uart)
-        time.sleep(0.0001)
     assert bytes(got) == data
-    # a pass reads at most the driver's budget: however fast the host, that many passes at least
-    assert interrupts >= len(data) // DRIVER_RX_BUDGET
-    sent = os.urandom(64 * 1024)
+    assert interrupts == len(data) // 16
+    assert ticks <= interrupts + 1  # the host's bytes enter at a tick of their own
+    sent = os.urandom(16 * 1024)
     uart.write(IMSC, 2, TXIM)
-    written = tx_interrupts = 0
-    while written < len(sent):
-        budget = written + DRIVER_TX_BUDGET
-        while written < min(len(sent), budget) and not uart.read(FR, 2) & TXFF:
-            uart.write(DR, 2, sent[written])
-            written += 1
-        while not irqs.levels.get(0):  # the FIFO is full: wait for it to drain to its trigger
-            assert time.monotonic() < deadline
-            time.sleep(0.0001)
+    uart.write(ICR, 2, TXIM)
+    written = 0
+    while written < len(sent) and not uart.read(FR, 2) & TXFF:  # start_tx fills the FIFO
+        uart.write(DR, 2, sent[written])
+        written += 1
+    tx_interrupts = ticks = 0
+    while uart.read(IMSC, 2) & TXIM:
+        assert next_tick(uart, clock)
+        ticks += 1
+        if not irqs.levels.get(0):
+            continue
         tx_interrupts += 1
-    assert uart.take_from_guest(len(sent), timeout=5) == sent
-    assert tx_interrupts >= len(sent) // DRIVER_TX_BUDGET
+        if written == len(sent):
+            uart.write(IMSC, 2, 0)  # nothing left: the driver stops TX
+        for b in sent[written:written + DRIVER_TX_BUDGET]:
+            uart.write(DR, 2, b)
+        written = min(len(sent), written + DRIVER_TX_BUDGET)
+    clock.run_until_idle()
+    assert uart.take_from_guest(len(sent), timeout=0) == sent
+    assert tx_interrupts == 1 + (len(sent) - 32) // DRIVER_TX_BUDGET
+    assert ticks == tx_interrupts
