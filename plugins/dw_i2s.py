@@ -17,33 +17,34 @@ per frame): TX asks for a burst while the FIFO is at or below TFCR's level, RX w
 than RFCR's.  A TX FIFO found empty when a frame is due is an underrun: the wire carries silence
 and the harness counts it (``underruns``); a full RX FIFO loses the frame (``overruns``, ISR.RXFO).
 
-Real time, approximately: the clock thread catches up every TICK_S; a frame waits for its DMA up to
-GRACE_S past its time before it counts as an underrun or overrun (the emulated guest's interrupt
-latency varies by milliseconds), and a host stall longer than MAX_BURST_S makes the clock slip
-rather than burst (``clock_slip_s``, "clock slip" on the timeline).
+The sample clock is on the guest's clock: frame n after the clock started is on the wire at
+start + ceil(n / rate), exactly, however slow the host.  The wire runs lazily, up to the time of
+each access, and the model asks for a tick only at the frame that changes what the DMA controller
+or the driver can see (the TX FIFO down to 15 frames, a single request, or to TFCR, a burst and
+TXFE; the RX FIFO up to 1 or to RFCR + 1), so cyclic DMA in bursts of 8 frames costs a tick per
+8 frames.  An underrun is the FIFO's own: a frame due when the TX FIFO is empty.
 """
 
 from __future__ import annotations
 
 import io
-import threading
-import time
 import wave
 from collections import deque
 from pathlib import Path
 
-from cosim.api import DmaRequestPort, DtNode, Field, Peripheral, Ref, Register, RegisterArray, hookimpl
+from cosim.api import (
+    DmaRequestPort,
+    DtNode,
+    Field,
+    Peripheral,
+    Ref,
+    Register,
+    RegisterArray,
+    Timer,
+    hookimpl,
+)
 
 FIFO_DEPTH = 16
-TICK_S = 0.0002  # the clock thread catches up with real time this often
-# The clock runs in TICK_S steps on a host that also runs the guest, so a frame is often clocked
-# a little after its time.  An empty TX (full RX) FIFO counts as an underrun (overrun) only once
-# the frame is GRACE_S overdue: the guest gets that much more than the FIFO's own slack to
-# restart its DMA after a period interrupt.
-GRACE_S = 0.010
-# When the host holds the clock thread up for longer than this (a busy core), the clock slips
-# instead of catching up in one burst the guest could not have seen coming (``clock_slip_s``).
-MAX_BURST_S = 0.004
 INTERRUPT_FIELDS = [  # ISR, and the same bits masked in IMR
     Field("RXDA", 0, doc="RX data available: the FIFO is above its trigger level"),
     Field("RXFO", 1, doc="RX FIFO overrun"),
@@ -128,13 +129,13 @@ class DwI2s(Peripheral):
         self.flags = 0  # latched ISR bits: TXFO, RXFO
         self.capture = self._load_capture(p.get("capture_wav"))
         self.capture_pos = 0
-        self.frames_clocked = 0
-        self.clock_slip_s = 0.0  # time the clock stood still because the host held it up
-        self.tx_switches: list[tuple[bool, int, float]] = []  # (on, frame on the wire, time)
+        self.frames_clocked = 0  # frames since the clock started
+        self.tx_switches: list[tuple[bool, int, int]] = []  # (on, frame on the wire, guest ns)
         self._tx_on = False
-        self._clock_start = 0.0
-        self._stop = threading.Event()  # a new one per clock thread
-        self._thread: threading.Thread | None = None
+        self._clock_on = False
+        self._clock_start_ns = 0
+        self._catching_up = False  # the DMA a frame asks for writes the FIFO from within a frame
+        self._event: Timer | None = None
         self.configure()
 
     @property
@@ -160,38 +161,66 @@ class DwI2s(Peripheral):
         return bool(self.regs.IER.IEN and self.regs.CER.CLKEN)
 
     def clock_control(self, _value: int = 0) -> None:
-        if self._running() and self._thread is None:
-            self._clock_start, self.frames_clocked = time.monotonic(), 0
-            self._stop = threading.Event()
-            self._thread = self.start_host_thread(self._clock, self._stop)
-        elif not self._running() and self._thread is not None:
-            self._stop.set()  # the thread ends at its next tick; it holds no state of its own
-            self._thread = None
+        running = self._running()
+        if running and not self._clock_on:
+            self._clock_start_ns, self.frames_clocked = self.now(), 0
+        self._clock_on = running
         self.configure()
 
-    def _clock(self, stop: threading.Event) -> None:
-        while not stop.wait(TICK_S):
-            with self.lock:
-                if stop.is_set():
-                    return
-                rate, now = self.sample_rate, time.monotonic()
-                behind = (now - self._clock_start) - self.frames_clocked / rate
-                if behind > MAX_BURST_S and not self._starved():
-                    slip = behind - MAX_BURST_S
-                    self._clock_start += slip
-                    self.clock_slip_s += slip
-                    self.trace.instant(f"{self.name} wire", "clock slip", ms=round(slip * 1000, 2))
-                due = int((now - self._clock_start) * rate)
-                while self.frames_clocked < due:
-                    late = now - self._clock_start - self.frames_clocked / rate
-                    if self._starved() and late < GRACE_S:
-                        break  # give the DMA (and the guest behind it) until the grace ends
-                    self._frame()
-                    self.frames_clocked += 1
+    def frame_time(self, n: int) -> int:
+        """When frame ``n`` (from 1) since the clock started is on the wire, in guest ns."""
+        return self._clock_start_ns + -(-n * 10**9 // self.sample_rate)
 
-    def _starved(self) -> bool:
-        """The next frame has nowhere to come from (TX) or to go (RX) yet."""
-        return (self._tx_on and not self.tx) or (self._rx_on and len(self.rx) >= FIFO_DEPTH)
+    def read(self, offset: int, size: int) -> int:
+        with self.lock:
+            self._catch_up()
+            value = super().read(offset, size)
+            self._schedule_next_event()
+            return value
+
+    def write(self, offset: int, size: int, data: int) -> None:
+        with self.lock:
+            self._catch_up()
+            super().write(offset, size, data)
+            self._schedule_next_event()
+
+    def _catch_up(self) -> None:
+        """Clocks the frames due by the guest's time now, each with the DMA it asks for."""
+        if self._catching_up or not self._clock_on:
+            return
+        self._catching_up = True
+        try:
+            now = self.now()
+            while self.frame_time(self.frames_clocked + 1) <= now:
+                self.frames_clocked += 1
+                self._frame()
+        finally:
+            self._catching_up = False
+
+    def _clock_event(self) -> None:
+        self._event = None
+        self._catch_up()
+        self._schedule_next_event()
+
+    def _schedule_next_event(self) -> None:
+        """A tick at the next frame that changes a DMA request or a status bit: the TX FIFO
+        drained to 15 frames (room for a single) or to TFCR (a burst), the RX FIFO filled to 1
+        frame or past RFCR; none while the FIFOs' DMA keeps them where they are."""
+        if self._catching_up:
+            return
+        if self._event is not None:
+            self._event.cancel()
+            self._event = None
+        if not self._clock_on:
+            return
+        ahead = []
+        tx_n, rx_n = len(self.tx), len(self.rx)
+        if self._tx_on:
+            ahead += [tx_n - level for level in (FIFO_DEPTH - 1, self._tx_level) if level < tx_n]
+        if self._rx_on:
+            ahead += [level - rx_n for level in (1, self._rx_level + 1) if level > rx_n]
+        if ahead:
+            self._event = self.at(self.frame_time(self.frames_clocked + min(ahead)), self._clock_event)
 
     def _frame(self) -> None:
         """One sample period on the wire."""
@@ -306,7 +335,7 @@ class DwI2s(Peripheral):
         tx_on = bool(r.ITER.TXEN and r.TER.TXCHEN)
         if tx_on != self._tx_on:
             # the transmitter started or stopped: where on the wire, and when
-            self.tx_switches.append((tx_on, len(self.played) // 4, time.monotonic()))
+            self.tx_switches.append((tx_on, len(self.played) // 4, self.now()))
             self.trace.instant(f"{self.name} wire", "transmit on" if tx_on else "transmit off")
         self._tx_on = tx_on
         self._rx_on = bool(r.IRER.RXEN and r.RER.RXCHEN)
@@ -341,12 +370,6 @@ class DwI2s(Peripheral):
         (artifacts / f"{self.name}-playback.wav").write_bytes(data)
         if "playback_wav" in self.properties:
             Path(self.properties["playback_wav"]).write_bytes(data)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=1)
-            self._thread = None
 
 
 @hookimpl

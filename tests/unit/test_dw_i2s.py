@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cosim.clock import ManualClock
 from cosim.dmarequest import DmaRequestPort
 from cosim.peripheral import PeripheralConfig, RecordingIrqSink
 from cosim.plugins.dw_i2s import FIFO_DEPTH, DwI2s
@@ -106,6 +107,42 @@ def test_the_wav_of_the_wire(i2s):
         assert w.readframes(1) == struct.pack("<hh", 5, 6)
 
 
+def test_frames_leave_at_the_sample_clocks_exact_times(i2s, clock):
+    clock.advance(5_000)
+    for offset, value in ((IER, 1), (ITER, 1), (CER, 1)):  # the clock starts at 5 us
+        i2s.write(offset, 4, value)
+    for n in range(1, 4):
+        i2s.write(LTHR, 4, n)
+        i2s.write(RTHR, 4, n)
+    clock.run_until(5_000 + 20_833)  # frame 1 is due at 5 us + ceil(1/48 kHz) = 20834 ns
+    i2s.read(ISR, 4)
+    assert len(i2s.played) == 0
+    clock.run_until(5_000 + 20_834)
+    i2s.read(ISR, 4)
+    assert len(i2s.played) == 4
+    clock.run_until(5_000 + 62_500)  # frame 3 at exactly 3/48000 s
+    i2s.read(ISR, 4)
+    assert bytes(i2s.played) == struct.pack("<6h", 1, 1, 2, 2, 3, 3) and i2s.underruns == 0
+    clock.run_until(5_000 + 83_334)  # frame 4: the FIFO is empty
+    i2s.read(ISR, 4)
+    assert i2s.underruns == 1
+
+
+def test_an_underrun_is_a_frame_due_with_the_fifo_empty_however_short_the_delay(i2s, clock):
+    """The FIFO's 16 frames (333 us) are all the slack a driver gets: no host-side grace."""
+    for offset, value in ((IER, 1), (ITER, 1), (CER, 1)):
+        i2s.write(offset, 4, value)
+    for _ in range(FIFO_DEPTH):
+        i2s.write(TXDMA, 4, 1)
+        i2s.write(TXDMA, 4, 1)
+    clock.run_until(i2s.frame_time(FIFO_DEPTH))
+    i2s.read(ISR, 4)
+    assert i2s.underruns == 0
+    clock.run_until(i2s.frame_time(FIFO_DEPTH + 1))  # one frame time late with the refill
+    i2s.write(TXDMA, 4, 2)
+    assert i2s.underruns == 1
+
+
 def test_cyclic_dma_keeps_the_fifo_fed_in_bursts(board_parts):  # noqa: F811
     dmac, _, bus, _ = board_parts
     i2s = DwI2s(PeripheralConfig("i2s", I2S_BASE, 0x1000, ()), bus, RecordingIrqSink(), lock=dmac.lock)
@@ -129,6 +166,36 @@ def test_cyclic_dma_keeps_the_fifo_fed_in_bursts(board_parts):  # noqa: F811
     assert bytes(i2s.played) == samples and i2s.underruns == 0
     assert bus.width_mismatches == []
     assert i2s.read(ISR, 4) & TXFE
+
+
+def test_cyclic_dma_on_the_sample_clock_costs_a_tick_per_burst(board_parts):  # noqa: F811
+    """The clock runs on its own for 1600 frames while a looping DMA program feeds it: every
+    frame is played on time and the model asks for a tick only when the FIFO is at TFCR."""
+    dmac, _, bus, _ = board_parts
+    clock = ManualClock()
+    i2s = DwI2s(PeripheralConfig("i2s", I2S_BASE, 0x1000, ()), bus, RecordingIrqSink(),
+                lock=dmac.lock, clock=clock)
+    bus.add_device(I2S_BASE, 0x1000, i2s)
+    i2s.connect_dma_request(DmaRequestPort("tx", dmac, 1))
+    ring = struct.pack("<64h", *range(64))  # 32 frames, played round and round
+    bus.write("cpu", SRC, ring)
+    asm = Asm().mov("CCR", ccr(2, 16, src_inc=True, dst_inc=False))
+    outer = len(asm.code)  # DMALPFE: a loop without a counter
+    asm.mov("SAR", SRC).mov("DAR", I2S_BASE + TXDMA).raw(0x35, 1 << 3)
+    start = asm.lp(0, 4)
+    asm.raw(0x32, 1 << 3).ld("B").raw(0x2B, 1 << 3)  # DMAWFPB, DMALDB, DMASTPB
+    asm.lpend(0, start)
+    go(dmac, 0, bytes(asm.lpend(0, outer, forever=True).end().code), bus)
+    for offset, value in ((TCR, 2), (TFCR, 7), (DMACR, 1 << 17), (IER, 1), (ITER, 1), (CER, 1)):
+        i2s.write(offset, 4, value)
+    ticks = 0
+    while i2s.frames_clocked < 1600:
+        when = i2s.scheduled_work.next_deadline()
+        assert when is not None
+        clock.run_until(when)
+        ticks += 1
+    assert bytes(i2s.played[:1600 * 4]) == ring * 50 and i2s.underruns == 0
+    assert ticks == 1 + (1600 - 1 + 7) // 8  # one at the start, then one per 8-frame burst
 
 
 def test_beats_wider_than_a_sample_are_reported(board_parts):  # noqa: F811
