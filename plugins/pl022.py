@@ -100,6 +100,7 @@ class Pl022(Peripheral, SpiBus):
         if name != "cs":
             super().gpio_input(name, index, level)
         with self.lock:
+            self.shift()  # the frames before the change went to the old selection
             active = not level  # active low
             if self.selected.get(index) == active:
                 return
@@ -149,7 +150,6 @@ class Pl022(Peripheral, SpiBus):
                 if self._next_end is None:  # the wire was idle (or stalled): a frame starts now
                     self._next_end = max(now, self._last_end) + self._frame_ns
                 if now < self._next_end:
-                    self._complete_frame_at(self._next_end)
                     break
                 word = self.tx.popleft()
                 answer = word if self._loopback else self._exchange(word, bits)
@@ -160,8 +160,24 @@ class Pl022(Peripheral, SpiBus):
             else:
                 self._next_end = None  # nothing (more) on the wire
         self.update_interrupts()
+        self._schedule_wire()
 
-    def _complete_frame_at(self, when: int) -> None:
+    def _schedule_wire(self) -> None:
+        """A tick at the end of the next frame that changes an output — the TX FIFO down to
+        7 (a single DMA request, with TX DMA on), 4 (the TX interrupt, a burst) or 0; the RX
+        FIFO up to 1 (with RX DMA on), 4 or 8 (the wire stalls) — not at every frame."""
+        if self._next_end is None:
+            if self._wire_done is not None:
+                self._wire_done.cancel()
+                self._wire_done = None
+            return
+        tx_n, rx_n = len(self.tx), len(self.rx)
+        last = min(tx_n, FIFO_DEPTH - rx_n)  # frames the wire can clock before it stops
+        tx_levels = {HALF, 0} | ({FIFO_DEPTH - 1} if self._tx_dma else set())
+        rx_levels = {HALF, FIFO_DEPTH} | ({1} if self._rx_dma else set())
+        frames = [tx_n - level for level in tx_levels if 0 < tx_n - level <= last]
+        frames += [level - rx_n for level in rx_levels if 0 < level - rx_n <= last]
+        when = self._next_end + (min(frames, default=last) - 1) * self._frame_ns
         timer = self._wire_done
         if timer is not None and not timer.cancelled and timer.when == when:
             return

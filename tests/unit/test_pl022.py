@@ -197,3 +197,20 @@ def test_the_wire_goes_on_without_register_accesses(spi, clock):
     spi.write(DR, 2, 0x5A)
     clock.advance(800_000)  # no access meanwhile: scheduled work completes the frame
     assert spi.regs.RIS.value & RTIM and list(spi.rx) == [0x5A]
+
+
+def test_the_wire_ticks_only_where_an_output_changes(spi, clock):
+    """Eight frames at 10 kHz clocked with no access in between: the model asks for ticks at
+    the RX FIFO reaching 4 (RX interrupt; TX at 4, too) and 8 (full: the wire stops), not at
+    every frame's end; each frame still ends at its exact time."""
+    spi.write(0x10, 2, 240)
+    spi.write(CR0, 2, 9 << 8 | 0x7)
+    spi.write(CR1, 2, 0x3)
+    for b in range(8):
+        spi.write(DR, 2, b)
+    ticks = []
+    while (when := spi.scheduled_work.next_deadline()) is not None:
+        clock.run_until(when)
+        ticks.append((clock.now_ns, len(spi.rx)))
+    assert ticks == [(3_200_000, 4), (6_400_000, 8)]
+    assert spi.frames == 8 and list(spi.rx) == list(range(8))
