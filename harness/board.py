@@ -182,6 +182,7 @@ class Board:
         if self.time_mode == "virtual":
             self.idle_hold = IdleHold(workdir / "idle-hold")
             idle_hold = self.idle_hold.path
+            self.trace.clock = self.assembly.clock  # the timeline in the guest's time
         self.assembly.build(on_host_failure=lambda name, message, details: self.watch.model_failed(
             BridgeFailure(name, message, details)))
         bridged = self._bridge_endpoints(workdir)
@@ -278,7 +279,9 @@ class Board:
             self.pm.hook.cosim_board_stopping(board=self, artifacts=self.logdir)
         self.engine.stop()
         self.assembly.close()  # host threads first: they may still signal through endpoints
-        for start, end, generation in collector.pauses_since(self.trace.origin_ns):
+        # the host's pauses go on a host-time line only: the guest's time never saw them
+        pauses = collector.pauses_since(self.trace.origin_ns) if self.trace.clock is None else []
+        for start, end, generation in pauses:
             self.trace.span("harness", "garbage collection", self.trace.at(start), self.trace.at(end),
                             generation=generation)
         for endpoint in self.endpoints:

@@ -1,5 +1,8 @@
 """A timeline of what the models did, as Chrome trace-event JSON (opens in Perfetto or
-chrome://tracing): one track per DMA channel or request line, a slice per transfer."""
+chrome://tracing): one track per DMA channel or request line, a slice per transfer.
+
+Its clock is the host's by default; a board under virtual time gives it the guest's
+(``clock``), so a transfer's slice is as long as the guest saw it take."""
 
 from __future__ import annotations
 
@@ -7,7 +10,10 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .clock import GuestClock
 
 MAX_EVENTS = 300_000
 MAX_EVENTS_PER_TRACK = 20_000  # a chatty request line must not crowd the other tracks out
@@ -20,8 +26,10 @@ _Event = tuple[Any, ...]
 
 
 class EventTrace:
-    def __init__(self, limit: int = MAX_EVENTS, per_track: int = MAX_EVENTS_PER_TRACK):
+    def __init__(self, limit: int = MAX_EVENTS, per_track: int = MAX_EVENTS_PER_TRACK,
+                 clock: GuestClock | None = None):
         self.limit, self.per_track = limit, per_track
+        self.clock = clock  # None: the host's clock
         self.events: list[_Event] = []
         self.dropped = 0
         self._tracks: dict[str, int] = {}
@@ -30,11 +38,14 @@ class EventTrace:
         self.origin_ns = time.perf_counter_ns()
 
     def now(self) -> int:
-        """Nanoseconds since the trace began: the timestamps to give span()."""
+        """The timestamp to give span(): the guest's time in ns on a guest clock, else ns since
+        the trace began."""
+        if self.clock is not None:
+            return self.clock.now_ns
         return time.perf_counter_ns() - self.origin_ns
 
     def at(self, perf_ns: int) -> int:
-        """A ``time.perf_counter_ns()`` reading as a timestamp for span()."""
+        """A ``time.perf_counter_ns()`` reading as a timestamp for span() (host clock only)."""
         return perf_ns - self.origin_ns
 
     def _track(self, name: str) -> int:
@@ -86,7 +97,8 @@ class EventTrace:
         with self._lock:
             names = [{"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": track}}
                      for track, tid in self._tracks.items()]
-            meta = {"cosim_dropped_events": self.dropped}
+            meta = {"cosim_dropped_events": self.dropped,
+                    "cosim_clock": "host" if self.clock is None else "guest"}
             return {"traceEvents": names + [self._as_dict(e) for e in self.events], "otherData": meta}
 
     def save(self, path: Path) -> None:

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from cosim.clock import ClockError, ManualClock, Timers
+from cosim.trace import EventTrace
 
 
 def test_work_runs_in_time_order_across_models_each_at_its_time():
@@ -62,3 +63,16 @@ def test_run_until_idle_gives_up_on_work_that_never_ends():
     timers.add(0, tick)
     with pytest.raises(ClockError, match="still scheduled"):
         clock.run_until_idle(limit_ns=1_000_000)
+
+
+def test_a_timeline_on_the_guests_clock_has_the_guests_times():
+    clock = ManualClock()
+    trace = EventTrace(clock=clock)
+    clock.advance(2_000_000)
+    start = trace.now()
+    clock.advance(500_000)
+    trace.span("dma channel 0", "transfer", start, trace.now())
+    [event] = trace.on_track("dma channel 0")
+    assert (event["ts"], event["dur"]) == (2000.0, 500.0)  # microseconds of guest time
+    assert trace.chrome_json()["otherData"]["cosim_clock"] == "guest"
+    assert EventTrace().chrome_json()["otherData"]["cosim_clock"] == "host"
