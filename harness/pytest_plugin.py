@@ -94,7 +94,8 @@ class _BoardMaker:
 
     def __call__(self, platform: str | Path | None = None, plugins: tuple[object, ...] = (),
                  start: bool = True, artifacts: Artifacts | None = None,
-                 guest: dict[str, Any] | None = None, cache: str | None = None) -> Board:
+                 guest: dict[str, Any] | None = None, cache: str | None = None,
+                 time: str | None = None) -> Board:
         name = platform or self.config.getoption("--cosim-platform")
         logdir = self.logdir if not self.boards else self.logdir / f"board{len(self.boards)}"
         pm = create_plugin_manager(plugins) if plugins else None
@@ -107,7 +108,7 @@ class _BoardMaker:
             additions.append((origin.content(guest), origin))
         board = Board(loaded, build_for(loaded, additions, artifacts=artifacts), logdir, pm=pm,
                       cache=cache or self.config.getoption("--cosim-cache"),
-                      time=self.config.getoption("--cosim-time"))
+                      time=time or self.config.getoption("--cosim-time"))
         self.boards.append(board)
         if start:
             board.start()
@@ -139,8 +140,9 @@ def _maker(request: pytest.FixtureRequest, artifacts: Artifacts, name: str) -> I
 @pytest.fixture
 def cosim_board_factory(request: pytest.FixtureRequest,
                         cosim_artifacts: Artifacts) -> Iterator[Callable[..., Board]]:
-    """Makes boards: ``cosim_board_factory(platform=None, plugins=(), start=True, artifacts=None)``
-    (``artifacts``: another build, e.g. ``build_all(kernel_patches=())``)."""
+    """Makes boards: ``cosim_board_factory(platform=None, plugins=(), start=True, artifacts=None,
+    guest=None, cache=None, time=None)`` (``artifacts``: another build, e.g.
+    ``build_all(kernel_patches=())``; ``time``: "wall" or "virtual" for this board)."""
     yield from _maker(request, cosim_artifacts, request.node.nodeid)
 
 
