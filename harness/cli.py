@@ -33,9 +33,9 @@ def _logdir(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"cosim-{name}-logs-"))
 
 
-def _board(platform: str, purpose: str = "run") -> Board:
+def _board(platform: str, purpose: str = "run", time: str | None = None) -> Board:
     loaded = load_platform(platform)
-    return Board(loaded, build_for(loaded), _logdir(purpose))
+    return Board(loaded, build_for(loaded), _logdir(purpose), time=time)
 
 
 @contextlib.contextmanager
@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.command:
         err.print("usage: cosim run PLATFORM -- COMMAND")
         return 2
-    board = _board(args.platform)
+    board = _board(args.platform, time=args.time)
     with _logs_kept_on_failure(board, args.keep_logs), board:
         result = board.run(guest_command_line(args.command), timeout=args.timeout, check=False)
         sys.stdout.write(result.output + ("\n" if result.output else ""))
@@ -85,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    board = _board(args.platform, "boot")
+    board = _board(args.platform, "boot", time=args.time)
     with _logs_kept_on_failure(board, args.keep_logs), board:
         err.print(f"[bold]{board.platform.spec.name}[/] booted; kernel log: {board.logdir}/kernel.log"
                   f"{'' if args.keep_logs else ' (removed at exit unless --keep-logs)'}; leave with Ctrl-]")
@@ -178,11 +178,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("platform", nargs="?" if name == "demo" else None, default="virt")
         if name == "boot":
             p.add_argument("--keep-logs", action="store_true", help="keep the board's log folder")
+            p.add_argument("--time", choices=["wall", "virtual"], default="wall",
+                           help="the guest's clock (default wall: it follows yours as you type)")
         p.set_defaults(func=func)
     run = sub.add_parser("run", help="boot, run one command, print its output, exit with its status")
     run.add_argument("platform")
     run.add_argument("command", nargs="*", help="the guest command (put it after --)")
     run.add_argument("--timeout", type=float, default=300.0)
+    run.add_argument("--time", choices=["wall", "virtual"], default=None,
+                     help="the guest's clock (default: the platform's machine.time, virtual)")
     run.add_argument("--keep-logs", action="store_true",
                      help="keep the board's log folder (it is always kept when the board fails)")
     run.set_defaults(func=cmd_run)

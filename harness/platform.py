@@ -51,8 +51,8 @@ class Machine(_Strict):
     cache: Literal["off", "report", "emulate"] = "report"
     # The guest's clock: "virtual" counts instructions (QEMU -icount), so a model's work takes
     # the guest time the model says however slow the host, and idle time is skipped; "wall"
-    # follows the host's clock (a person at the console expects it).
-    time: Literal["wall", "virtual"] = "wall"
+    # follows the host's clock (``cosim boot`` uses it: a person at the console expects it).
+    time: Literal["wall", "virtual"] = "virtual"
 
     @field_validator("memory", mode="before")
     @classmethod
