@@ -7,6 +7,8 @@ host holds back (ideal flow control): nothing is lost.  The line runs lazily, up
 each access; the model asks for a tick only at the moments something the driver can be told of
 happens (a FIFO level crossing a trigger, a DMA request changing, the receive timeout 32 bit
 times after the last character), so a 64 KiB transfer costs a tick per FIFO load, not per byte.
+UARTCLK is virt's 24 MHz apb-pclk unless the platform gives ``clock_hz`` (the device tree then
+gets a fixed clock of that rate as the UART's uartclk).
 
 DMA (DMACR.RXDMAE/TXDMAE, request outputs "rx" and "tx" wired by the platform's ``dmas``), as the
 TRM defines the request lines: RX asks for a burst while the RX FIFO is at or above its watermark
@@ -32,7 +34,7 @@ from cosim.api import (
 )
 
 FIFO_DEPTH = 32
-UARTCLK_HZ = 24_000_000  # QEMU virt's apb-pclk, which the device tree gives as uartclk
+APB_PCLK_HZ = 24_000_000  # QEMU virt's apb-pclk: uartclk unless the platform gives clock_hz
 BITS_PER_CHAR = 10  # start, 8 data, stop
 RECEIVE_TIMEOUT_BITS = 32  # RT: the RX FIFO holds data and nothing arrived for this many bits
 # IFLS trigger levels, in eighths of the FIFO: 1/8, 1/4, 1/2, 3/4, 7/8
@@ -84,6 +86,8 @@ class Pl011(Peripheral):
         self.tx_fifo: deque[int] = deque()
         self.host_queue: deque[int] = deque()
         self.transmitted = HostBuffer(self.lock)
+        # UARTCLK: the baud rate is at most a sixteenth of it (3 Mbaud needs 48 MHz)
+        self.clock_hz = int(self.properties.get("clock_hz", APB_PCLK_HZ))
         self._tx_done_ns = 0  # when the character at the head of the TX FIFO has left
         self._rx_due_ns = 0  # when the host's next character has arrived, if it may come
         self._rx_last_ns = 0  # when the newest character arrived
@@ -122,7 +126,7 @@ class Pl011(Peripheral):
 
     def baud(self) -> float:
         divisor = self.regs.IBRD.value + self.regs.FBRD.DIVFRAC / 64
-        return UARTCLK_HZ / 16 / max(divisor, 1.0)
+        return self.clock_hz / 16 / max(divisor, 1.0)
 
     def char_ns(self) -> int:
         return round(BITS_PER_CHAR * 1e9 / self.baud())
@@ -294,6 +298,13 @@ def cosim_peripheral_types() -> dict[str, type[Peripheral]]:
 def cosim_device_tree(peripheral: Peripheral, node: DtNode, aliases: DtAliases) -> None:
     if isinstance(peripheral, Pl011):
         aliases.add("serial", node)  # ttyAMA<n> follows serial<n>: a stable name for tests
-        clock = Ref("/apb-pclk")  # QEMU virt's fixed 24 MHz APB clock
-        node.set("clocks", [clock, clock])
+        apb = Ref("/apb-pclk")  # QEMU virt's fixed 24 MHz APB clock
+        uartclk = apb
+        if peripheral.clock_hz != APB_PCLK_HZ:  # a UART clock of its own, as SoCs have
+            clock = node.child(DtNode("uartclk"))
+            clock.set("compatible", "fixed-clock")
+            clock.set("#clock-cells", 0)
+            clock.set("clock-frequency", peripheral.clock_hz)
+            uartclk = Ref(f"/{node.full_name}/uartclk")
+        node.set("clocks", [uartclk, apb])
         node.set("clock-names", ["uartclk", "apb_pclk"])

@@ -17,7 +17,7 @@ import pytest
 from .conftest import virt_with
 
 RATE = 48_000
-PERIOD = 2048  # pcmtest's period
+PERIOD = 512  # pcmtest's period
 PLAYBACK = "/dev/snd/pcmC0D0p"
 CAPTURE = "/dev/snd/pcmC0D0c"
 
@@ -99,7 +99,7 @@ def test_an_underrun_recovers_as_on_hardware(module_board):
     stops the stream (EPIPE), the player prepares it again and goes on, losing nothing."""
     i2s = module_board.peripherals["i2s0"]
     wire_before, switches_before = len(i2s.played), len(i2s.tx_switches)
-    frames, stall_at, stall_ms = RATE, 5 * PERIOD, 500  # the stall outlasts the 170 ms ring
+    frames, stall_at, stall_ms = RATE, 5 * PERIOD, 500  # the stall outlasts the 43 ms ring
     out = module_board.run(f"pcmtest play {PLAYBACK} {RATE} 1000 {frames} {stall_at} {stall_ms}",
                            timeout=30).output
     switches = i2s.tx_switches[switches_before:]

@@ -230,3 +230,10 @@ def test_interrupt_driven_16k_both_ways_with_the_hardwares_interrupt_counts(uart
     assert uart.take_from_guest(len(sent), timeout=0) == sent
     assert tx_interrupts == 1 + (len(sent) - 32) // DRIVER_TX_BUDGET
     assert ticks == tx_interrupts
+
+
+def test_a_uart_clock_of_its_own_reaches_3_mbaud(make):
+    u = make(Pl011, clock_hz=48_000_000)
+    u.write(IBRD, 2, 1)  # what amba-pl011 programs for 3000000 baud at 48 MHz
+    u.write(FBRD, 1, 0)
+    assert u.baud() == 3_000_000 and u.char_ns() == 3_333
