@@ -40,7 +40,8 @@ SCRIPT = textwrap.dedent("""
     from cosim.board import Board
     from cosim.build import build_all
     from cosim.platform import load_platform
-    board = Board(load_platform("virt"), build_all(), Path(sys.argv[1]))
+    # wall time: the guest's 600 s of sleep must last while the harness is interrupted
+    board = Board(load_platform("virt"), build_all(), Path(sys.argv[1]), time="wall")
     board.start()
     print("booted", board.workdir, flush=True)
     board.run("sleep 600", timeout=900)
@@ -88,7 +89,9 @@ def test_never_reached(board):
 
 def test_sigterm_ends_a_pytest_session_and_leaves_nothing(tmp_path):
     (tmp_path / "test_slow.py").write_text(SLOW_TEST)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+    # wall time: under virtual time the guest's idle minutes pass at once, and the session with them
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "--cosim-time", "wall"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
