@@ -30,6 +30,8 @@ from __future__ import annotations
 import io
 import wave
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cosim.api import (
@@ -153,7 +155,12 @@ class DwI2s(Peripheral):
 
     def connect_dma_request(self, port: DmaRequestPort) -> None:
         super().connect_dma_request(port)
-        port.on_flush = self.update_requests
+        port.on_flush = self._flushed
+
+    def _flushed(self) -> None:
+        """A DMAFLUSHP dropped the request: assert it again as the FIFO stands now."""
+        with self._on_the_wire():
+            self.update_requests()
 
     # --- the sample clock ---
 
@@ -171,18 +178,23 @@ class DwI2s(Peripheral):
         """When frame ``n`` (from 1) since the clock started is on the wire, in guest ns."""
         return self._clock_start_ns + -(-n * 10**9 // self.sample_rate)
 
-    def read(self, offset: int, size: int) -> int:
+    @contextmanager
+    def _on_the_wire(self) -> Iterator[None]:
+        """Around every access — the CPU's, a DMA burst, a flush: the wire first clocks the
+        frames due by now, and the next tick is set after, from the FIFOs as the access left
+        them (a burst the DMAC writes on the driver's DMAGO, not on a frame, moves it too)."""
         with self.lock:
             self._catch_up()
-            value = super().read(offset, size)
+            yield
             self._schedule_next_event()
-            return value
+
+    def read(self, offset: int, size: int) -> int:
+        with self._on_the_wire():
+            return super().read(offset, size)
 
     def write(self, offset: int, size: int, data: int) -> None:
-        with self.lock:
-            self._catch_up()
+        with self._on_the_wire():
             super().write(offset, size, data)
-            self._schedule_next_event()
 
     def _catch_up(self) -> None:
         """Clocks the frames due by the guest's time now, each with the DMA it asks for."""
@@ -285,14 +297,14 @@ class DwI2s(Peripheral):
     def write_beats(self, offset: int, size: int, data: bytes) -> None:
         if offset != self.TXDMA.offset or size != 2:
             return super().write_beats(offset, size, data)
-        with self.lock:  # the burst as its beats, without a bus write per sample
+        with self._on_the_wire():  # the burst as its beats, without a bus write per sample
             for value in memoryview(data).cast("H"):
                 self.dma_write(value)
 
     def read_beats(self, offset: int, size: int, length: int) -> bytes:
         if offset != self.RXDMA.offset or size != 2:
             return super().read_beats(offset, size, length)
-        with self.lock:
+        with self._on_the_wire():
             return b"".join(self.dma_read().to_bytes(2, "little") for _ in range(length // 2))
 
     def tx_entry_bits(self) -> int:

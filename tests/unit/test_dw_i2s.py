@@ -207,3 +207,34 @@ def test_beats_wider_than_a_sample_are_reported(board_parts):  # noqa: F811
     assert [str(m) for m in bus.width_mismatches] == [
         f"DMA width mismatch: pdma wrote 4-byte beats at {I2S_BASE + TXDMA:#x}, a FIFO register "
         "of 16-bit entries: the driver's DMA slave configuration (addr_width) does not fit the device"]
+
+
+def test_a_dma_restarted_after_an_underrun_refills_a_fifo_that_goes_on_playing(board_parts):  # noqa: F811
+    """The driver restarts DMA late, a period after the FIFO ran dry: the bursts the DMAC writes
+    then, from the driver's DMAGO and not from a frame of the model's own, must set the wire's
+    next tick too — else the FIFO sits full and the wire stands still."""
+    dmac, _, bus, _ = board_parts
+    clock = ManualClock()
+    i2s = DwI2s(PeripheralConfig("i2s", I2S_BASE, 0x1000, ()), bus, RecordingIrqSink(),
+                lock=dmac.lock, clock=clock)
+    bus.add_device(I2S_BASE, 0x1000, i2s)
+    i2s.connect_dma_request(DmaRequestPort("tx", dmac, 1))
+    samples = struct.pack("<64h", *range(64))  # one 32-frame period
+    bus.write("cpu", SRC, samples)
+    for offset, value in ((TCR, 2), (TFCR, 7), (DMACR, 1 << 17), (IER, 1), (ITER, 1), (CER, 1)):
+        i2s.write(offset, 4, value)
+    clock.run_until(i2s.frame_time(10))
+    i2s.read(ISR, 4)
+    assert i2s.underruns == 10 and not i2s.tx
+    asm = Asm().mov("CCR", ccr(2, 16, src_inc=True, dst_inc=False)).mov("SAR", SRC)
+    asm.mov("DAR", I2S_BASE + TXDMA).raw(0x35, 1 << 3)
+    start = asm.lp(0, 4)
+    asm.raw(0x32, 1 << 3).ld("B").raw(0x2B, 1 << 3)  # DMAWFPB, DMALDB, DMASTPB
+    go(dmac, 0, bytes(asm.lpend(0, start).end().code), bus)
+    assert len(i2s.tx) == 8  # a burst: the next waits for the FIFO at TFCR (7) again
+    while (when := i2s.scheduled_work.next_deadline()) is not None:
+        clock.run_until(when)  # the bursts, each as the FIFO drains to TFCR
+    assert i2s.frames_clocked == 10 + 32 - 7  # then the FIFO sits at TFCR: nothing changes
+    clock.run_until(i2s.frame_time(10 + 32))
+    i2s.read(ISR, 4)  # the last 7 frames went out, as the driver sees when it looks
+    assert bytes(i2s.played[10 * 4:]) == samples and i2s.underruns == 10
