@@ -14,6 +14,10 @@ handshake does (PL330: drtype single/burst, drlast):
 * ``port.single()`` — room or data for one beat;  ``port.burst()`` — for a whole burst;
 * ``last=True`` — the final request of a transfer the peripheral controls the length of.
 
+A peripheral moving data at a fixed rate may ask the controller how many single requests it
+will serve in a row, each the same way (``port.standing()``), and then have a FIFO's worth
+served at once (``port.serve(n)``): a model of a 12 MHz SPI wire then needs no tick per frame.
+
 Requests are levels, as on the wires: one stays pending until the controller consumes it (a
 channel's DMAWFP) or flushes it (DMAFLUSHP), or the peripheral withdraws it (``port.withdraw()``)
 because it can no longer take or give data — a full TX FIFO, an empty RX FIFO.  The controller
@@ -47,6 +51,16 @@ class DmaRequestPort:
 
     def withdraw(self) -> None:
         self.target.dma_request_withdraw(self.line)
+
+    def standing(self) -> int:
+        """Single requests the controller has promised to serve in a row (see
+        ``DmaController.standing_order``): a peripheral may move that many with ``serve``."""
+        return self.target.standing_order(self.line)
+
+    def serve(self, count: int) -> int:
+        """Has the controller serve ``count`` single requests at once (at most ``standing()``):
+        one bus burst instead of a request, a load and a store per FIFO entry."""
+        return self.target.serve_requests(self.line, count)
 
     def drive(self, active: bool, burst: bool = False) -> None:
         """Sets the request lines as a peripheral's FIFO logic does: withdrawn when not

@@ -84,6 +84,7 @@ class Channel:
     first_dst: int | None = None
     moved: int = 0
     loops: dict[tuple[int, int], bool] = field(default_factory=dict)  # fast-path verdicts
+    slave_loops: dict[int, int | None] = field(default_factory=dict)  # DMAWFPS -> loop counter
 
     def src_burst(self) -> int:
         return (((self.ccr >> 4) & 0xF) + 1) << ((self.ccr >> 1) & 0x7)
@@ -212,6 +213,131 @@ class Pl330(Peripheral, DmaController):
         with self.lock:
             self.pending_requests.pop(line, None)
 
+    def standing_order(self, line: int) -> int:
+        """Single requests on ``line`` that will each be served by the same load and store, with
+        nothing else happening: the iterations left of the slave loop a channel waits in (a
+        DMAWFPS, one load, one store, a DMALPEND back to it, as Linux's pl330 emits for a
+        transfer in single beats).  0 when no channel waits so."""
+        with self.lock:
+            found = self._parked_in_slave_loop(line)
+            return 0 if found is None else found[0].lc[found[1]] + 1
+
+    def serve_requests(self, line: int, count: int) -> int:
+        """Serves ``count`` single requests on ``line`` at once (at most the standing order), with
+        exactly the effect of ``count`` iterations of the slave loop: one bus transfer each way
+        instead of a load and a store per request.  Returns how many it served."""
+        with self.lock:
+            found = self._parked_in_slave_loop(line)
+            if found is None:
+                return 0
+            ch, counter, wfp = found
+            count = min(count, ch.lc[counter] + 1)
+            n = ch.src_burst()
+            total = count * n
+            assert self.dma is not None
+            ch.state = State.EXECUTING  # requests the peripheral asserts meanwhile stay pending
+            try:
+                data = self.dma.read(ch.sar, total, beat=ch.src_beat(), increment=ch.src_inc())
+            except DmaFault:
+                ch.state = State.WFP  # the interpreter finds the exact faulting load
+                return 0
+            if ch.first_src is None:
+                ch.first_src, ch.first_dst = ch.sar, ch.dar
+            try:
+                self.dma.write(ch.dar, data, beat=ch.dst_beat(), increment=ch.dst_inc())
+            except DmaFault:
+                return self._serve_to_the_fault(ch, counter, wfp, data)
+            if ch.src_inc():
+                ch.sar = (ch.sar + total) & 0xFFFFFFFF
+            if ch.dst_inc():
+                ch.dar = (ch.dar + total) & 0xFFFFFFFF
+            ch.moved += total
+            ch.request = SINGLE
+            if count == ch.lc[counter] + 1:
+                ch.lc[counter] = 0
+                ch.pc = self._slave_loop_end(ch, wfp)  # the DMALPEND, which now falls through
+            else:
+                ch.lc[counter] -= count
+                ch.pc = wfp  # waiting again, for the next request
+            self._wake(ch)
+            return count
+
+    def _serve_to_the_fault(self, ch: Channel, counter: int, wfp: int, data: bytes) -> int:
+        """A bulk store faulted: store request by request, as the loop would have, and fault at
+        the store that cannot be done.  The units read after it from the peripheral are lost
+        (on silicon they would still be in its FIFO when the driver aborts the transfer)."""
+        n = ch.src_burst()
+        assert self.dma is not None
+        for served in range(len(data) // n):
+            try:
+                self.dma.write(ch.dar, data[served * n:(served + 1) * n], beat=ch.dst_beat(),
+                               increment=ch.dst_inc())
+            except DmaFault:
+                ch.lc[counter] -= served
+                if ch.src_inc():
+                    ch.sar = (ch.sar + (served + 1) * n) & 0xFFFFFFFF
+                code = self._fetch(ch, wfp, 4)
+                ch.pc = (wfp + (4 if DECODE[code[2]] is BY_NAME["DMALDP"] else 3)) & 0xFFFFFFFF
+                self._fault(ch, Fault.DATA_WRITE_ERR)
+                self.update_interrupts()
+                return served
+            ch.moved += n
+            if ch.dst_inc():
+                ch.dar = (ch.dar + n) & 0xFFFFFFFF
+            if ch.src_inc():
+                ch.sar = (ch.sar + n) & 0xFFFFFFFF
+        raise AssertionError("a bulk store faulted but every request's store succeeded")
+
+    def _parked_in_slave_loop(self, line: int) -> tuple[Channel, int, int] | None:
+        """The channel waiting at a DMAWFPS on ``line`` inside a slave loop, with the loop's
+        counter and the DMAWFPS's address."""
+        for ch in self.channels:
+            if ch.state == State.WFP and ch.wait_on == line:
+                break
+        else:
+            return None
+        if ch.wfp_op & 0x3 != 0x0 or ch.mfifo or ch.swap_bytes() != 1:
+            return None
+        if ch.src_burst() != ch.dst_burst():
+            return None
+        wfp = (ch.pc - 2) & 0xFFFFFFFF
+        if wfp not in ch.slave_loops:
+            ch.slave_loops[wfp] = self._slave_loop_counter(ch, wfp)
+        counter = ch.slave_loops[wfp]
+        return None if counter is None else (ch, counter, wfp)
+
+    def _slave_loop_counter(self, ch: Channel, wfp: int) -> int | None:
+        """The loop counter if the code at ``wfp`` is a DMAWFPS; a load; a store; a DMALPEND
+        (not forever, unconditional) back to the DMAWFPS — the load and store in the forms that
+        execute after a single request — else None."""
+        try:
+            code = self._fetch(ch, wfp, 8)
+        except DmaFault:
+            return None
+        at = 2
+        for name, peripheral_form in (("DMALD", "DMALDP"), ("DMAST", "DMASTP")):
+            op = code[at]
+            if DECODE[op] is BY_NAME[peripheral_form] and not op & 2:  # DMALDPS, DMASTPS
+                at += 2
+            elif DECODE[op] is BY_NAME[name] and op & 0x3 != 0x3:  # unconditional or single
+                at += 1
+            else:
+                return None
+        lpend = code[at]
+        if DECODE[lpend] is not BY_NAME["DMALPEND"] or not lpend & 0x10 or lpend & 0x1:
+            return None
+        if (wfp + at - code[at + 1]) & 0xFFFFFFFF != wfp:
+            return None
+        return (lpend >> 2) & 1
+
+    def _slave_loop_end(self, ch: Channel, wfp: int) -> int:
+        """The address of the DMALPEND closing the slave loop at ``wfp``."""
+        code = self._fetch(ch, wfp, 8)
+        at = 2
+        for _ in range(2):
+            at += 2 if DECODE[code[at]] in (BY_NAME["DMALDP"], BY_NAME["DMASTP"]) else 1
+        return (wfp + at) & 0xFFFFFFFF
+
     @staticmethod
     def _accept_request(ch: Channel, wfp_op: int, kind: int, last: bool) -> None:
         ch.request = kind if wfp_op & 1 else (wfp_op >> 1) & 1  # DMAWFPP takes the peripheral's
@@ -312,6 +438,7 @@ class Pl330(Peripheral, DmaController):
         ch.icache.clear()
         ch.decoded.clear()
         ch.loops.clear()
+        ch.slave_loops.clear()
         self._wake(ch)
 
     def _kill(self, ch: Channel) -> None:

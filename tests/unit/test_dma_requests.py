@@ -51,7 +51,10 @@ class FifoDevice(Peripheral):
 
     def request_rx(self) -> None:
         port = self.dma_requests.get("rx")
-        if port is None or not self.rx:
+        if port is None:
+            return
+        if not self.rx:
+            port.withdraw()  # nothing left to give
             return
         last = self.last_at is not None and len(self.rx) <= self.last_at
         if len(self.rx) >= BURST_WORDS:
@@ -282,3 +285,56 @@ def test_a_chatty_track_does_not_crowd_the_others_out_of_the_timeline():
     assert len(trace.on_track("pdma request line 3")) == 3
     assert [e["name"] for e in trace.on_track("flash")] == ["page program"]
     assert trace.chrome_json()["otherData"]["cosim_dropped_events"] == 2
+
+
+def parked_rx_loop(board_parts, words: int, held: int) -> tuple[Pl330, FifoDevice, Bus, DmaRequestPort]:
+    """The single-beat DEV_TO_MEM loop for ``words`` words, its channel waiting at the DMAWFPS,
+    the device holding ``held`` words it has not asked to move yet."""
+    dmac, device, bus, _ = board_parts
+    dmac.write(INTEN, 4, 1)
+    go(dmac, 0, rx_program(words, burst=False), bus)
+    device.rx.extend(range(0x200, 0x200 + held))
+    return dmac, device, bus, device.dma_requests["rx"]
+
+
+def test_a_channel_in_a_slave_loop_stands_for_its_iterations_left(board_parts):
+    _, device, bus, port = parked_rx_loop(board_parts, 10, held=1)
+    assert port.standing() == 10
+    device.request_rx()  # one request, interpreted: the order shrinks by one
+    assert port.standing() == 9
+    assert bus.read("cpu", DST, 4) == (0x200).to_bytes(4, "little")
+
+
+def test_serving_a_fifo_at_once_has_the_effect_of_serving_it_request_by_request(board_parts):
+    dmac, device, bus, port = parked_rx_loop(board_parts, 10, held=6)
+    assert port.serve(6) == 6
+    assert dmac.read(CS0, 4) & 0xF == State.WFP and port.standing() == 4
+    assert dmac.channels[0].dar == DST + 24 and dmac.channels[0].lc[1] == 3
+    device.rx.extend(range(0x206, 0x20A))
+    assert port.serve(100) == 4  # no more than the order: then the program goes on
+    assert dmac.read(CS0, 4) & 0xF == State.STOPPED and dmac.read(ES, 4) == 1
+    assert bus.read("cpu", DST, 40) == b"".join(i.to_bytes(4, "little") for i in range(0x200, 0x20A))
+    assert dmac.channels[0].moved == 40 and not device.rx
+    assert port.standing() == 0 and port.serve(1) == 0
+
+
+def test_a_loop_that_is_not_a_plain_slave_loop_stands_for_nothing(board_parts):
+    dmac, device, bus, _ = board_parts
+    go(dmac, 0, rx_program(16), bus)  # DMAWFPB: bursts, which the peripheral asks for itself
+    assert device.dma_requests["rx"].standing() == 0
+
+
+def test_a_bulk_store_that_faults_faults_at_the_request_it_reaches(board_parts):
+    dmac, device, bus, _ = board_parts
+    end_of_ram = RAM_BASE + (4 << 20)
+    asm = Asm().mov("CCR", ccr(4, 1, src_inc=False)).mov("SAR", FIFO_BASE).mov("DAR", end_of_ram - 8)
+    start = asm.lp(1, 4)
+    asm.raw(0x30, 0).raw(0x25, 0).st("S")
+    go(dmac, 0, bytes(asm.lpend(1, start).end().code), bus)
+    device.rx.extend([1, 2, 3, 4])
+    port = device.dma_requests["rx"]
+    assert port.serve(4) == 2  # two words fit below the end of RAM
+    ch = dmac.channels[0]
+    assert dmac.read(CS0, 4) & 0xF == State.FAULTING and ch.fault & (1 << 17)  # data write error
+    assert ch.dar == end_of_ram and ch.lc[1] == 1
+    assert bus.read("cpu", end_of_ram - 8, 8) == bytes([1, 0, 0, 0, 2, 0, 0, 0])
