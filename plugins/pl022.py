@@ -83,6 +83,7 @@ class Pl022(Peripheral, SpiBus):
         self._last_end = 0  # when the last frame's final bit was clocked (guest ns)
         self._next_end: int | None = None  # when the frame on the wire will be done
         self._wire_done: Timer | None = None  # completes that frame if no access comes first
+        self._shifting = False  # the wire is being run: DMA from within it finds it so
         self.configure()
 
     def attach(self, chip_select: int, device: SpiDevice) -> None:
@@ -141,43 +142,106 @@ class Pl022(Peripheral, SpiBus):
         self.shift()  # room for an answer: the next frame goes out
         return value
 
+    def read_beats(self, offset: int, size: int, length: int) -> bytes:
+        if offset != self.DR.offset or size > 2:
+            return super().read_beats(offset, size, length)
+        with self.lock:  # a DMA burst from DR, without a bus read per frame
+            mask = (1 << (size * 8)) - 1
+            return b"".join((self.read_frame() & mask).to_bytes(size, "little")
+                            for _ in range(length // size))
+
+    def write_beats(self, offset: int, size: int, data: bytes) -> None:
+        if offset != self.DR.offset or size > 2:
+            return super().write_beats(offset, size, data)
+        with self.lock:
+            for i in range(0, len(data), size):
+                self.write_frame(int.from_bytes(data[i:i + size], "little"))
+
     def shift(self, _value: int = 0) -> None:
         """Completes the frames whose wire time is over, back to back from the TX FIFO; a frame
-        starts when its word is there and the RX FIFO has room for the answer."""
-        if self._clocking:
-            bits, now = self._bits, self.now()
-            while self.tx and len(self.rx) < FIFO_DEPTH:
-                if self._next_end is None:  # the wire was idle (or stalled): a frame starts now
-                    self._next_end = max(now, self._last_end) + self._frame_ns
-                if now < self._next_end:
+        starts when its word is there and the RX FIFO has room for the answer.  After each run
+        of frames the DMA takes what they left and the outputs settle, until nothing changes.
+        (A register access from that DMA, inside this, finds the wire already being run.)"""
+        if self._shifting:
+            return
+        self._shifting = True
+        try:
+            while True:
+                self._clock_frames_due()
+                levels = len(self.tx), len(self.rx)
+                self._serve_standing_orders()
+                self.update_interrupts()  # requests: other DMA may move data right here
+                if (len(self.tx), len(self.rx)) == levels:
                     break
-                word = self.tx.popleft()
-                answer = word if self._loopback else self._exchange(word, bits)
-                self.frames += 1
-                self.rx.append(answer)
-                self._last_end = self._next_end  # the next frame follows back to back
-                self._next_end = self._last_end + self._frame_ns
-            else:
-                self._next_end = None  # nothing (more) on the wire
-        self.update_interrupts()
+        finally:
+            self._shifting = False
+        if not self.tx or len(self.rx) >= FIFO_DEPTH:
+            self._next_end = None  # the wire stalls (or idles) until there is a word and room
         self._schedule_wire()
+
+    def _clock_frames_due(self) -> None:
+        """The frames due by now that the FIFOs allow without service: a service right after
+        them is at the last one's end, as it would be frame by frame, so the next follows back
+        to back."""
+        if not self._clocking:
+            return
+        now, frame_ns = self.now(), self._frame_ns
+        if not self.tx or len(self.rx) >= FIFO_DEPTH:
+            return
+        if self._next_end is None:  # the wire was idle (or stalled): a frame starts now
+            self._next_end = max(now, self._last_end) + frame_ns
+        if now < self._next_end:
+            return
+        run = min(1 + (now - self._next_end) // frame_ns, len(self.tx), FIFO_DEPTH - len(self.rx))
+        bits, tx, rx = self._bits, self.tx, self.rx
+        for _ in range(run):
+            word = tx.popleft()
+            rx.append(word if self._loopback else self._exchange(word, bits))
+        self.frames += run
+        self._last_end = self._next_end + (run - 1) * frame_ns
+        self._next_end = self._last_end + frame_ns  # back to back, if DMA serves the FIFOs now
+
+    def _serve_standing_orders(self) -> None:
+        """DMA channels that have promised to serve single requests in a row take the RX FIFO's
+        answers and top the TX FIFO up at once, as they would have frame by frame."""
+        rx, tx = self.dma_requests.get("rx"), self.dma_requests.get("tx")
+        if rx is not None and self._rx_dma and self.rx:
+            rx.serve(min(len(self.rx), rx.standing()))
+        if tx is not None and self._tx_dma and len(self.tx) < FIFO_DEPTH:
+            tx.serve(min(FIFO_DEPTH - len(self.tx), tx.standing()))
+
+    def _steady_frames(self) -> int:
+        """Frames the wire runs with nothing visible changing: with both directions' DMA standing
+        and the FIFOs where those orders keep them (TX full, RX empty), until an order runs out."""
+        if not (self._tx_dma and self._rx_dma) or len(self.tx) < FIFO_DEPTH or self.rx:
+            return 0
+        rx, tx = self.dma_requests.get("rx"), self.dma_requests.get("tx")
+        if rx is None or tx is None:
+            return 0
+        return min(rx.standing(), tx.standing())
 
     def _schedule_wire(self) -> None:
         """A tick at the end of the next frame that changes an output — the TX FIFO down to
         7 (a single DMA request, with TX DMA on), 4 (the TX interrupt, a burst) or 0; the RX
-        FIFO up to 1 (with RX DMA on), 4 or 8 (the wire stalls) — not at every frame."""
+        FIFO up to 1 (with RX DMA on), 4 or 8 (the wire stalls) — not at every frame; while DMA
+        standing orders keep the FIFOs steady, at the frame that ends one of them."""
         if self._next_end is None:
             if self._wire_done is not None:
                 self._wire_done.cancel()
                 self._wire_done = None
             return
-        tx_n, rx_n = len(self.tx), len(self.rx)
-        last = min(tx_n, FIFO_DEPTH - rx_n)  # frames the wire can clock before it stops
-        tx_levels = {HALF, 0} | ({FIFO_DEPTH - 1} if self._tx_dma else set())
-        rx_levels = {HALF, FIFO_DEPTH} | ({1} if self._rx_dma else set())
-        frames = [tx_n - level for level in tx_levels if 0 < tx_n - level <= last]
-        frames += [level - rx_n for level in rx_levels if 0 < level - rx_n <= last]
-        when = self._next_end + (min(frames, default=last) - 1) * self._frame_ns
+        steady = self._steady_frames()
+        if steady:
+            ahead = steady
+        else:
+            tx_n, rx_n = len(self.tx), len(self.rx)
+            last = min(tx_n, FIFO_DEPTH - rx_n)  # frames the wire can clock before it stops
+            tx_levels = {HALF, 0} | ({FIFO_DEPTH - 1} if self._tx_dma else set())
+            rx_levels = {HALF, FIFO_DEPTH} | ({1} if self._rx_dma else set())
+            frames = [tx_n - level for level in tx_levels if 0 < tx_n - level <= last]
+            frames += [level - rx_n for level in rx_levels if 0 < level - rx_n <= last]
+            ahead = min(frames, default=last)
+        when = self._next_end + (ahead - 1) * self._frame_ns
         timer = self._wire_done
         if timer is not None and not timer.cancelled and timer.when == when:
             return

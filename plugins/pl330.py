@@ -227,7 +227,7 @@ class Pl330(Peripheral, DmaController):
         exactly the effect of ``count`` iterations of the slave loop: one bus transfer each way
         instead of a load and a store per request.  Returns how many it served."""
         with self.lock:
-            found = self._parked_in_slave_loop(line)
+            found = self._parked_in_slave_loop(line) if count > 0 else None
             if found is None:
                 return 0
             ch, counter, wfp = found

@@ -73,6 +73,11 @@ class FifoDevice(Peripheral):
 
 @pytest.fixture
 def board_parts():
+    return make_board_parts()
+
+
+def make_board_parts() -> tuple[Pl330, FifoDevice, Bus, RecordingIrqSink]:
+    """A PL330 and a FIFO device on request line 0 of it, on a bus with RAM."""
     lock = threading.RLock()
     bus = Bus([Memory.zeroed("ram", RAM_BASE, 4 << 20)])
     irqs = RecordingIrqSink()

@@ -8,7 +8,7 @@ from cosim.peripheral import PeripheralConfig, RecordingIrqSink
 from cosim.plugins.pl022 import Pl022
 from cosim.spi import SpiDevice
 
-from .test_dma_requests import board_parts  # noqa: F401 - the PL330 fixture
+from .test_dma_requests import board_parts, make_board_parts  # noqa: F401 - the PL330 fixture
 from .test_pl330 import DST, SRC, Asm, ccr, go
 
 CR0, CR1, DR, SR, IMSC, RIS, MIS, ICR, DMACR = 0x00, 0x04, 0x08, 0x0C, 0x14, 0x18, 0x1C, 0x20, 0x24
@@ -214,3 +214,67 @@ def test_the_wire_ticks_only_where_an_output_changes(spi, clock):
         ticks.append((clock.now_ns, len(spi.rx)))
     assert ticks == [(3_200_000, 4), (6_400_000, 8)]
     assert spi.frames == 8 and list(spi.rx) == list(range(8))
+
+
+def single_beat_program(rx: bool, length: int) -> bytes:
+    """What pl330_prep_slave_sg emits for spi-pl022's 1-frame bursts: FLUSHP, then DMAWFPS and a
+    single load and store per frame, in nested loops of up to 256; an event at the end."""
+    peri = 2 if rx else 3
+    asm = Asm().mov("CCR", ccr(1, 1, src_inc=not rx, dst_inc=rx))
+    asm.mov("SAR", SPI_BASE + DR if rx else SRC).mov("DAR", DST if rx else SPI_BASE + DR)
+    asm.raw(0x35, peri << 3)
+    outer = asm.lp(0, length // 256)
+    inner = asm.lp(1, 256)
+    asm.raw(0x30, peri << 3)  # DMAWFPS
+    if rx:
+        asm.raw(0x25, peri << 3).st("S")  # DMALDPS, DMASTS
+    else:
+        asm.ld("S").raw(0x29, peri << 3)  # DMALDS, DMASTPS
+    asm.lpend(1, inner).lpend(0, outer)
+    return bytes(asm.sev(0 if rx else 1).end().code)
+
+
+def run_single_beat_dma(length: int) -> tuple[int, int, bytes]:
+    """A 12 MHz loopback transfer by single-beat DMA both ways: the ticks it took, when the RX
+    channel signalled its end, what arrived."""
+    dmac, _, bus, _ = make_board_parts()
+    clock = ManualClock()
+    ssp = Pl022(PeripheralConfig("spi", SPI_BASE, 0x1000, (118,)), bus, RecordingIrqSink(), lock=dmac.lock,
+                clock=clock)
+    bus.add_device(SPI_BASE, 0x1000, ssp)
+    ssp.connect_dma_request(DmaRequestPort("rx", dmac, 2))
+    ssp.connect_dma_request(DmaRequestPort("tx", dmac, 3))
+    ssp.write(0x10, 2, 2)  # CPSR 2, SCR 0: 24 MHz / 2 = 12 MHz
+    ssp.write(CR0, 2, 0x7)
+    ssp.write(CR1, 2, 0x3)
+    ssp.write(DMACR, 2, 0x3)
+    bus.write("cpu", SRC, bytes((i * 7) & 0xFF for i in range(length)))
+    dmac.write(0x020, 4, 0x3)  # INTEN: events 0 (RX) and 1 (TX) interrupt
+    go(dmac, 0, single_beat_program(rx=True, length=length), bus)
+    bus.write("cpu", 0x40001800, single_beat_program(rx=False, length=length))
+    insn = bytes([0xA0, 1]) + (0x40001800).to_bytes(4, "little")
+    dmac.write(0xD08, 4, insn[0] << 16 | insn[1] << 24)
+    dmac.write(0xD0C, 4, int.from_bytes(insn[2:6], "little"))
+    dmac.write(0xD04, 4, 0)
+    start, ticks, rx_done = clock.now_ns, 0, None
+    while (when := ssp.scheduled_work.next_deadline()) is not None:
+        clock.run_until(when)
+        ticks += 1
+        if rx_done is None and dmac.regs.INT_EVENT_RIS.value & 1:
+            rx_done = clock.now_ns - start
+    assert rx_done is not None and bus.width_mismatches == []
+    return ticks, rx_done, bus.read("cpu", DST, length)
+
+
+def test_single_beat_dma_at_12_mhz_runs_on_standing_orders_with_the_same_result(monkeypatch):
+    """spi-pl022's 1-frame DMA at 12 MHz: the channels' standing orders let the wire run a
+    FIFO's worth per step and tick only where an order ends (every 256 frames, the inner
+    loop); the data and the end time are those of serving frame by frame."""
+    length = 1024
+    ticks, done_ns, data = run_single_beat_dma(length)
+    assert data == bytes((i * 7) & 0xFF for i in range(length))
+    assert done_ns == length * 666  # the last frame's end: 8 bits at 12 MHz take 666 ns (in whole ns)
+    assert ticks <= 3 * length // 256 + 4
+    monkeypatch.setattr("cosim.plugins.pl330.Pl330.standing_order", lambda self, line: 0)
+    slow_ticks, slow_done_ns, slow_data = run_single_beat_dma(length)
+    assert (slow_done_ns, slow_data) == (done_ns, data) and slow_ticks >= length
