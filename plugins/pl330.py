@@ -84,7 +84,7 @@ class Channel:
     first_dst: int | None = None
     moved: int = 0
     loops: dict[tuple[int, int], bool] = field(default_factory=dict)  # fast-path verdicts
-    slave_loops: dict[int, int | None] = field(default_factory=dict)  # DMAWFPS -> loop counter
+    slave_loops: dict[int, tuple[int, int] | None] = field(default_factory=dict)  # see _slave_loop
 
     def src_burst(self) -> int:
         return (((self.ccr >> 4) & 0xF) + 1) << ((self.ccr >> 1) & 0x7)
@@ -220,7 +220,7 @@ class Pl330(Peripheral, DmaController):
         transfer in single beats).  0 when no channel waits so."""
         with self.lock:
             found = self._parked_in_slave_loop(line)
-            return 0 if found is None else found[0].lc[found[1]] + 1
+            return 0 if found is None else found[0].lc[found[1]] + 1  # DMALP counts from n-1
 
     def serve_requests(self, line: int, count: int) -> int:
         """Serves ``count`` single requests on ``line`` at once (at most the standing order), with
@@ -230,7 +230,7 @@ class Pl330(Peripheral, DmaController):
             found = self._parked_in_slave_loop(line) if count > 0 else None
             if found is None:
                 return 0
-            ch, counter, wfp = found
+            ch, counter, wfp, start = found
             count = min(count, ch.lc[counter] + 1)
             n = ch.src_burst()
             total = count * n
@@ -258,7 +258,7 @@ class Pl330(Peripheral, DmaController):
                 ch.pc = self._slave_loop_end(ch, wfp)  # the DMALPEND, which now falls through
             else:
                 ch.lc[counter] -= count
-                ch.pc = wfp  # waiting again, for the next request
+                ch.pc = start  # the next iteration: its DMAFLUSHP, if any, and DMAWFPS
             self._wake(ch)
             return count
 
@@ -288,9 +288,9 @@ class Pl330(Peripheral, DmaController):
                 ch.sar = (ch.sar + n) & 0xFFFFFFFF
         raise AssertionError("a bulk store faulted but every request's store succeeded")
 
-    def _parked_in_slave_loop(self, line: int) -> tuple[Channel, int, int] | None:
+    def _parked_in_slave_loop(self, line: int) -> tuple[Channel, int, int, int] | None:
         """The channel waiting at a DMAWFPS on ``line`` inside a slave loop, with the loop's
-        counter and the DMAWFPS's address."""
+        counter, the DMAWFPS's address and the loop's start."""
         for ch in self.channels:
             if ch.state == State.WFP and ch.wait_on == line:
                 break
@@ -302,18 +302,23 @@ class Pl330(Peripheral, DmaController):
             return None
         wfp = (ch.pc - 2) & 0xFFFFFFFF
         if wfp not in ch.slave_loops:
-            ch.slave_loops[wfp] = self._slave_loop_counter(ch, wfp)
-        counter = ch.slave_loops[wfp]
-        return None if counter is None else (ch, counter, wfp)
+            ch.slave_loops[wfp] = self._slave_loop(ch, wfp)
+        found = ch.slave_loops[wfp]
+        return None if found is None else (ch, found[0], wfp, found[1])
 
-    def _slave_loop_counter(self, ch: Channel, wfp: int) -> int | None:
-        """The loop counter if the code at ``wfp`` is a DMAWFPS; a load; a store; a DMALPEND
-        (not forever, unconditional) back to the DMAWFPS — the load and store in the forms that
-        execute after a single request — else None."""
+    def _slave_loop(self, ch: Channel, wfp: int) -> tuple[int, int] | None:
+        """The loop counter and the loop's start if the code at ``wfp`` is a DMAWFPS; a load; a
+        store; a DMALPEND (not forever, unconditional) back to the DMAWFPS or to a DMAFLUSHP of
+        the same peripheral just before it (Linux's pl330 emits both) — the load and store in
+        the forms that execute after a single request — else None."""
         try:
             code = self._fetch(ch, wfp, 8)
         except DmaFault:
             return None
+        try:
+            before = self._fetch(ch, (wfp - 2) & 0xFFFFFFFF, 2)
+        except DmaFault:
+            before = b""
         at = 2
         for name, peripheral_form in (("DMALD", "DMALDP"), ("DMAST", "DMASTP")):
             op = code[at]
@@ -326,9 +331,11 @@ class Pl330(Peripheral, DmaController):
         lpend = code[at]
         if DECODE[lpend] is not BY_NAME["DMALPEND"] or not lpend & 0x10 or lpend & 0x1:
             return None
-        if (wfp + at - code[at + 1]) & 0xFFFFFFFF != wfp:
+        start = (wfp + at - code[at + 1]) & 0xFFFFFFFF
+        flush = before == bytes([BY_NAME["DMAFLUSHP"].opcode, code[1]])
+        if start != wfp and not (flush and start == (wfp - 2) & 0xFFFFFFFF):
             return None
-        return (lpend >> 2) & 1
+        return (lpend >> 2) & 1, start
 
     def _slave_loop_end(self, ch: Channel, wfp: int) -> int:
         """The address of the DMALPEND closing the slave loop at ``wfp``."""

@@ -217,15 +217,15 @@ def test_the_wire_ticks_only_where_an_output_changes(spi, clock):
 
 
 def single_beat_program(rx: bool, length: int) -> bytes:
-    """What pl330_prep_slave_sg emits for spi-pl022's 1-frame bursts: FLUSHP, then DMAWFPS and a
-    single load and store per frame, in nested loops of up to 256; an event at the end."""
+    """What Linux 6.12's pl330_prep_slave_sg emits for spi-pl022's 1-frame bursts: per frame a
+    DMAFLUSHP, a DMAWFPS and a single load and store, in nested loops of up to 256; an event at
+    the end."""
     peri = 2 if rx else 3
     asm = Asm().mov("CCR", ccr(1, 1, src_inc=not rx, dst_inc=rx))
     asm.mov("SAR", SPI_BASE + DR if rx else SRC).mov("DAR", DST if rx else SPI_BASE + DR)
-    asm.raw(0x35, peri << 3)
     outer = asm.lp(0, length // 256)
     inner = asm.lp(1, 256)
-    asm.raw(0x30, peri << 3)  # DMAWFPS
+    asm.raw(0x35, peri << 3).raw(0x30, peri << 3)  # DMAFLUSHP, DMAWFPS
     if rx:
         asm.raw(0x25, peri << 3).st("S")  # DMALDPS, DMASTS
     else:
