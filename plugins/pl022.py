@@ -196,9 +196,8 @@ class Pl022(Peripheral, SpiBus):
             return
         due = 1 + (now - self._next_end) // frame_ns
         steady = self._steady_frames()
-        if due > 1 and steady > 1:
-            run = self._clock_steady_frames(min(due, steady))
-        else:
+        run = self._clock_steady_frames(min(due, steady)) if due > 1 and steady > 1 else 0
+        if not run:
             run = min(due, len(self.tx), FIFO_DEPTH - len(self.rx))
             self._clock(run)
         self._last_end = self._next_end + (run - 1) * frame_ns
