@@ -52,15 +52,15 @@ class DmaRequestPort:
     def withdraw(self) -> None:
         self.target.dma_request_withdraw(self.line)
 
-    def standing(self) -> int:
-        """Single requests the controller has promised to serve in a row (see
+    def standing(self, burst: bool = False) -> int:
+        """Single (or burst) requests the controller has promised to serve in a row (see
         ``DmaController.standing_order``): a peripheral may move that many with ``serve``."""
-        return self.target.standing_order(self.line)
+        return self.target.standing_order(self.line, burst)
 
-    def serve(self, count: int) -> int:
-        """Has the controller serve ``count`` single requests at once (at most ``standing()``):
-        one bus burst instead of a request, a load and a store per FIFO entry."""
-        return self.target.serve_requests(self.line, count)
+    def serve(self, count: int, burst: bool = False) -> int:
+        """Has the controller serve ``count`` single (or burst) requests at once (at most
+        ``standing()``): one bus transfer instead of a request, a load and a store each."""
+        return self.target.serve_requests(self.line, count, burst)
 
     def drive(self, active: bool, burst: bool = False) -> None:
         """Sets the request lines as a peripheral's FIFO logic does: withdrawn when not

@@ -60,15 +60,15 @@ class DmaController(Role):
         """The peripheral can no longer take or give data: its request is withdrawn."""
         raise NotImplementedError
 
-    def standing_order(self, line: int) -> int:
-        """How many single requests on ``line`` the controller will serve one after the other,
+    def standing_order(self, line: int, burst: bool = False) -> int:
+        """How many single (or burst) requests on ``line`` the controller will serve one after the other,
         each the same way and with nothing else happening in between (a channel waiting in a
         slave loop with that many iterations left).  A peripheral that knows it may run that
         far without a tick per request; 0 (the default) promises nothing."""
         return 0
 
-    def serve_requests(self, line: int, count: int) -> int:
-        """Serves up to ``count`` single requests on ``line`` now, at most the standing order,
+    def serve_requests(self, line: int, count: int, burst: bool = False) -> int:
+        """Serves up to ``count`` single (or burst) requests on ``line`` now, at most the standing order,
         with the effect of serving them one by one; returns how many.  The peripheral must have
         the data or room for all of them."""
         return 0

@@ -213,21 +213,22 @@ class Pl330(Peripheral, DmaController):
         with self.lock:
             self.pending_requests.pop(line, None)
 
-    def standing_order(self, line: int) -> int:
-        """Single requests on ``line`` that will each be served by the same load and store, with
-        nothing else happening: the iterations left of the slave loop a channel waits in (a
-        DMAWFPS, one load, one store, a DMALPEND back to it, as Linux's pl330 emits for a
-        transfer in single beats).  0 when no channel waits so."""
+    def standing_order(self, line: int, burst: bool = False) -> int:
+        """Single (or burst) requests on ``line`` that will each be served by the same load and
+        store, with nothing else happening: the iterations left of the slave loop a channel
+        waits in (a DMAWFPS or DMAWFPB, one load, one store, a DMALPEND back to it, as Linux's
+        pl330 emits for a transfer).  0 when no channel waits so."""
         with self.lock:
-            found = self._parked_in_slave_loop(line)
+            found = self._parked_in_slave_loop(line, BURST if burst else SINGLE)
             return 0 if found is None else found[0].lc[found[1]] + 1  # DMALP counts from n-1
 
-    def serve_requests(self, line: int, count: int) -> int:
-        """Serves ``count`` single requests on ``line`` at once (at most the standing order), with
-        exactly the effect of ``count`` iterations of the slave loop: one bus transfer each way
-        instead of a load and a store per request.  Returns how many it served."""
+    def serve_requests(self, line: int, count: int, burst: bool = False) -> int:
+        """Serves ``count`` single (or burst) requests on ``line`` at once (at most the standing
+        order), with exactly the effect of ``count`` iterations of the slave loop: one bus
+        transfer each way instead of a load and a store per request.  Returns how many."""
+        kind = BURST if burst else SINGLE
         with self.lock:
-            found = self._parked_in_slave_loop(line) if count > 0 else None
+            found = self._parked_in_slave_loop(line, kind) if count > 0 else None
             if found is None:
                 return 0
             ch, counter, wfp, start = found
@@ -252,7 +253,7 @@ class Pl330(Peripheral, DmaController):
             if ch.dst_inc():
                 ch.dar = (ch.dar + total) & 0xFFFFFFFF
             ch.moved += total
-            ch.request = SINGLE
+            ch.request = kind
             if count == ch.lc[counter] + 1:
                 ch.lc[counter] = 0
                 ch.pc = self._slave_loop_end(ch, wfp)  # the DMALPEND, which now falls through
@@ -288,29 +289,29 @@ class Pl330(Peripheral, DmaController):
                 ch.sar = (ch.sar + n) & 0xFFFFFFFF
         raise AssertionError("a bulk store faulted but every request's store succeeded")
 
-    def _parked_in_slave_loop(self, line: int) -> tuple[Channel, int, int, int] | None:
-        """The channel waiting at a DMAWFPS on ``line`` inside a slave loop, with the loop's
-        counter, the DMAWFPS's address and the loop's start."""
+    def _parked_in_slave_loop(self, line: int, kind: int) -> tuple[Channel, int, int, int] | None:
+        """The channel waiting on ``line`` at the DMAWFP for ``kind`` (DMAWFPS, DMAWFPB) of a slave
+        loop, with the loop's counter, the DMAWFP's address and the loop's start."""
         for ch in self.channels:
             if ch.state == State.WFP and ch.wait_on == line:
                 break
         else:
             return None
-        if ch.wfp_op & 0x3 != 0x0 or ch.mfifo or ch.swap_bytes() != 1:
+        if ch.wfp_op & 0x3 != (0x2 if kind == BURST else 0x0) or ch.mfifo or ch.swap_bytes() != 1:
             return None
         if ch.src_burst() != ch.dst_burst():
             return None
         wfp = (ch.pc - 2) & 0xFFFFFFFF
         if wfp not in ch.slave_loops:
-            ch.slave_loops[wfp] = self._slave_loop(ch, wfp)
+            ch.slave_loops[wfp] = self._slave_loop(ch, wfp, kind)
         found = ch.slave_loops[wfp]
         return None if found is None else (ch, found[0], wfp, found[1])
 
-    def _slave_loop(self, ch: Channel, wfp: int) -> tuple[int, int] | None:
-        """The loop counter and the loop's start if the code at ``wfp`` is a DMAWFPS; a load; a
-        store; a DMALPEND (not forever, unconditional) back to the DMAWFPS or to a DMAFLUSHP of
+    def _slave_loop(self, ch: Channel, wfp: int, kind: int) -> tuple[int, int] | None:
+        """The loop counter and the loop's start if the code at ``wfp`` is a DMAWFP; a load; a
+        store; a DMALPEND (not forever, unconditional) back to the DMAWFP or to a DMAFLUSHP of
         the same peripheral just before it (Linux's pl330 emits both) — the load and store in
-        the forms that execute after a single request — else None."""
+        the forms that execute after a request of ``kind`` — else None."""
         try:
             code = self._fetch(ch, wfp, 8)
         except DmaFault:
@@ -322,9 +323,9 @@ class Pl330(Peripheral, DmaController):
         at = 2
         for name, peripheral_form in (("DMALD", "DMALDP"), ("DMAST", "DMASTP")):
             op = code[at]
-            if DECODE[op] is BY_NAME[peripheral_form] and not op & 2:  # DMALDPS, DMASTPS
+            if DECODE[op] is BY_NAME[peripheral_form] and (op >> 1) & 1 == kind:  # DMALDP<S|B>
                 at += 2
-            elif DECODE[op] is BY_NAME[name] and op & 0x3 != 0x3:  # unconditional or single
+            elif DECODE[op] is BY_NAME[name] and op & 0x3 in (0x0, 0x1 | kind << 1):  # DMALD, or <S|B>
                 at += 1
             else:
                 return None

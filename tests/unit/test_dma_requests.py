@@ -323,9 +323,24 @@ def test_serving_a_fifo_at_once_has_the_effect_of_serving_it_request_by_request(
     assert port.standing() == 0 and port.serve(1) == 0
 
 
+def test_a_burst_loop_stands_for_bursts_and_not_for_singles(board_parts):
+    dmac, device, bus, _ = board_parts
+    go(dmac, 0, rx_program(16), bus)  # DMAWFPB, DMALDPB, DMASTB: four bursts of four words
+    port = device.dma_requests["rx"]
+    assert port.standing() == 0 and port.standing(burst=True) == 4
+    device.rx.extend(range(8))
+    assert port.serve(2, burst=True) == 2 and port.standing(burst=True) == 2
+    assert bus.read("cpu", DST, 32) == b"".join(i.to_bytes(4, "little") for i in range(8))
+    assert dmac.channels[0].dar == DST + 32
+
+
 def test_a_loop_that_is_not_a_plain_slave_loop_stands_for_nothing(board_parts):
     dmac, device, bus, _ = board_parts
-    go(dmac, 0, rx_program(16), bus)  # DMAWFPB: bursts, which the peripheral asks for itself
+    asm = Asm().mov("CCR", ccr(4, 1, src_inc=False)).mov("SAR", FIFO_BASE).mov("DAR", DST)
+    start = asm.lp(1, 4)
+    asm.raw(0x30, 0).raw(0x25, 0).st("S").sev(1)  # an event in every iteration
+    go(dmac, 0, bytes(asm.lpend(1, start).end().code), bus)
+    assert dmac.read(CS0, 4) & 0xF == State.WFP
     assert device.dma_requests["rx"].standing() == 0
 
 

@@ -275,6 +275,6 @@ def test_single_beat_dma_at_12_mhz_runs_on_standing_orders_with_the_same_result(
     assert data == bytes((i * 7) & 0xFF for i in range(length))
     assert done_ns == length * 666  # the last frame's end: 8 bits at 12 MHz take 666 ns (in whole ns)
     assert ticks <= 3 * length // 256 + 4
-    monkeypatch.setattr("cosim.plugins.pl330.Pl330.standing_order", lambda self, line: 0)
+    monkeypatch.setattr("cosim.plugins.pl330.Pl330.standing_order", lambda self, line, burst=False: 0)
     slow_ticks, slow_done_ns, slow_data = run_single_beat_dma(length)
     assert (slow_done_ns, slow_data) == (done_ns, data) and slow_ticks >= length
