@@ -94,6 +94,8 @@ class Pl011(Peripheral):
         self._timeout_armed = False  # no receive timeout yet since that character
         self._tx_was_above = True  # so that an idle, empty FIFO asserts the TX interrupt once
         self._event: Timer | None = None
+        self._refilling = False  # a standing TX order's burst is being written into the FIFO
+        self._tx_burst = 0  # entries a standing order's burst brought, once one has been served
 
     def connect_dma_request(self, port: DmaRequestPort) -> None:
         super().connect_dma_request(port)
@@ -143,6 +145,9 @@ class Pl011(Peripheral):
         """Every write may change an interrupt, a DMA request or the line (CR, LCR_H, IFLS,
         IMSC, DMACR, DR, ICR): the line runs to now first, the outputs settle after."""
         with self.lock:
+            if self._refilling:  # a burst the line itself had served: it goes on after
+                super().write(offset, size, data)
+                return
             self._run_line()
             super().write(offset, size, data)
             self._settle()
@@ -151,9 +156,12 @@ class Pl011(Peripheral):
         """Moves the line on to the guest's time now; True if a FIFO changed."""
         now, char = self.now(), self.char_ns()
         sent = []
+        refill = self._standing_tx_bursts() > 0
         while self.tx_fifo and self._tx_done_ns <= now:
             sent.append(self.tx_fifo.popleft())
             self._tx_done_ns += char  # the next one follows back to back
+            if refill and len(self.tx_fifo) == self._trigger(self.regs.IFLS.TXIFLSEL):
+                refill = self._refill_tx()
         if sent:
             self.transmitted.append(sent)
         arrived = 0
@@ -167,6 +175,27 @@ class Pl011(Peripheral):
             arrived += 1
         timed_out = self._check_timeout(now)
         return bool(sent or arrived or timed_out)
+
+    def _standing_tx_bursts(self) -> int:
+        """Bursts a TX DMA channel has promised in a row while the TX interrupt is masked (as
+        amba-pl011 has it with DMA): then the FIFO's refills at its watermark change nothing
+        the driver sees until the order ends, and the line does them as it runs."""
+        tx = self.dma_requests.get("tx")
+        if tx is None or not self.regs.DMACR.TXDMAE or self.regs.IMSC.value & self.TX:
+            return 0
+        return tx.standing(burst=True)
+
+    def _refill_tx(self) -> bool:
+        """The TX FIFO drained to its watermark on a standing order: the burst it asks for is
+        served at that character's time, as a tick there would have; True while more stand."""
+        before = len(self.tx_fifo)
+        self._refilling = True
+        try:
+            self.dma_requests["tx"].serve(1, burst=True)
+        finally:
+            self._refilling = False
+        self._tx_burst = max(len(self.tx_fifo) - before, 0)
+        return self._standing_tx_bursts() > 0
 
     def _receive(self, byte: int, at_ns: int) -> None:
         self.rx_fifo.append(byte)
@@ -202,9 +231,13 @@ class Pl011(Peripheral):
             self._event = None
         char, depth, dmacr = self.char_ns(), self._depth(), self.regs.DMACR
         times = []
-        queued = len(self.tx_fifo)
-        tx_levels = {0, self._trigger(self.regs.IFLS.TXIFLSEL)} | ({depth - 1} if dmacr.TXDMAE else set())
-        times += [self._tx_done_ns + (queued - 1 - level) * char for level in tx_levels if level < queued]
+        queued, trigger = len(self.tx_fifo), self._trigger(self.regs.IFLS.TXIFLSEL)
+        standing = self._standing_tx_bursts() if self._tx_burst else 0
+        if standing and queued > trigger:  # a tick where the last burst of the order is due
+            times.append(self._tx_done_ns + (queued - trigger - 1 + (standing - 1) * self._tx_burst) * char)
+        else:
+            tx_levels = {0, trigger} | ({depth - 1} if dmacr.TXDMAE else set())
+            times += [self._tx_done_ns + (queued - 1 - level) * char for level in tx_levels if level < queued]
         held = len(self.rx_fifo)
         coming = min(depth - held, len(self.host_queue)) if self._receiving() else 0
         if coming > 0:

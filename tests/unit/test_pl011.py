@@ -5,7 +5,12 @@ import os
 import pytest
 
 from cosim.clock import ManualClock
+from cosim.dmarequest import DmaRequestPort
+from cosim.peripheral import PeripheralConfig, RecordingIrqSink
 from cosim.plugins.pl011 import Pl011
+
+from .test_dma_requests import make_board_parts
+from .test_pl330 import SRC, Asm, ccr, go
 
 DR, FR, LCR_H, CR, IFLS, IMSC, RIS, MIS, ICR = 0x0, 0x18, 0x2C, 0x30, 0x34, 0x38, 0x3C, 0x40, 0x44
 BUSY, RXFE, TXFF, RXFF, TXFE = 1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 7
@@ -237,3 +242,61 @@ def test_a_uart_clock_of_its_own_reaches_3_mbaud(make):
     u.write(IBRD, 2, 1)  # what amba-pl011 programs for 3000000 baud at 48 MHz
     u.write(FBRD, 1, 0)
     assert u.baud() == 3_000_000 and u.char_ns() == 3_333
+
+
+UART_BASE = 0x0C0B0000
+DMACR = 0x48
+
+
+def tx_burst_program(length: int) -> bytes:
+    """What Linux 6.12's pl330_prep_slave_sg emits for amba-pl011's TX (bursts of 16 bytes):
+    per burst a DMAFLUSHP, a DMAWFPB, a burst load and a burst store to DR; an event at the end."""
+    asm = Asm().mov("CCR", ccr(1, 16, src_inc=True, dst_inc=False)).mov("SAR", SRC)
+    asm.mov("DAR", UART_BASE + DR)
+    start = asm.lp(1, length // 16)
+    asm.raw(0x35, 1 << 3).raw(0x32, 1 << 3).ld("B").raw(0x2B, 1 << 3)  # FLUSHP, WFPB, LDB, STPB
+    return bytes(asm.lpend(1, start).sev(0).end().code)
+
+
+def run_tx_dma(length: int) -> tuple[int, int, bytes]:
+    """A TX DMA transfer at 3 Mbaud, the TX interrupt masked as amba-pl011 has it: the ticks it
+    took, when the channel signalled its end, what went out on the line."""
+    dmac, _, bus, _ = make_board_parts()
+    clock = ManualClock()
+    uart = Pl011(PeripheralConfig("uart", UART_BASE, 0x1000, (33,), {"clock_hz": 48_000_000}), bus,
+                 RecordingIrqSink(), lock=dmac.lock, clock=clock)
+    bus.add_device(UART_BASE, 0x1000, uart)
+    uart.connect_dma_request(DmaRequestPort("tx", dmac, 1))
+    uart.write(IBRD, 2, 1)
+    uart.write(FBRD, 1, 0)
+    uart.write(LCR_H, 1, FEN_8BIT)
+    uart.write(CR, 2, ENABLE)
+    uart.write(DMACR, 1, 0x2)  # TXDMAE
+    data = bytes((i * 13) & 0xFF for i in range(length))
+    bus.write("cpu", SRC, data)
+    dmac.write(0x020, 4, 0x1)  # INTEN: event 0 interrupts
+    go(dmac, 0, tx_burst_program(length), bus)
+    start, ticks, done = clock.now_ns, 0, None
+    while (when := uart.scheduled_work.next_deadline()) is not None:
+        clock.run_until(when)
+        ticks += 1
+        if done is None and dmac.regs.INT_EVENT_RIS.value & 1:
+            done = clock.now_ns - start
+    assert done is not None
+    return ticks, done, uart.transmitted.take(length, timeout=0)
+
+
+def test_tx_dma_in_bursts_refills_as_the_line_runs_with_the_same_result(monkeypatch):
+    """A standing order of bursts lets the line refill the FIFO at its watermark as it runs,
+    ticking where the order ends instead of twice a burst; the bytes on the line and the time
+    the channel ends are those of serving burst by burst on ticks."""
+    length = 4096
+    ticks, done_ns, sent = run_tx_dma(length)
+    assert sent == bytes((i * 13) & 0xFF for i in range(length))
+    # two bursts fill the empty FIFO at once; each later one goes in as it drains to 16, the
+    # last when 4096 - 32 characters have left, 3333 ns each
+    assert done_ns == (length - 32) * 3_333
+    assert ticks <= 8  # the first refill, the order's end, the last 32 characters draining
+    monkeypatch.setattr("cosim.plugins.pl330.Pl330.standing_order", lambda self, line, burst=False: 0)
+    slow_ticks, slow_done_ns, slow_sent = run_tx_dma(length)
+    assert (slow_done_ns, slow_sent) == (done_ns, sent) and slow_ticks >= length // 16
