@@ -295,14 +295,14 @@ class DwI2s(Peripheral):
         return self.read_right() if self.rx_right is not None else self.read_left()
 
     def write_beats(self, offset: int, size: int, data: bytes) -> None:
-        if offset != self.TXDMA.offset or size != 2:
+        if offset != self.TXDMA.offset or size != 2 or self.in_reset:
             return super().write_beats(offset, size, data)
         with self._on_the_wire():  # the burst as its beats, without a bus write per sample
             for value in memoryview(data).cast("H"):
                 self.dma_write(value)
 
     def read_beats(self, offset: int, size: int, length: int) -> bytes:
-        if offset != self.RXDMA.offset or size != 2:
+        if offset != self.RXDMA.offset or size != 2 or self.in_reset:
             return super().read_beats(offset, size, length)
         with self._on_the_wire():
             return b"".join(self.dma_read().to_bytes(2, "little") for _ in range(length // 2))

@@ -152,6 +152,21 @@ class Pl011(Peripheral):
             super().write(offset, size, data)
             self._settle()
 
+    def write_beats(self, offset: int, size: int, data: bytes) -> None:
+        """A DMA burst into DR: the characters go into the TX FIFO at once (as far as it has
+        room), without a bus write each."""
+        if offset != self.DR.offset or size != 1 or self.regs.CR.LBE or self.in_reset:
+            return super().write_beats(offset, size, data)
+        with self.lock:
+            if not self._refilling:
+                self._run_line()
+            if self.regs.CR.UARTEN and self.regs.CR.TXE:
+                if not self.tx_fifo and data:
+                    self._tx_done_ns = self.now() + self.char_ns()
+                self.tx_fifo.extend(data[:max(self._depth() - len(self.tx_fifo), 0)])
+            if not self._refilling:
+                self._settle()
+
     def _run_line(self) -> bool:
         """Moves the line on to the guest's time now; True if a FIFO changed."""
         now, char = self.now(), self.char_ns()

@@ -144,7 +144,7 @@ class Pl022(Peripheral, SpiBus):
         return value
 
     def read_beats(self, offset: int, size: int, length: int) -> bytes:
-        if offset != self.DR.offset or size > 2:
+        if offset != self.DR.offset or size > 2 or self.in_reset:
             return super().read_beats(offset, size, length)
         with self.lock:  # a DMA burst from DR, without a bus read per frame
             mask = (1 << (size * 8)) - 1
@@ -152,7 +152,7 @@ class Pl022(Peripheral, SpiBus):
                             for _ in range(length // size))
 
     def write_beats(self, offset: int, size: int, data: bytes) -> None:
-        if offset != self.DR.offset or size > 2:
+        if offset != self.DR.offset or size > 2 or self.in_reset:
             return super().write_beats(offset, size, data)
         with self.lock:
             for i in range(0, len(data), size):
