@@ -43,6 +43,12 @@ class SpiDevice:
         """One frame of ``bits`` bits out of the controller; returns the frame shifted back."""
         return (1 << bits) - 1  # MISO pulled up: nothing drives it
 
+    def exchange_words(self, words: list[int], bits: int) -> list[int]:
+        """Frames back to back, with nothing between them (the chip select stays as it is); the
+        answers in order.  A model whose answers follow from where it is in a command (a
+        flash's data phase) may give them at once."""
+        return [self.exchange(word, bits) for word in words]
+
     def device_tree(self, node: DtNode) -> None:
         """Adds what the device's binding needs beyond compatible, reg, spi-max-frequency."""
 

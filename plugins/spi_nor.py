@@ -95,6 +95,22 @@ class SpiNorFlash(SpiDevice):
             self.data.append(word)
         return 0xFF
 
+    def exchange_words(self, words: list[int], bits: int) -> list[int]:
+        """A READ's or a page program's data phase at once; anything else frame by frame."""
+        op, pos = (self.command[0] if self.command else None), self.count
+        if not self.selected or bits != 8 or pos < 5 or op not in (READ, FAST_READ, PP):
+            return super().exchange_words(words, bits)
+        n = len(words)
+        self.count += n
+        if op == PP:
+            self.data.extend(words)
+            return [0xFF] * n
+        start = (self._address() + pos - (4 if op == READ else 5)) % self.size
+        out = self.array[start:start + n]
+        while len(out) < n:  # the array wraps around
+            out += self.array[:n - len(out)]
+        return list(out)
+
     def _address(self) -> int:
         return int.from_bytes(bytes(self.command[1:4]), "big") % self.size
 

@@ -84,3 +84,33 @@ def test_bad_sizes_are_refused(tmp_path):
     big.write_bytes(bytes(2 * SECTOR))
     with pytest.raises(ValueError, match="has 131072 bytes"):
         SpiNorFlash("f", {"image": str(big), "size": SECTOR})
+
+
+@pytest.mark.parametrize("opcode,first", [(0x03, 4), (0x0B, 5)])
+def test_a_data_phase_at_once_answers_as_frame_by_frame(opcode, first):
+    """exchange_words of a READ (wrapping at the end of the array) and of a page program give
+    what exchanging each frame gives."""
+    by_frame, at_once = SpiNorFlash("a", {"size": SECTOR}), SpiNorFlash("b", {"size": SECTOR})
+    for f in (by_frame, at_once):
+        program(f, SECTOR - 256, bytes(range(256)))
+        program(f, 0, bytes(range(255, -1, -1)))
+    header = [opcode, 0, 0xFF, 0xF0] + [0] * (first - 4)  # 16 bytes before the end
+    by_frame.select(True)
+    expected = [by_frame.exchange(w, 8) for w in header + [0] * 40]
+    by_frame.select(False)
+    at_once.select(True)
+    got = at_once.exchange_words(header[:2], 8) + at_once.exchange_words(header[2:] + [0] * 3, 8)
+    got += at_once.exchange_words([0] * 37, 8)
+    at_once.select(False)
+    assert got == expected and got[first:first + 16] == list(range(240, 256))
+    assert got[first + 16:] == list(range(255, 231, -1))  # wrapped to address 0
+    for f in (by_frame, at_once):
+        command(f, 0x06)
+        f.select(True)
+    for w in [0x02, 0, 0x20, 0, *b"\x55\xaa"]:
+        by_frame.exchange(w, 8)
+    at_once.exchange_words([0x02, 0, 0x20, 0, 0x55], 8)
+    at_once.exchange_words([0xAA], 8)
+    for f in (by_frame, at_once):
+        f.select(False)
+    assert by_frame.array == at_once.array and at_once.array[0x2000:0x2002] == b"\x55\xaa"
