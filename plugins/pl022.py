@@ -153,7 +153,7 @@ class Pl022(Peripheral, SpiBus):
             taken += [0] * (count - len(taken))
             self.shift()
             if size == 1:
-                return bytes(value & 0xFF for value in taken)
+                return bytes(taken) if self._bits <= 8 else bytes(value & 0xFF for value in taken)
             return b"".join(value.to_bytes(2, "little") for value in taken)
 
     def write_beats(self, offset: int, size: int, data: bytes) -> None:
@@ -163,7 +163,10 @@ class Pl022(Peripheral, SpiBus):
             mask = (1 << self._bits) - 1
             words = data if size == 1 else memoryview(data).cast("H")
             room = len(words) if self._over_depth else max(FIFO_DEPTH - len(self.tx), 0)
-            self.tx.extend(word & mask for word in words[:room])
+            if size == 1 and self._bits == 8:
+                self.tx.extend(words[:room])  # bytes: already 8-bit frames
+            else:
+                self.tx.extend(word & mask for word in words[:room])
             self.shift()
 
     def shift(self, _value: int = 0) -> None:
@@ -282,11 +285,13 @@ class Pl022(Peripheral, SpiBus):
 
     def _exchange_words(self, words: list[int]) -> list[int]:
         bits = self._bits
-        answers = [(1 << bits) - 1] * len(words)  # MISO pulled up: nobody answers
+        answers: list[int] | None = None  # MISO pulled up while nobody answers
         for cs, device in self.devices.items():
-            if self.selected.get(cs, True):  # several drivers: the low ones win
-                answers = [a & b for a, b in zip(answers, device.exchange_words(words, bits), strict=True)]
-        return answers
+            if self.selected.get(cs, True):
+                mine = device.exchange_words(words, bits)
+                # several drivers: the low ones win
+                answers = mine if answers is None else [a & b for a, b in zip(answers, mine, strict=True)]
+        return [(1 << bits) - 1] * len(words) if answers is None else answers
 
     def status(self) -> int:
         self.shift()  # the frames whose wire time is over are done by now
