@@ -138,6 +138,7 @@ class DwI2s(Peripheral):
         self._clock_start_ns = 0
         self._catching_up = False  # the DMA a frame asks for writes the FIFO from within a frame
         self._event: Timer | None = None
+        self._tx_burst = 0  # frames a standing order's burst brought, once one has been served
         self.configure()
 
     @property
@@ -227,12 +228,22 @@ class DwI2s(Peripheral):
             return
         ahead = []
         tx_n, rx_n = len(self.tx), len(self.rx)
-        if self._tx_on:
+        standing = self._standing_tx_bursts() if self._tx_burst else 0
+        if self._tx_on and standing and tx_n > self._tx_level:  # where the order's last burst is due
+            ahead.append(tx_n - self._tx_level + (standing - 1) * self._tx_burst)
+        elif self._tx_on:
             ahead += [tx_n - level for level in (FIFO_DEPTH - 1, self._tx_level) if level < tx_n]
         if self._rx_on:
             ahead += [level - rx_n for level in (1, self._rx_level + 1) if level > rx_n]
         if ahead:
             self._event = self.at(self.frame_time(self.frames_clocked + min(ahead)), self._clock_event)
+
+    def _standing_tx_bursts(self) -> int:
+        """Bursts a TX DMA channel has promised in a row: the FIFO's refills at TFCR then change
+        nothing the driver sees until the order ends (a period of cyclic DMA), so the wire does
+        them as it runs and ticks only where the order ends."""
+        tx = self.dma_requests.get("tx")
+        return tx.standing(burst=True) if tx is not None and self._tx_dma else 0
 
     def _frame(self) -> None:
         """One sample period on the wire."""
@@ -244,6 +255,10 @@ class DwI2s(Peripheral):
                 self.underruns += 1
                 self.trace.instant(f"{self.name} wire", "underrun")
             self.played += (left & 0xFFFF).to_bytes(2, "little") + (right & 0xFFFF).to_bytes(2, "little")
+            if len(self.tx) == self._tx_level and self._standing_tx_bursts():
+                before = len(self.tx)  # the burst the FIFO asks for now, served at this frame
+                self.dma_requests["tx"].serve(1, burst=True)
+                self._tx_burst = max(len(self.tx) - before, 0)
         if self._rx_on:
             chunk = self.capture[self.capture_pos:self.capture_pos + 4]
             self.capture_pos += 4

@@ -168,9 +168,10 @@ def test_cyclic_dma_keeps_the_fifo_fed_in_bursts(board_parts):  # noqa: F811
     assert i2s.read(ISR, 4) & TXFE
 
 
-def test_cyclic_dma_on_the_sample_clock_costs_a_tick_per_burst(board_parts):  # noqa: F811
+def test_cyclic_dma_on_the_sample_clock_costs_a_tick_per_standing_order(board_parts):  # noqa: F811
     """The clock runs on its own for 1600 frames while a looping DMA program feeds it: every
-    frame is played on time and the model asks for a tick only when the FIFO is at TFCR."""
+    frame is played on time, the refills at TFCR happen as the wire runs, and the model asks
+    for a tick only where the channel's standing order of bursts ends."""
     dmac, _, bus, _ = board_parts
     clock = ManualClock()
     i2s = DwI2s(PeripheralConfig("i2s", I2S_BASE, 0x1000, ()), bus, RecordingIrqSink(),
@@ -195,7 +196,9 @@ def test_cyclic_dma_on_the_sample_clock_costs_a_tick_per_burst(board_parts):  # 
         clock.run_until(when)
         ticks += 1
     assert bytes(i2s.played[:1600 * 4]) == ring * 50 and i2s.underruns == 0
-    assert ticks == 1 + (1600 - 1 + 7) // 8  # one at the start, then one per 8-frame burst
+    # one at the start, one at the first refill (which shows a burst is 8 frames), then one
+    # where each standing order ends: the inner loop's 4 bursts, 32 frames
+    assert ticks == 2 + 1600 // 32
 
 
 def test_beats_wider_than_a_sample_are_reported(board_parts):  # noqa: F811
