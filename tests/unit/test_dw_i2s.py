@@ -168,16 +168,22 @@ def test_cyclic_dma_keeps_the_fifo_fed_in_bursts(board_parts):  # noqa: F811
     assert i2s.read(ISR, 4) & TXFE
 
 
-def test_cyclic_dma_on_the_sample_clock_costs_a_tick_per_standing_order(board_parts):  # noqa: F811
-    """The clock runs on its own for 1600 frames while a looping DMA program feeds it: every
-    frame is played on time, the refills at TFCR happen as the wire runs, and the model asks
-    for a tick only where the channel's standing order of bursts ends."""
-    dmac, _, bus, _ = board_parts
+def clocked_tx_i2s(dmac, bus) -> tuple[DwI2s, ManualClock]:
+    """An I2S on the bus with its own guest clock, TX requests on line 1 of ``dmac``."""
     clock = ManualClock()
     i2s = DwI2s(PeripheralConfig("i2s", I2S_BASE, 0x1000, ()), bus, RecordingIrqSink(),
                 lock=dmac.lock, clock=clock)
     bus.add_device(I2S_BASE, 0x1000, i2s)
     i2s.connect_dma_request(DmaRequestPort("tx", dmac, 1))
+    return i2s, clock
+
+
+def test_cyclic_dma_on_the_sample_clock_costs_a_tick_per_standing_order(board_parts):  # noqa: F811
+    """The clock runs on its own for 1600 frames while a looping DMA program feeds it: every
+    frame is played on time, the refills at TFCR happen as the wire runs, and the model asks
+    for a tick only where the channel's standing order of bursts ends."""
+    dmac, _, bus, _ = board_parts
+    i2s, clock = clocked_tx_i2s(dmac, bus)
     ring = struct.pack("<64h", *range(64))  # 32 frames, played round and round
     bus.write("cpu", SRC, ring)
     asm = Asm().mov("CCR", ccr(2, 16, src_inc=True, dst_inc=False))
@@ -217,11 +223,7 @@ def test_a_dma_restarted_after_an_underrun_refills_a_fifo_that_goes_on_playing(b
     then, from the driver's DMAGO and not from a frame of the model's own, must set the wire's
     next tick too — else the FIFO sits full and the wire stands still."""
     dmac, _, bus, _ = board_parts
-    clock = ManualClock()
-    i2s = DwI2s(PeripheralConfig("i2s", I2S_BASE, 0x1000, ()), bus, RecordingIrqSink(),
-                lock=dmac.lock, clock=clock)
-    bus.add_device(I2S_BASE, 0x1000, i2s)
-    i2s.connect_dma_request(DmaRequestPort("tx", dmac, 1))
+    i2s, clock = clocked_tx_i2s(dmac, bus)
     samples = struct.pack("<64h", *range(64))  # one 32-frame period
     bus.write("cpu", SRC, samples)
     for offset, value in ((TCR, 2), (TFCR, 7), (DMACR, 1 << 17), (IER, 1), (ITER, 1), (CER, 1)):

@@ -136,14 +136,20 @@ def test_rx_and_timeout_interrupts(spi, clock):
     assert spi.read(MIS, 2) & RXIM
 
 
-def test_dma_moves_frames_both_ways_through_loopback(board_parts):  # noqa: F811
-    dmac, _, bus, _ = board_parts
+def clocked_dma_ssp(dmac, bus) -> tuple[Pl022, ManualClock]:
+    """A PL022 on the bus with its own guest clock, RX and TX requests on lines 2 and 3."""
     clock = ManualClock()
     ssp = Pl022(PeripheralConfig("spi", SPI_BASE, 0x1000, (118,)), bus, RecordingIrqSink(), lock=dmac.lock,
                 clock=clock)
     bus.add_device(SPI_BASE, 0x1000, ssp)
     ssp.connect_dma_request(DmaRequestPort("rx", dmac, 2))
     ssp.connect_dma_request(DmaRequestPort("tx", dmac, 3))
+    return ssp, clock
+
+
+def test_dma_moves_frames_both_ways_through_loopback(board_parts):  # noqa: F811
+    dmac, _, bus, _ = board_parts
+    ssp, clock = clocked_dma_ssp(dmac, bus)
     ssp.write(CR0, 2, 0x7)
     ssp.write(CR1, 2, 0x3)
     ssp.write(DMACR, 2, 0x3)
@@ -238,12 +244,7 @@ def run_single_beat_dma(length: int) -> tuple[int, int, bytes]:
     """A 12 MHz loopback transfer by single-beat DMA both ways: the ticks it took, when the RX
     channel signalled its end, what arrived."""
     dmac, _, bus, _ = make_board_parts()
-    clock = ManualClock()
-    ssp = Pl022(PeripheralConfig("spi", SPI_BASE, 0x1000, (118,)), bus, RecordingIrqSink(), lock=dmac.lock,
-                clock=clock)
-    bus.add_device(SPI_BASE, 0x1000, ssp)
-    ssp.connect_dma_request(DmaRequestPort("rx", dmac, 2))
-    ssp.connect_dma_request(DmaRequestPort("tx", dmac, 3))
+    ssp, clock = clocked_dma_ssp(dmac, bus)
     ssp.write(0x10, 2, 2)  # CPSR 2, SCR 0: 24 MHz / 2 = 12 MHz
     ssp.write(CR0, 2, 0x7)
     ssp.write(CR1, 2, 0x3)
