@@ -61,6 +61,17 @@ SINGLE, BURST = 0, 1
 SAR, CCR, DAR = 0, 1, 2
 
 
+@dataclass(frozen=True)
+class SlaveLoop:
+    """A slave loop's shape, as ``Pl330._slave_loop`` finds it: ``DMAFLUSHP`` (optional);
+    ``DMAWFP``; a load; a store; ``DMALPEND`` back to the loop's start."""
+
+    counter: int  # the loop counter DMALPEND tests
+    start: int  # the loop's first instruction: the DMAFLUSHP, or the DMAWFP itself
+    store: int  # the store's address (where a faulting store leaves CPC)
+    end: int  # the DMALPEND's address
+
+
 @dataclass
 class Channel:
     index: int
@@ -84,7 +95,7 @@ class Channel:
     first_dst: int | None = None
     moved: int = 0
     loops: dict[tuple[int, int], bool] = field(default_factory=dict)  # fast-path verdicts
-    slave_loops: dict[int, tuple[int, int] | None] = field(default_factory=dict)  # see _slave_loop
+    slave_loops: dict[int, SlaveLoop | None] = field(default_factory=dict)  # DMAWFP -> its loop
 
     def src_burst(self) -> int:
         return (((self.ccr >> 4) & 0xF) + 1) << ((self.ccr >> 1) & 0x7)
@@ -220,7 +231,10 @@ class Pl330(Peripheral, DmaController):
         pl330 emits for a transfer).  0 when no channel waits so."""
         with self.lock:
             found = self._parked_in_slave_loop(line, BURST if burst else SINGLE)
-            return 0 if found is None else found[0].lc[found[1]] + 1  # DMALP counts from n-1
+            if found is None:
+                return 0
+            ch, loop = found
+            return ch.lc[loop.counter] + 1  # DMALP counts from n-1
 
     def serve_requests(self, line: int, count: int, burst: bool = False) -> int:
         """Serves ``count`` single (or burst) requests on ``line`` at once (at most the standing
@@ -231,7 +245,8 @@ class Pl330(Peripheral, DmaController):
             found = self._parked_in_slave_loop(line, kind) if count > 0 else None
             if found is None:
                 return 0
-            ch, counter, wfp, start = found
+            ch, loop = found
+            counter = loop.counter
             count = min(count, ch.lc[counter] + 1)
             n = ch.src_burst()
             total = count * n
@@ -247,7 +262,7 @@ class Pl330(Peripheral, DmaController):
             try:
                 self.dma.write(ch.dar, data, beat=ch.dst_beat(), increment=ch.dst_inc())
             except DmaFault:
-                return self._serve_to_the_fault(ch, counter, wfp, data)
+                return self._serve_to_the_fault(ch, loop, data)
             if ch.src_inc():
                 ch.sar = (ch.sar + total) & 0xFFFFFFFF
             if ch.dst_inc():
@@ -256,14 +271,14 @@ class Pl330(Peripheral, DmaController):
             ch.request = kind
             if count == ch.lc[counter] + 1:
                 ch.lc[counter] = 0
-                ch.pc = self._slave_loop_end(ch, wfp)  # the DMALPEND, which now falls through
+                ch.pc = loop.end  # the DMALPEND, which now falls through
             else:
                 ch.lc[counter] -= count
-                ch.pc = start  # the next iteration: its DMAFLUSHP, if any, and DMAWFPS
+                ch.pc = loop.start  # the next iteration: its DMAFLUSHP, if any, and DMAWFP
             self._wake(ch)
             return count
 
-    def _serve_to_the_fault(self, ch: Channel, counter: int, wfp: int, data: bytes) -> int:
+    def _serve_to_the_fault(self, ch: Channel, loop: SlaveLoop, data: bytes) -> int:
         """A bulk store faulted: store request by request, as the loop would have, and fault at
         the store that cannot be done.  The units read after it from the peripheral are lost
         (on silicon they would still be in its FIFO when the driver aborts the transfer)."""
@@ -274,11 +289,10 @@ class Pl330(Peripheral, DmaController):
                 self.dma.write(ch.dar, data[served * n:(served + 1) * n], beat=ch.dst_beat(),
                                increment=ch.dst_inc())
             except DmaFault:
-                ch.lc[counter] -= served
+                ch.lc[loop.counter] -= served
                 if ch.src_inc():
                     ch.sar = (ch.sar + (served + 1) * n) & 0xFFFFFFFF
-                code = self._fetch(ch, wfp, 4)
-                ch.pc = (wfp + (4 if DECODE[code[2]] is BY_NAME["DMALDP"] else 3)) & 0xFFFFFFFF
+                ch.pc = loop.store
                 self._fault(ch, Fault.DATA_WRITE_ERR)
                 self.update_interrupts()
                 return served
@@ -289,9 +303,9 @@ class Pl330(Peripheral, DmaController):
                 ch.sar = (ch.sar + n) & 0xFFFFFFFF
         raise AssertionError("a bulk store faulted but every request's store succeeded")
 
-    def _parked_in_slave_loop(self, line: int, kind: int) -> tuple[Channel, int, int, int] | None:
+    def _parked_in_slave_loop(self, line: int, kind: int) -> tuple[Channel, SlaveLoop] | None:
         """The channel waiting on ``line`` at the DMAWFP for ``kind`` (DMAWFPS, DMAWFPB) of a slave
-        loop, with the loop's counter, the DMAWFP's address and the loop's start."""
+        loop, and that loop."""
         for ch in self.channels:
             if ch.state == State.WFP and ch.wait_on == line:
                 break
@@ -304,14 +318,14 @@ class Pl330(Peripheral, DmaController):
         wfp = (ch.pc - 2) & 0xFFFFFFFF
         if wfp not in ch.slave_loops:
             ch.slave_loops[wfp] = self._slave_loop(ch, wfp, kind)
-        found = ch.slave_loops[wfp]
-        return None if found is None else (ch, found[0], wfp, found[1])
+        loop = ch.slave_loops[wfp]
+        return None if loop is None else (ch, loop)
 
-    def _slave_loop(self, ch: Channel, wfp: int, kind: int) -> tuple[int, int] | None:
-        """The loop counter and the loop's start if the code at ``wfp`` is a DMAWFP; a load; a
-        store; a DMALPEND (not forever, unconditional) back to the DMAWFP or to a DMAFLUSHP of
-        the same peripheral just before it (Linux's pl330 emits both) — the load and store in
-        the forms that execute after a request of ``kind`` — else None."""
+    def _slave_loop(self, ch: Channel, wfp: int, kind: int) -> SlaveLoop | None:
+        """The loop if the code at ``wfp`` is a DMAWFP; a load; a store; a DMALPEND (not forever,
+        unconditional) back to the DMAWFP or to a DMAFLUSHP of the same peripheral just before
+        it (Linux's pl330 emits both) — the load and store in the forms that execute after a
+        request of ``kind`` — else None."""
         try:
             code = self._fetch(ch, wfp, 8)
         except DmaFault:
@@ -320,9 +334,9 @@ class Pl330(Peripheral, DmaController):
             before = self._fetch(ch, (wfp - 2) & 0xFFFFFFFF, 2)
         except DmaFault:
             before = b""
-        at = 2
+        at, store = 2, 0
         for name, peripheral_form in (("DMALD", "DMALDP"), ("DMAST", "DMASTP")):
-            op = code[at]
+            store, op = at, code[at]
             if DECODE[op] is BY_NAME[peripheral_form] and (op >> 1) & 1 == kind:  # DMALDP<S|B>
                 at += 2
             elif DECODE[op] is BY_NAME[name] and op & 0x3 in (0x0, 0x1 | kind << 1):  # DMALD, or <S|B>
@@ -336,15 +350,7 @@ class Pl330(Peripheral, DmaController):
         flush = before == bytes([BY_NAME["DMAFLUSHP"].opcode, code[1]])
         if start != wfp and not (flush and start == (wfp - 2) & 0xFFFFFFFF):
             return None
-        return (lpend >> 2) & 1, start
-
-    def _slave_loop_end(self, ch: Channel, wfp: int) -> int:
-        """The address of the DMALPEND closing the slave loop at ``wfp``."""
-        code = self._fetch(ch, wfp, 8)
-        at = 2
-        for _ in range(2):
-            at += 2 if DECODE[code[at]] in (BY_NAME["DMALDP"], BY_NAME["DMASTP"]) else 1
-        return (wfp + at) & 0xFFFFFFFF
+        return SlaveLoop((lpend >> 2) & 1, start, (wfp + store) & 0xFFFFFFFF, (wfp + at) & 0xFFFFFFFF)
 
     @staticmethod
     def _accept_request(ch: Channel, wfp_op: int, kind: int, last: bool) -> None:
