@@ -89,6 +89,18 @@ def make_board_parts() -> tuple[Pl330, FifoDevice, Bus, RecordingIrqSink]:
     return dmac, device, bus, irqs
 
 
+def tick_until_idle(model: Peripheral, clock: ManualClock, dmac: Pl330) -> tuple[int, int | None]:
+    """Runs the guest's time from tick to tick of ``model`` until it asks for none: the ticks
+    taken, and how long after the start ``dmac`` had raised event 0 (None: it never did)."""
+    start, ticks, event_ns = clock.now_ns, 0, None
+    while (when := model.scheduled_work.next_deadline()) is not None:
+        clock.run_until(when)
+        ticks += 1
+        if event_ns is None and dmac.regs.INT_EVENT_RIS.value & 1:
+            event_ns = clock.now_ns - start
+    return ticks, event_ns
+
+
 def rx_program(words: int, burst: bool = True) -> bytes:
     """What pl330_prep_slave_sg emits for DEV_TO_MEM: FLUSHP, then WFP/LDP/ST per burst."""
     length = BURST_WORDS if burst else 1

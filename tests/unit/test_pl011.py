@@ -9,7 +9,7 @@ from cosim.dmarequest import DmaRequestPort
 from cosim.peripheral import PeripheralConfig, RecordingIrqSink
 from cosim.plugins.pl011 import Pl011
 
-from .test_dma_requests import make_board_parts
+from .test_dma_requests import make_board_parts, tick_until_idle
 from .test_pl330 import SRC, Asm, ccr, go
 
 DR, FR, LCR_H, CR, IFLS, IMSC, RIS, MIS, ICR = 0x0, 0x18, 0x2C, 0x30, 0x34, 0x38, 0x3C, 0x40, 0x44
@@ -276,12 +276,7 @@ def run_tx_dma(length: int) -> tuple[int, int, bytes]:
     bus.write("cpu", SRC, data)
     dmac.write(0x020, 4, 0x1)  # INTEN: event 0 interrupts
     go(dmac, 0, tx_burst_program(length), bus)
-    start, ticks, done = clock.now_ns, 0, None
-    while (when := uart.scheduled_work.next_deadline()) is not None:
-        clock.run_until(when)
-        ticks += 1
-        if done is None and dmac.regs.INT_EVENT_RIS.value & 1:
-            done = clock.now_ns - start
+    ticks, done = tick_until_idle(uart, clock, dmac)
     assert done is not None
     return ticks, done, uart.transmitted.take(length, timeout=0)
 

@@ -8,7 +8,7 @@ from cosim.peripheral import PeripheralConfig, RecordingIrqSink
 from cosim.plugins.pl022 import Pl022
 from cosim.spi import SpiDevice
 
-from .test_dma_requests import board_parts, make_board_parts  # noqa: F401 - the PL330 fixture
+from .test_dma_requests import board_parts, make_board_parts, tick_until_idle  # noqa: F401 - the PL330 fixture
 from .test_pl330 import DST, SRC, Asm, ccr, go
 
 CR0, CR1, DR, SR, IMSC, RIS, MIS, ICR, DMACR = 0x00, 0x04, 0x08, 0x0C, 0x14, 0x18, 0x1C, 0x20, 0x24
@@ -257,12 +257,7 @@ def run_single_beat_dma(length: int) -> tuple[int, int, bytes]:
     dmac.write(0xD08, 4, insn[0] << 16 | insn[1] << 24)
     dmac.write(0xD0C, 4, int.from_bytes(insn[2:6], "little"))
     dmac.write(0xD04, 4, 0)
-    start, ticks, rx_done = clock.now_ns, 0, None
-    while (when := ssp.scheduled_work.next_deadline()) is not None:
-        clock.run_until(when)
-        ticks += 1
-        if rx_done is None and dmac.regs.INT_EVENT_RIS.value & 1:
-            rx_done = clock.now_ns - start
+    ticks, rx_done = tick_until_idle(ssp, clock, dmac)
     assert rx_done is not None and bus.width_mismatches == []
     return ticks, rx_done, bus.read("cpu", DST, length)
 
