@@ -225,7 +225,7 @@ class Board:
         """cosim's image with the layers appended: Linux unpacks concatenated archives in turn."""
         if not self.artifacts.layers:
             return self.artifacts.initramfs
-        image = workdir / "initramfs.cpio.gz"
+        image = workdir / "initramfs.cpio"
         with image.open("wb") as out:
             for part in (self.artifacts.initramfs, *self.artifacts.layers):
                 with part.open("rb") as f:

@@ -506,7 +506,7 @@ def build_initramfs(kernel: KernelArtifacts, modules: Path, logs: Path) -> Path:
     rootfs_src = GUEST_DIR / "rootfs"
     key = digest([*map(str, packages), str(static), *BASE_LEAVES_OUT, str(kernel.image), str(modules),
                   str(programs), str(tools), *files_under(rootfs_src)])
-    out = cache_root() / f"initramfs-{key}.cpio.gz"
+    out = cache_root() / f"initramfs-{key}.cpio"
     if out.exists():
         return out
     staging = cache_root() / f"initramfs-{key}.d"
@@ -536,19 +536,16 @@ def build_initramfs(kernel: KernelArtifacts, modules: Path, logs: Path) -> Path:
 
 
 def write_cpio(staging: Path, out: Path) -> None:
+    """A newc archive, uncompressed: Linux unpacks it with a copy, where inflating 7 MB of gzip
+    took a fifth of the guest's boot."""
     files = subprocess.run(["find", ".", "-mindepth", "1"], cwd=staging, capture_output=True,
                            check=True).stdout
     tmp = out.with_suffix(".tmp")
     with tmp.open("wb") as f:
-        cpio = subprocess.Popen(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=staging,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        gzip = subprocess.Popen(["gzip", "-1"], stdin=cpio.stdout, stdout=f)
-        assert cpio.stdin is not None and cpio.stdout is not None
-        cpio.stdout.close()
-        cpio.stdin.write(files)
-        cpio.stdin.close()
-        if cpio.wait() != 0 or gzip.wait() != 0:
-            raise BuildError("packing the initramfs failed")
+        cpio = subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=staging,
+                              input=files, stdout=f)
+    if cpio.returncode != 0:
+        raise BuildError("packing the initramfs failed")
     tmp.rename(out)
 
 

@@ -290,7 +290,7 @@ def _index_modules(staging: Path, artifacts: Artifacts, logs: Path) -> None:
 def build_layer(content: GuestContent, origin: Origin, artifacts: Artifacts, logs: Path) -> Path:
     """``content`` as an initramfs archive to append to ``artifacts``' image (cached)."""
     parts = _gather(content, origin, artifacts, logs)
-    out = cache_root() / f"layer-{_layer_key(parts, artifacts)}.cpio.gz"
+    out = cache_root() / f"layer-{_layer_key(parts, artifacts)}.cpio"
     if out.exists():
         return out
     staging = out.with_name(out.name + ".d")
