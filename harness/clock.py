@@ -29,15 +29,16 @@ class ClockError(RuntimeError):
 
 
 class Timer:
-    """Work scheduled at ``when`` (virtual ns); ``cancel()`` takes it back."""
+    """Work scheduled at ``when`` (virtual ns); ``cancel()`` takes it back. ``pending`` until it
+    runs or is cancelled."""
 
-    __slots__ = ("callback", "cancelled", "when")
+    __slots__ = ("callback", "pending", "when")
 
     def __init__(self, when: int, callback: Callable[[], None]):
-        self.when, self.callback, self.cancelled = when, callback, False
+        self.when, self.callback, self.pending = when, callback, True
 
     def cancel(self) -> None:
-        self.cancelled = True
+        self.pending = False
 
 
 class Timers:
@@ -60,7 +61,7 @@ class Timers:
         return timer
 
     def next_deadline(self) -> int | None:
-        while self._heap and self._heap[0][2].cancelled:
+        while self._heap and not self._heap[0][2].pending:
             heapq.heappop(self._heap)
         return self._heap[0][0] if self._heap else None
 
@@ -75,6 +76,7 @@ class Timers:
                 return
             _, _, timer = heapq.heappop(self._heap)
             clock.now_ns = now if when == SOON else when
+            timer.pending = False
             timer.callback()
         raise ClockError(f"{RUNAWAY_CALLBACKS} callbacks at one time: a model keeps scheduling "
                          "work at the current time")

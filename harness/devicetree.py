@@ -82,6 +82,15 @@ class DtNode:
         self.children.append(node)
         return node
 
+    def fixed_clock(self, name: str, hz: int) -> Ref:
+        """A ``fixed-clock`` child node named ``name`` (a clock of the device's own, as SoCs give
+        their UART and audio blocks); returns the reference a ``clocks`` property takes."""
+        clock = self.child(DtNode(name))
+        clock.set("compatible", "fixed-clock")
+        clock.set("#clock-cells", 0)
+        clock.set("clock-frequency", hz)
+        return Ref(f"/{self.full_name}/{name}")
+
     @classmethod
     def from_mapping(cls, name: str, mapping: dict[str, Any]) -> DtNode:
         """A node written as a mapping (platform YAML): nested mappings are child nodes."""

@@ -382,6 +382,16 @@ class Peripheral:
         a time already past runs at the next tick, as soon as QEMU can send one."""
         return self.scheduled_work.add(when_ns, callback)
 
+    def reschedule(self, timer: Timer | None, when_ns: int | None,
+                   callback: Callable[[], None]) -> Timer | None:
+        """A model's one next event moved to ``when_ns`` (None: no event): ``timer`` is cancelled
+        unless it is still pending at that time; returns the timer that stands."""
+        if timer is not None and timer.pending:
+            if timer.when == when_ns and timer.callback == callback:
+                return timer
+            timer.cancel()
+        return None if when_ns is None else self.at(when_ns, callback)
+
     def after(self, delay_ns: int, callback: Callable[[], None]) -> Timer:
         """``at(now() + delay_ns, callback)``: a device's own latency (a frame on the wire)."""
         return self.at(self.now() + delay_ns, callback)

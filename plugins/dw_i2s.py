@@ -39,7 +39,6 @@ from cosim.api import (
     DtNode,
     Field,
     Peripheral,
-    Ref,
     Register,
     RegisterArray,
     Timer,
@@ -211,21 +210,20 @@ class DwI2s(Peripheral):
             self._catching_up = False
 
     def _clock_event(self) -> None:
-        self._event = None
         self._catch_up()
         self._schedule_next_event()
 
     def _schedule_next_event(self) -> None:
-        """A tick at the next frame that changes a DMA request or a status bit: the TX FIFO
-        drained to 15 frames (room for a single) or to TFCR (a burst), the RX FIFO filled to 1
-        frame or past RFCR; none while the FIFOs' DMA keeps them where they are."""
         if self._catching_up:
             return
-        if self._event is not None:
-            self._event.cancel()
-            self._event = None
-        if not self._clock_on:
-            return
+        ahead = self._frames_to_next_event() if self._clock_on else None
+        when = None if ahead is None else self.frame_time(self.frames_clocked + ahead)
+        self._event = self.reschedule(self._event, when, self._clock_event)
+
+    def _frames_to_next_event(self) -> int | None:
+        """Frames to the next one that changes a DMA request or a status bit: the TX FIFO
+        drained to 15 frames (room for a single) or to TFCR (a burst), the RX FIFO filled to 1
+        frame or past RFCR; none while the FIFOs' DMA keeps them where they are."""
         ahead = []
         tx_n, rx_n = len(self.tx), len(self.rx)
         standing = self._standing_tx_bursts() if self._tx_burst else 0
@@ -235,8 +233,7 @@ class DwI2s(Peripheral):
             ahead += [tx_n - level for level in (FIFO_DEPTH - 1, self._tx_level) if level < tx_n]
         if self._rx_on:
             ahead += [level - rx_n for level in (1, self._rx_level + 1) if level > rx_n]
-        if ahead:
-            self._event = self.at(self.frame_time(self.frames_clocked + min(ahead)), self._clock_event)
+        return min(ahead, default=None)
 
     def _standing_tx_bursts(self) -> int:
         """Bursts a TX DMA channel has promised in a row: the FIFO's refills at TFCR then change
@@ -407,10 +404,6 @@ def cosim_peripheral_types() -> dict[str, type[Peripheral]]:
 @hookimpl
 def cosim_device_tree(peripheral: Peripheral, node: DtNode) -> None:
     if isinstance(peripheral, DwI2s):
-        clock = node.child(DtNode("i2sclk"))  # the fixed audio clock the block divides
-        clock.set("compatible", "fixed-clock")
-        clock.set("#clock-cells", 0)
-        clock.set("clock-frequency", peripheral.clock_hz)
-        node.set("clocks", [Ref(f"/{node.full_name}/i2sclk")])
+        node.set("clocks", [node.fixed_clock("i2sclk", peripheral.clock_hz)])  # the clock it divides
         node.set("clock-names", "i2sclk")
         node.set("#sound-dai-cells", 0)

@@ -175,7 +175,7 @@ class Pl011(Peripheral):
         while self.tx_fifo and self._tx_done_ns <= now:
             sent.append(self.tx_fifo.popleft())
             self._tx_done_ns += char  # the next one follows back to back
-            if refill and len(self.tx_fifo) == self._trigger(self.regs.IFLS.TXIFLSEL):
+            if refill and len(self.tx_fifo) == self._tx_trigger():
                 refill = self._refill_tx()
         if sent:
             self.transmitted.append(sent)
@@ -215,7 +215,7 @@ class Pl011(Peripheral):
     def _receive(self, byte: int, at_ns: int) -> None:
         self.rx_fifo.append(byte)
         self._rx_last_ns, self._timeout_armed = at_ns, True
-        if len(self.rx_fifo) >= self._trigger(self.regs.IFLS.RXIFLSEL):
+        if len(self.rx_fifo) >= self._rx_trigger():
             self.regs.RIS.value |= self.RX  # the TRM: it asserts as the FIFO reaches its trigger
 
     def _timeout_ns(self) -> int:
@@ -233,7 +233,6 @@ class Pl011(Peripheral):
         self._schedule_next_event()
 
     def _line_event(self) -> None:
-        self._event = None
         self._run_line()
         self._settle()
 
@@ -241,12 +240,9 @@ class Pl011(Peripheral):
         """A tick at the next moment the driver can see: the TX FIFO draining to a level that
         changes an interrupt or a DMA request, the RX FIFO filling to one, the host's data
         stopping (held back or all sent), the receive timeout."""
-        if self._event is not None:
-            self._event.cancel()
-            self._event = None
         char, depth, dmacr = self.char_ns(), self._depth(), self.regs.DMACR
         times = []
-        queued, trigger = len(self.tx_fifo), self._trigger(self.regs.IFLS.TXIFLSEL)
+        queued, trigger = len(self.tx_fifo), self._tx_trigger()
         standing = self._standing_tx_bursts() if self._tx_burst else 0
         if standing and queued > trigger:  # a tick where the last burst of the order is due
             times.append(self._tx_done_ns + (queued - trigger - 1 + (standing - 1) * self._tx_burst) * char)
@@ -256,14 +252,13 @@ class Pl011(Peripheral):
         held = len(self.rx_fifo)
         coming = min(depth - held, len(self.host_queue)) if self._receiving() else 0
         if coming > 0:
-            rx_levels = {self._trigger(self.regs.IFLS.RXIFLSEL), held + coming}
+            rx_levels = {self._rx_trigger(), held + coming}
             rx_levels |= {1} if dmacr.RXDMAE else set()
             times += [self._rx_due_ns + (level - held - 1) * char for level in rx_levels
                       if held < level <= held + coming]
         if self._timeout_armed and self.rx_fifo and coming == 0:
             times.append(self._timeout_ns())
-        if times:
-            self._event = self.at(min(times), self._line_event)
+        self._event = self.reschedule(self._event, min(times, default=None), self._line_event)
 
     # --- register side effects ---
 
@@ -309,32 +304,44 @@ class Pl011(Peripheral):
     def update_interrupts(self) -> None:
         TX = self.TX
         ris = self.regs.RIS.value
-        if len(self.tx_fifo) <= self._trigger(self.regs.IFLS.TXIFLSEL, empty_without_fifo=True):
+        if len(self.tx_fifo) <= self._tx_interrupt_level():
             if self._tx_was_above:
                 ris |= TX  # the FIFO drained to its trigger level
             self._tx_was_above = False
         else:
             ris &= ~TX
             self._tx_was_above = True
-        if len(self.rx_fifo) < self._trigger(self.regs.IFLS.RXIFLSEL):
+        if len(self.rx_fifo) < self._rx_trigger():
             ris &= ~self.RX  # read below its trigger level (arrivals at or above it set it)
         self.regs.RIS.value = ris
         self.irq("uart").set(bool(ris & self.regs.IMSC.value))
         self._request_dma()
 
-    def _trigger(self, select: int, empty_without_fifo: bool = False) -> int:
-        if not self.regs.LCR_H.FEN:
-            return 0 if empty_without_fifo else 1
+    def _rx_trigger(self) -> int:
+        """The RX level that raises the RX interrupt and a burst request (IFLS; 1 without FIFO)."""
+        return self._fifo_level(self.regs.IFLS.RXIFLSEL) if self.regs.LCR_H.FEN else 1
+
+    def _tx_trigger(self) -> int:
+        """The TX level at or below which a burst request asserts (IFLS; 1 without FIFO)."""
+        return self._fifo_level(self.regs.IFLS.TXIFLSEL) if self.regs.LCR_H.FEN else 1
+
+    def _tx_interrupt_level(self) -> int:
+        """The TX level the TX interrupt waits for: the trigger, or without FIFO an empty
+        holding register."""
+        return self._tx_trigger() if self.regs.LCR_H.FEN else 0
+
+    @staticmethod
+    def _fifo_level(select: int) -> int:
         return FIFO_DEPTH * TRIGGER_EIGHTHS[min(select, 4)] // 8
 
     def _request_dma(self) -> None:
         rx, tx, dmacr = self.dma_requests.get("rx"), self.dma_requests.get("tx"), self.regs.DMACR
         if rx is not None:
             rx.drive(bool(dmacr.RXDMAE and self.rx_fifo),
-                     burst=len(self.rx_fifo) >= self._trigger(self.regs.IFLS.RXIFLSEL))
+                     burst=len(self.rx_fifo) >= self._rx_trigger())
         if tx is not None:
             tx.drive(bool(dmacr.TXDMAE and len(self.tx_fifo) < self._depth()),
-                     burst=len(self.tx_fifo) <= self._trigger(self.regs.IFLS.TXIFLSEL))
+                     burst=len(self.tx_fifo) <= self._tx_trigger())
 
 
 @hookimpl
@@ -349,10 +356,6 @@ def cosim_device_tree(peripheral: Peripheral, node: DtNode, aliases: DtAliases) 
         apb = Ref("/apb-pclk")  # QEMU virt's fixed 24 MHz APB clock
         uartclk = apb
         if peripheral.clock_hz != APB_PCLK_HZ:  # a UART clock of its own, as SoCs have
-            clock = node.child(DtNode("uartclk"))
-            clock.set("compatible", "fixed-clock")
-            clock.set("#clock-cells", 0)
-            clock.set("clock-frequency", peripheral.clock_hz)
-            uartclk = Ref(f"/{node.full_name}/uartclk")
+            uartclk = node.fixed_clock("uartclk", peripheral.clock_hz)
         node.set("clocks", [uartclk, apb])
         node.set("clock-names", ["uartclk", "apb_pclk"])

@@ -260,9 +260,7 @@ class Pl022(Peripheral, SpiBus):
         FIFO up to 1 (with RX DMA on), 4 or 8 (the wire stalls) — not at every frame; while DMA
         standing orders keep the FIFOs steady, at the frame that ends one of them."""
         if self._next_end is None:
-            if self._wire_done is not None:
-                self._wire_done.cancel()
-                self._wire_done = None
+            self._wire_done = self.reschedule(self._wire_done, None, self.shift)
             return
         steady = self._steady_frames()
         if steady:
@@ -275,13 +273,8 @@ class Pl022(Peripheral, SpiBus):
             frames = [tx_n - level for level in tx_levels if 0 < tx_n - level <= last]
             frames += [level - rx_n for level in rx_levels if 0 < level - rx_n <= last]
             ahead = min(frames, default=last)
-        when = self._next_end + (ahead - 1) * self._frame_ns
-        timer = self._wire_done
-        if timer is not None and not timer.cancelled and timer.when == when:
-            return
-        if timer is not None:
-            timer.cancel()
-        self._wire_done = self.at(when, self.shift)
+        self._wire_done = self.reschedule(self._wire_done, self._next_end + (ahead - 1) * self._frame_ns,
+                                          self.shift)
 
     def _exchange_words(self, words: list[int]) -> list[int]:
         bits = self._bits

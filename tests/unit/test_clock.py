@@ -6,7 +6,9 @@ import threading
 
 import pytest
 
-from cosim.clock import ClockError, ManualClock, Timers
+from cosim.clock import ClockError, ManualClock, Timer, Timers
+from cosim.peripheral import Peripheral
+from cosim.testing import ModelBench
 from cosim.trace import EventTrace
 
 
@@ -76,3 +78,44 @@ def test_a_timeline_on_the_guests_clock_has_the_guests_times():
     assert (event["ts"], event["dur"]) == (2000.0, 500.0)  # microseconds of guest time
     assert trace.chrome_json()["otherData"]["cosim_clock"] == "guest"
     assert EventTrace().chrome_json()["otherData"]["cosim_clock"] == "host"
+
+
+def test_work_that_ran_is_no_longer_pending():
+    clock = ManualClock()
+    timers = Timers(threading.RLock())
+    clock.attach(timers)
+    timer = timers.add(100, lambda: None)
+    clock.advance(100)
+    assert not timer.pending
+
+
+class Ticker(Peripheral):
+    """A model with one next event, as the UART, SPI and I2S models keep theirs."""
+
+    compatible = ("test,ticker",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.event: Timer | None = None
+        self.ticks: list[int] = []
+
+    def tick(self) -> None:
+        self.ticks.append(self.now())
+
+
+def test_rescheduling_a_models_next_event_keeps_one_timer():
+    bench = ModelBench()
+    ticker = bench.add(Ticker, "ticker", base=0x1000, size=0x100)
+    ticker.event = ticker.reschedule(None, 300, ticker.tick)
+    first = ticker.event
+    assert ticker.reschedule(first, 300, ticker.tick) is first  # pending there already
+    ticker.event = ticker.reschedule(first, 200, ticker.tick)
+    assert not first.pending
+    bench.clock.advance(250)
+    assert ticker.ticks == [200]
+    ran = ticker.event
+    ticker.event = ticker.reschedule(ran, 200, ticker.tick)
+    assert ticker.event is not ran and ticker.event.pending  # it ran: a new one
+    ticker.event = ticker.reschedule(ticker.event, None, ticker.tick)  # none after all
+    bench.clock.advance(1_000)
+    assert ticker.ticks == [200] and ticker.event is None
