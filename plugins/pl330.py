@@ -64,12 +64,43 @@ SAR, CCR, DAR = 0, 1, 2
 @dataclass(frozen=True)
 class SlaveLoop:
     """A slave loop's shape, as ``Pl330._slave_loop`` finds it: ``DMAFLUSHP`` (optional);
-    ``DMAWFP``; a load; a store; ``DMALPEND`` back to the loop's start."""
+    ``DMAWFP``; a load; a store; ``DMALPEND`` back to the loop's start.  Linux nests it in an
+    outer loop for more than 256 requests (``DMALP`` of the other counter; ``DMALP`` of this
+    one; the loop; ``DMALPEND`` back to that inner ``DMALP``): ``outer_counter`` is then set."""
 
     counter: int  # the loop counter DMALPEND tests
     start: int  # the loop's first instruction: the DMAFLUSHP, or the DMAWFP itself
     store: int  # the store's address (where a faulting store leaves CPC)
     end: int  # the DMALPEND's address
+    outer_counter: int | None = None
+    pass_length: int = 0  # iterations of the loop per outer pass (its DMALP's count)
+
+    def iterations_left(self, lc: list[int]) -> int:
+        """Requests left to serve, the channel waiting in the loop with counters ``lc``."""
+        left = lc[self.counter] + 1  # DMALP counts from n-1
+        if self.outer_counter is not None:
+            left += lc[self.outer_counter] * self.pass_length
+        return left
+
+    def advance(self, ch: Channel, iterations: int) -> None:
+        """``ch``'s counters and CPC after ``iterations`` more (at most ``iterations_left``): at
+        the DMAWFP's loop start for the next, or at the DMALPEND that falls through."""
+        first = ch.lc[self.counter] + 1
+        if iterations < first:
+            ch.lc[self.counter] -= iterations
+            ch.pc = self.start
+            return
+        assert self.outer_counter is not None or iterations == first
+        passes, partial = divmod(iterations - first, self.pass_length or 1)
+        if partial:
+            ch.lc[self.outer_counter] -= passes + 1  # each outer DMALPEND that jumps counts down
+            ch.lc[self.counter] = self.pass_length - 1 - partial
+            ch.pc = self.start
+        else:
+            if self.outer_counter is not None:
+                ch.lc[self.outer_counter] -= passes
+            ch.lc[self.counter] = 0
+            ch.pc = self.end
 
 
 @dataclass
@@ -234,7 +265,7 @@ class Pl330(Peripheral, DmaController):
             if found is None:
                 return 0
             ch, loop = found
-            return ch.lc[loop.counter] + 1  # DMALP counts from n-1
+            return loop.iterations_left(ch.lc)
 
     def serve_requests(self, line: int, count: int, burst: bool = False) -> int:
         """Serves ``count`` single (or burst) requests on ``line`` at once (at most the standing
@@ -246,8 +277,7 @@ class Pl330(Peripheral, DmaController):
             if found is None:
                 return 0
             ch, loop = found
-            counter = loop.counter
-            count = min(count, ch.lc[counter] + 1)
+            count = min(count, loop.iterations_left(ch.lc))
             n = ch.src_burst()
             total = count * n
             assert self.dma is not None
@@ -269,12 +299,7 @@ class Pl330(Peripheral, DmaController):
                 ch.dar = (ch.dar + total) & 0xFFFFFFFF
             ch.moved += total
             ch.request = kind
-            if count == ch.lc[counter] + 1:
-                ch.lc[counter] = 0
-                ch.pc = loop.end  # the DMALPEND, which now falls through
-            else:
-                ch.lc[counter] -= count
-                ch.pc = loop.start  # the next iteration: its DMAFLUSHP, if any, and DMAWFP
+            loop.advance(ch, count)
             self._wake(ch)
             return count
 
@@ -289,7 +314,11 @@ class Pl330(Peripheral, DmaController):
                 self.dma.write(ch.dar, data[served * n:(served + 1) * n], beat=ch.dst_beat(),
                                increment=ch.dst_inc())
             except DmaFault:
-                ch.lc[loop.counter] -= served
+                loop.advance(ch, served)
+                if ch.pc == loop.end:  # the faulting store is the first of the next outer pass
+                    assert loop.outer_counter is not None
+                    ch.lc[loop.outer_counter] -= 1
+                    ch.lc[loop.counter] = loop.pass_length - 1
                 if ch.src_inc():
                     ch.sar = (ch.sar + (served + 1) * n) & 0xFFFFFFFF
                 ch.pc = loop.store
@@ -350,7 +379,27 @@ class Pl330(Peripheral, DmaController):
         flush = before == bytes([BY_NAME["DMAFLUSHP"].opcode, code[1]])
         if start != wfp and not (flush and start == (wfp - 2) & 0xFFFFFFFF):
             return None
-        return SlaveLoop((lpend >> 2) & 1, start, (wfp + store) & 0xFFFFFFFF, (wfp + at) & 0xFFFFFFFF)
+        counter, end = (lpend >> 2) & 1, (wfp + at) & 0xFFFFFFFF
+        outer = self._outer_loop(ch, counter, start, end)
+        return SlaveLoop(counter, start, (wfp + store) & 0xFFFFFFFF, end, *outer)
+
+    def _outer_loop(self, ch: Channel, counter: int, start: int, end: int) -> tuple[int, int] | tuple[()]:
+        """(outer counter, iterations per pass) if the loop ending at ``end`` is Linux's inner
+        loop: right after it a DMALPEND (not forever, unconditional) of the other counter back
+        to a DMALP of ``counter`` just before ``start``; else ()."""
+        try:
+            lpend, jump = self._fetch(ch, (end + 2) & 0xFFFFFFFF, 2)
+            lp, count = self._fetch(ch, (start - 2) & 0xFFFFFFFF, 2)
+        except DmaFault:
+            return ()
+        if DECODE[lpend] is not BY_NAME["DMALPEND"] or not lpend & 0x10 or lpend & 0x1:
+            return ()
+        outer = (lpend >> 2) & 1
+        if outer == counter or lp != BY_NAME["DMALP"].opcode | counter << 1:
+            return ()
+        if (end + 2 - jump) & 0xFFFFFFFF != (start - 2) & 0xFFFFFFFF:
+            return ()
+        return outer, count + 1
 
     @staticmethod
     def _accept_request(ch: Channel, wfp_op: int, kind: int, last: bool) -> None:

@@ -370,3 +370,74 @@ def test_a_bulk_store_that_faults_faults_at_the_request_it_reaches(board_parts):
     assert dmac.read(CS0, 4) & 0xF == State.FAULTING and ch.fault & (1 << 17)  # data write error
     assert ch.dar == end_of_ram and ch.lc[1] == 1
     assert bus.read("cpu", end_of_ram - 8, 8) == bytes([1, 0, 0, 0, 2, 0, 0, 0])
+
+
+def nested_rx_program(passes: int, per_pass: int) -> bytes:
+    """Linux's shape for more than 256 requests: DMALP lc0; DMALP lc1; FLUSHP, WFPS, LDPS, STS;
+    DMALPEND lc1; DMALPEND lc0 back to the DMALP lc1 (single-beat words, DEV_TO_MEM)."""
+    asm = Asm().mov("CCR", ccr(4, 1, src_inc=False)).mov("SAR", FIFO_BASE).mov("DAR", DST)
+    outer = asm.lp(0, passes)
+    inner = asm.lp(1, per_pass)
+    asm.raw(0x35, 0 << 3).raw(0x30, 0).raw(0x25, 0).st("S")
+    return bytes(asm.lpend(1, inner).lpend(0, outer).sev(0).end().code)
+
+
+def parked_nested_loop(passes: int, per_pass: int):
+    dmac, device, bus, _ = make_board_parts()
+    dmac.write(INTEN, 4, 1)
+    go(dmac, 0, nested_rx_program(passes, per_pass), bus)
+    return dmac, device, bus, device.dma_requests["rx"]
+
+
+def test_an_outer_loop_stands_for_all_its_passes():
+    _, _, _, port = parked_nested_loop(passes=3, per_pass=10)
+    assert port.standing() == 30
+
+
+@pytest.mark.parametrize("steps", [[30], [10, 20], [7, 10, 13], [3, 17, 5, 5], [1] * 30, [25, 5]])
+def test_serving_across_outer_passes_matches_request_by_request(steps):
+    """Served in pieces that end inside a pass, at its end and across passes: the same words
+    in RAM, the same counters and CPC at each step as interpreting request by request."""
+    fast, fast_device, _, fast_port = parked_nested_loop(passes=3, per_pass=10)
+    slow, slow_device, slow_bus, _ = parked_nested_loop(passes=3, per_pass=10)
+    words = iter(range(0x1000, 0x1000 + 30))
+    done = 0
+    for step in steps:
+        piece = [next(words) for _ in range(step)]
+        fast_device.rx.extend(piece)
+        assert fast_port.serve(step) == step
+        slow_device.receive(piece)  # a request per word, each interpreted by the channel
+        done += step
+        fast_ch, slow_ch = fast.channels[0], slow.channels[0]
+        assert (fast_ch.lc, fast_ch.pc, fast_ch.dar, fast_ch.state) == \
+               (slow_ch.lc, slow_ch.pc, slow_ch.dar, slow_ch.state), f"after {done}"
+        assert fast_port.standing() == 30 - done
+    assert fast.read(CS0, 4) & 0xF == State.STOPPED and fast.read(ES, 4) == 1
+    expected = b"".join(i.to_bytes(4, "little") for i in range(0x1000, 0x1000 + 30))
+    assert fast.dma.read(DST, 120) == expected == slow_bus.read("cpu", DST, 120)
+
+
+@pytest.mark.parametrize("fit", [2, 4, 6, 9])
+def test_a_bulk_store_faulting_in_a_later_pass_faults_where_interpreting_does(fit):
+    """``fit`` words fit below the end of RAM: the store of the next faults, inside a pass or
+    as the first of the next one, with the counters and CPC request-by-request leaves."""
+    end_of_ram = RAM_BASE + (4 << 20)
+    program = nested_rx_program(passes=3, per_pass=4).replace(
+        DST.to_bytes(4, "little"), (end_of_ram - 4 * fit).to_bytes(4, "little"))
+    channels = []
+    for bulk in (True, False):
+        dmac, device, bus, _ = make_board_parts()
+        go(dmac, 0, program, bus)
+        device.rx.extend(range(1, 13))
+        if bulk:
+            assert device.dma_requests["rx"].serve(12) == fit
+        else:
+            for _ in range(fit + 1):
+                device.request_rx()
+        assert dmac.read(CS0, 4) & 0xF == State.FAULTING
+        channels.append(dmac.channels[0])
+        assert bus.read("cpu", end_of_ram - 4 * fit, 4 * fit) == b"".join(
+            i.to_bytes(4, "little") for i in range(1, fit + 1))
+    fast, slow = channels
+    assert (fast.lc, fast.pc, fast.dar, fast.fault) == (slow.lc, slow.pc, slow.dar, slow.fault)
+    assert fast.fault & (1 << 17)  # a data write error
