@@ -96,9 +96,9 @@ def slave_dma(board: Board) -> list[tuple[str, str]]:
                  f"{spi:.2f} s = {64 / spi:.1f} KiB/s"))
     board.run("mtd-erase /dev/mtd0 0 65536")
     write = timed(board, "dd if=/tmp/in of=/dev/mtd0 bs=4096")
-    read = timed(board, "dd if=/dev/mtd0 of=/tmp/back bs=65536 count=1")
-    rows.append(("SPI NOR flash at 12 MHz through MTD: write / read 64 KiB",
-                 f"{64 / write:.1f} / {64 / read:.1f} KiB/s"))
+    read = timed(board, "dd if=/dev/mtd0 of=/tmp/back bs=65536 count=16")
+    rows.append(("SPI NOR flash at 12 MHz through MTD: write 64 KiB / read the 1 MiB flash "
+                 "(0.70 s of wire time)", f"{64 / write:.1f} KiB/s / {read:.2f} s = {1 / read:.2f} MiB/s"))
     uart = board.peripheral("uart2")
     board.run("stty -F /dev/ttyAMA2 3000000 raw -echo -ixon -ixoff")
     start = time.monotonic()
