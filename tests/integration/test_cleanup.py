@@ -35,7 +35,8 @@ def test_stop_removes_process_and_files(cosim_board_factory):
 
 
 SCRIPT = textwrap.dedent("""
-    import sys, time
+    import faulthandler, signal, sys, time
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it hangs, if it does
     from pathlib import Path
     from cosim.board import Board
     from cosim.build import build_all
@@ -58,7 +59,14 @@ def test_interrupted_harness_leaves_nothing(tmp_path, sig):
         qemu = qemu_children(proc.pid)
         assert len(qemu) == 1
         proc.send_signal(sig)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            proc.kill()
+            pytest.fail(f"the harness did not exit within 30 s of signal {sig}; its threads:\n"
+                        + proc.stdout.read()[-8000:])
     finally:
         if proc.poll() is None:
             proc.kill()
