@@ -37,6 +37,9 @@ def test_stop_removes_process_and_files(cosim_board_factory):
 SCRIPT = textwrap.dedent("""
     import faulthandler, signal, sys, time
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it hangs, if it does
+    # Ctrl-C as in a terminal: a session started in the background (`cmd &` without job control)
+    # hands its children SIGINT ignored, and Python then never raises KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from pathlib import Path
     from cosim.board import Board
     from cosim.build import build_all
