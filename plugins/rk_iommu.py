@@ -36,10 +36,12 @@ from dataclasses import replace
 from cosim.api import (
     BusLayer,
     DmaFault,
+    DtNode,
     Field,
     Iommu,
     Next,
     Peripheral,
+    Ref,
     Register,
     Transaction,
     hookimpl,
@@ -234,3 +236,10 @@ class RkIommu(Peripheral, Iommu):
 @hookimpl
 def cosim_peripheral_types() -> dict[str, type[Peripheral]]:
     return {"rk-iommu": RkIommu}
+
+
+@hookimpl
+def cosim_device_tree(peripheral: Peripheral, node: DtNode) -> None:
+    if isinstance(peripheral, RkIommu):  # its bus and register clocks: virt's APB clock for both
+        node.set("clocks", [Ref("/apb-pclk"), Ref("/apb-pclk")])
+        node.set("clock-names", ["aclk", "iface"])

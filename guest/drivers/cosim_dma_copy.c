@@ -29,6 +29,7 @@
 #include <linux/mod_devicetable.h>
 #include <linux/mutex.h>
 #include <linux/platform_device.h>
+#include <linux/pm_runtime.h>
 #include <linux/prandom.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
@@ -56,6 +57,7 @@
 #define GUARD_BYTE	0xa5
 #define MAX_SG_ENTS	16
 #define RESULT_LEN	256
+#define AUTOSUSPEND_MS	100	/* stays active between the commands of one test run */
 
 struct copy_desc {
 	__le64 src;
@@ -546,6 +548,13 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 		return ret;
 
 	mutex_lock(&ce->lock);
+	/* Runtime-active while it works, as a real driver is: an IOMMU in front of the engine is
+	 * programmed only then (its driver resumes with its masters, through a PM device link). */
+	ret = pm_runtime_resume_and_get(ce->dev);
+	if (ret) {
+		mutex_unlock(&ce->lock);
+		return ret;
+	}
 	snprintf(ce->result, RESULT_LEN, "error: bad command\n");
 	if (sscanf(buf, "test %15s %u %u %u", mode, &a, &b, &c) == 4)
 		ret = run_tests(ce, mode, a, b, c);
@@ -559,6 +568,8 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 		ret = run_ring(ce, !strcmp(mode, "fixed"));
 	else
 		ret = -EINVAL;
+	pm_runtime_mark_last_busy(ce->dev);
+	pm_runtime_put_autosuspend(ce->dev);
 	mutex_unlock(&ce->lock);
 	return ret ? ret : count;
 }
@@ -611,6 +622,12 @@ static int copy_probe(struct platform_device *pdev)
 	if (irq < 0)
 		return irq;
 	ret = devm_request_irq(dev, irq, copy_irq, 0, dev_name(dev), ce);
+	if (ret)
+		return ret;
+
+	pm_runtime_set_autosuspend_delay(dev, AUTOSUSPEND_MS);
+	pm_runtime_use_autosuspend(dev);
+	ret = devm_pm_runtime_enable(dev);
 	if (ret)
 		return ret;
 
