@@ -140,7 +140,7 @@ static bool track_page_locked(cm_state *s, uint64_t paddr)
         memset(&lines[i], 0, sizeof(lines[i]));
         lines[i].flags = CM_HELD;
     }
-    __atomic_store_n(&s->pages[page], 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->pages[page], CM_PAGE_TRACKED, __ATOMIC_RELEASE);
     s->header->counters[CM_COUNT_PAGES_TRACKED]++;
     return true;
 }
@@ -286,8 +286,9 @@ static void cpu_line_access(cm_state *s, uint64_t index, uint64_t bytes, bool st
     if (!store && cpu < CM_CPUS) {
         check_load_order(s, line, line_addr, bytes, cpu, pc);
     }
-    if (!cached) {
-        return; /* a Normal-NC or Device access goes to RAM and leaves the cache alone */
+    if (!cached) { /* a Normal-NC or Device access goes to RAM and leaves the cache alone */
+        s->pages[index / CM_LINES_PER_PAGE] |= CM_PAGE_COHERENT;
+        return;
     }
     if (!(line->flags & CM_HELD)) {
         line->hold_pc = pc_of(pc);
@@ -363,6 +364,7 @@ bool cm_cpu_maintenance(cm_state *s, uint64_t paddr, uint32_t op, uint32_t cpu, 
     s->header->counters[CM_COUNT_MAINTENANCE]++;
     started = track_page_locked(s, line_addr);
     index = line_index(s, line_addr);
+    s->pages[index / CM_LINES_PER_PAGE] &= ~CM_PAGE_COHERENT;
     line = &s->lines[index];
     writeback = line->dirty && op != CM_INVALIDATE;
     if (op == CM_INVALIDATE && line->dirty) {
@@ -493,7 +495,7 @@ uint32_t cm_device_write(cm_state *s, uint64_t paddr, uint64_t len, uint32_t age
         for (unsigned w = offset / 8; w <= (offset + n - 1) / 8; w++) {
             line->device_seq[w] = s->header->seq;
         }
-        if (line->flags & CM_HELD) {
+        if ((line->flags & CM_HELD) && !(s->pages[index / CM_LINES_PER_PAGE] & CM_PAGE_COHERENT)) {
             /* RAM changes under the CPU's copy of the line, which it keeps seeing. */
             line->stale |= bytes;
             line->overwritten &= ~bytes;

@@ -20,6 +20,14 @@
  * update the CPU's line, as snooping hardware does.  Only pages that a DC operation or a device
  * touched are tracked; QEMU sends only those pages' accesses here.
  *
+ * A page the CPU accesses through a Normal-NC mapping is a coherent buffer's (dma_alloc_coherent
+ * remaps its pages so): device writes to it leave the lines of its cacheable alias alone.  arm64
+ * Linux only cleans that alias when it allocates the buffer (arch_dma_prep_coherent), so clean
+ * copies may stay in the cache; the driver never reads through the alias, and whoever gets the
+ * pages after the buffer is freed either writes them first or reads bytes nobody gave it (a maple
+ * node's unused slot), which no DMA mistake causes.  The next DC operation on the page (a
+ * streaming mapping of the reused memory) makes it an ordinary page again.
+ *
  * Loads are weakly ordered: with no load barrier between them, a load may be performed before an
  * earlier one.  When the earlier load saw a device write made after the CPU's last barrier, and
  * the later load reads a word the device wrote before that (also after the barrier), the later
@@ -70,6 +78,11 @@ enum cm_line_flags {
     CM_SHADOW = 2, /* emulate: RAM differs from the CPU's line; the shadow holds one of them */
     CM_FILE_IS_RAM = 4, /* with CM_SHADOW: the file shows RAM (for uncached accesses), the shadow
                          * the CPU's line; otherwise the file shows the CPU's line */
+};
+
+enum cm_page_flags {
+    CM_PAGE_TRACKED = 1,
+    CM_PAGE_COHERENT = 2, /* the CPU accessed it uncached since the last DC operation on it */
 };
 
 enum cm_counter {

@@ -121,7 +121,9 @@ def parse_dma_trace(text: str) -> list[DmaMapping]:
         spans = _spans(fields)
         if not spans:
             continue
-        mappings.append(DmaMapping(event, m["device"], fields.get("dir", "?"), spans[0][0],
+        address = _first_address(fields)
+        mappings.append(DmaMapping(event, m["device"], fields.get("dir", "?"),
+                                   spans[0][0] if address is None else address,
                                    sum(s for _, s in spans), tuple(spans), m["ts"], m["task"]))
     return mappings
 

@@ -192,6 +192,24 @@ def test_a_freed_coherent_buffer_reused_by_the_kernel_is_silent(guest: Guest) ->
     assert kinds(guest) == []
 
 
+def test_a_freed_coherent_buffer_s_unwritten_bytes_read_by_the_new_owner_are_silent(
+        guest: Guest) -> None:
+    """The same, but the new owner reads a field it never wrote (mas_destroy reads the unused
+    slot of a maple node): garbage either way, and no DMA mistake.  The page was a coherent
+    buffer, as its uncached accesses said; its next streaming mapping makes it ordinary again."""
+    guest.cpu_write(BUF, bytes(4096))  # clear_page: the alias's lines are in the cache
+    guest.clean(BUF, BUF + 4096)  # arch_dma_prep_coherent
+    guest.model.cpu_access(BUF, 8, True, cached=False)  # the driver fills it through the NC map
+    guest.device_write(BUF, pattern(4096, 12))
+    guest.cpu_write(BUF, pattern(16, 13))  # the new owner's stores
+    guest.cpu_read(BUF + 16, 8)  # and a load of bytes it never stored
+    assert kinds(guest) == []
+    guest.map(BUF, 4096)  # the page is an ordinary streaming buffer now
+    guest.device_write(BUF, pattern(4096, 14))
+    guest.cpu_read(BUF + 64, 8)  # no dma_sync_single_for_cpu
+    assert kinds(guest) == [Kind.CPU_READ_STALE]
+
+
 def test_a_coherent_master_s_write_updates_the_cpu_s_copy(guest: Guest) -> None:
     """QEMU's virtio devices snoop: what they write, the CPU reads."""
     guest.cpu_read(BUF, 64)
