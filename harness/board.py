@@ -22,7 +22,14 @@ from .bridge import BridgeEndpoint, BridgeFailure, Replies
 from .build import Artifacts
 from .bus import Memory
 from .cachemodel import CacheModel, CoherencyLayer, Mode
-from .cachemodel.reports import TRACE_EVENTS, CacheReport, CacheWatch
+from .cachemodel.reports import (
+    TRACE,
+    TRACE_EVENTS,
+    CacheReport,
+    CacheWatch,
+    describe_fault_address,
+    parse_dma_trace,
+)
 from .clock import IdleHold
 from .console import (
     CommandFailed,
@@ -106,7 +113,8 @@ class Board:
         """Raises the board's failure, if any; between guest commands, cache-model events become
         reports first (that may ask the guest for symbols and its DMA trace)."""
         self.settle_cache()
-        self.watch.check()
+        self.explain_faults()
+        self.watch.check(between_commands=True)
 
     @property
     def cache_reports(self) -> list[CacheReport]:
@@ -127,6 +135,25 @@ class Board:
         except (CommandTimeout, OSError):
             self.cache.settle(None)
 
+    def explain_faults(self) -> None:
+        """Notes, for each unexpected DMA fault, the guest's last mapping that covered its
+        address (from the ``dma`` trace events), while the guest can answer."""
+        unexplained = [i for i in self.watch.unexpected_faults() if i not in self.watch.fault_notes]
+        shell = self.console
+        if not unexplained or shell is None or self.engine.exit_code() is not None \
+                or self.watch.failure is not None:
+            return
+        try:
+            trace = shell.run(f"[ -d {TRACE_EVENTS} ] && cat {TRACE}", timeout=60, check=False)
+        except (CommandTimeout, OSError):
+            return
+        mappings = parse_dma_trace(trace.output) if trace.status == 0 else []
+        for i in unexplained:
+            fault = self.bus.faults[i]
+            self.watch.fault_notes[i] = (describe_fault_address(fault.master, fault.address, mappings)
+                                         if trace.status == 0 else
+                                         "the guest kernel has no dma trace events to say more")
+
     @contextlib.contextmanager
     def expect(self, *categories: str, dma_faults: int = 0,
                width_mismatches: int = 0) -> Iterator[None]:
@@ -139,7 +166,11 @@ class Board:
 
     def run(self, command: str, timeout: float = 60.0, check: bool = True) -> CommandResult:
         assert self.console is not None, "the board is not started"
-        result = self.console.run(command, timeout=timeout, check=False)
+        try:
+            result = self.console.run(command, timeout=timeout, check=False)
+        except CommandTimeout:
+            self.check()  # a command stuck after a DMA fault fails with the fault
+            raise
         if result.status != 0 and self.kernel_log is not None:
             # An oops that killed the command arrives on the other console: the board's
             # failure, with the kernel's report, is the cause to show, not "Segmentation fault".
@@ -215,9 +246,9 @@ class Board:
         if self.idle_hold is not None:  # from now on the guest's idle time runs during commands
             self.console.idle_hold = self.idle_hold
             self.idle_hold.hold()
-        if self.cache is not None:  # the DMA API's calls, to name the buffers in reports
-            self.console.run(f"[ -d {TRACE_EVENTS} ] && echo 1 > {TRACE_EVENTS}/enable; true",
-                             check=False)
+        # the DMA API's calls, to name the buffers in cache reports and fault reports
+        self.console.run(f"[ -d {TRACE_EVENTS} ] && echo 1 > {TRACE_EVENTS}/enable; true",
+                         check=False)
         self.pm.hook.cosim_board_started(board=self)
         collector.freeze()
 

@@ -28,6 +28,7 @@ class FailureWatch:
         self.kernel_log: KernelLog | None = None  # set once the kernel console is connected
         self.failures: list[BridgeFailure] = []
         self.expected_dma_faults = 0
+        self.fault_notes: dict[int, str] = {}  # bus.faults index -> what the guest's DMA API said
         self.expected_width_mismatches = 0
         self.cache: CacheWatch | None = None  # set when the board runs the cache model
         self.failure: BoardFailure | None = None
@@ -44,17 +45,23 @@ class FailureWatch:
         with (self.logdir / "plugin-trace.log").open("a") as f:
             f.write(text.rstrip() + "\n")
 
-    def check(self) -> None:
+    def check(self, between_commands: bool = False) -> None:
         """Raises BoardFailure if anything went wrong.  The first failure sticks: a broken board
-        raises it again on every later use."""
+        raises it again on every later use.  DMA faults, like cache reports, fail the board
+        between guest commands, once the guest has been asked about them (Board.check)."""
         if self.failure is not None:
             raise self.failure
-        cause = self._find_failure()
+        cause = self._find_failure(between_commands)
         if cause is not None:
             self.failure = BoardFailure(cause)
             raise self.failure
 
-    def _find_failure(self) -> str | None:
+    def unexpected_faults(self) -> list[int]:
+        """Indices in bus.faults of the faults no test expected."""
+        count = len(self.bus.faults) - self.expected_dma_faults
+        return list(range(len(self.bus.faults) - count, len(self.bus.faults))) if count > 0 else []
+
+    def _find_failure(self, between_commands: bool) -> str | None:
         if self.failures:
             f = self.failures[0]
             return self.report(f"peripheral '{f.peripheral}': {f.message}", f.traceback)
@@ -70,9 +77,10 @@ class FailureWatch:
                 return self.report(f"the cache model reported:\n{reports}"
                                    + (f"\n... and {more} more" if more > 0 else "")
                                    + f"\n(all in {self.cache.report_file})")
-        unexpected = len(self.bus.faults) - self.expected_dma_faults
-        if unexpected > 0:
-            faults = "\n".join(f"  {f}" for f in self.bus.faults[-unexpected:][:5])
+        if between_commands and (unexpected := self.unexpected_faults()):
+            faults = "\n".join(f"  {self.bus.faults[i]}" + (f"\n    {self.fault_notes[i]}"
+                                                           if i in self.fault_notes else "")
+                               for i in unexpected[:5])
             return self.report(f"unexpected DMA fault(s):\n{faults}")
         unexpected = len(self.bus.width_mismatches) - self.expected_width_mismatches
         if unexpected > 0:

@@ -13,6 +13,9 @@
  *   echo "ring buggy|fixed" > control                      a ring entry's status polled, then
  *                                                          its fields read (without / with
  *                                                          dma_rmb()): the cache model's case
+ *   echo "after-unmap buggy|fixed" > control               a receive buffer unmapped before
+ *                                                          (buggy) or after (fixed) the copy
+ *                                                          into it: behind an IOMMU, a fault
  *   cat control                                            the last result, one line
  * A write returns an error when the operation failed; the result line says why.
  */
@@ -534,6 +537,41 @@ out:
 	return ret;
 }
 
+/*
+ * A use-after-unmap: the driver hands the engine a receive buffer's DMA address after
+ * dma_unmap_single (buggy) instead of before it (fixed).  Without an IOMMU the engine writes the
+ * page the kernel may already have reused; behind one, the IOVA is no longer mapped and the
+ * transfer faults.
+ */
+static int run_after_unmap(struct copy_engine *ce, bool fixed)
+{
+	dma_addr_t src_dma, dst_dma;
+	u8 *src, *dst;
+	int ret = -ENOMEM;
+
+	src = dma_alloc_coherent(ce->dev, PAGE_SIZE, &src_dma, GFP_KERNEL);
+	dst = kmalloc(PAGE_SIZE, GFP_KERNEL);
+	if (!src || !dst)
+		goto out;
+	memset(src, 0x5a, PAGE_SIZE);
+	dst_dma = dma_map_single(ce->dev, dst, PAGE_SIZE, DMA_FROM_DEVICE);
+	if (dma_mapping_error(ce->dev, dst_dma))
+		goto out;
+	if (!fixed)
+		dma_unmap_single(ce->dev, dst_dma, PAGE_SIZE, DMA_FROM_DEVICE);
+	ret = copy_single(ce, src_dma, dst_dma, PAGE_SIZE);
+	if (fixed)
+		dma_unmap_single(ce->dev, dst_dma, PAGE_SIZE, DMA_FROM_DEVICE);
+	snprintf(ce->result, RESULT_LEN, "after-unmap %s dma=%#llx ret=%d data=%s\n",
+		 fixed ? "fixed" : "buggy", (u64)dst_dma, ret,
+		 !ret && memchr_inv(dst, 0x5a, PAGE_SIZE) == NULL ? "intact" : "lost");
+out:
+	kfree(dst);
+	if (src)
+		dma_free_coherent(ce->dev, PAGE_SIZE, src, src_dma);
+	return ret;
+}
+
 static ssize_t control_write(struct file *file, const char __user *ubuf, size_t count,
 			     loff_t *ppos)
 {
@@ -566,6 +604,9 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 		ret = run_misuse(ce);
 	else if (sscanf(buf, "ring %15s", mode) == 1 && (!strcmp(mode, "buggy") || !strcmp(mode, "fixed")))
 		ret = run_ring(ce, !strcmp(mode, "fixed"));
+	else if (sscanf(buf, "after-unmap %15s", mode) == 1 &&
+		 (!strcmp(mode, "buggy") || !strcmp(mode, "fixed")))
+		ret = run_after_unmap(ce, !strcmp(mode, "fixed"));
 	else
 		ret = -EINVAL;
 	pm_runtime_mark_last_busy(ce->dev);

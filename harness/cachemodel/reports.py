@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..trace import EventTrace
-from . import LINE_SIZE, CacheModel, CoherencyLayer, Event, Kind, Transfer, byte_runs
+from . import LINE_SIZE, PAGE_SIZE, CacheModel, CoherencyLayer, Event, Kind, Transfer, byte_runs
 
 TRACE_EVENTS = "/sys/kernel/tracing/events/dma"
 TRACE = "/sys/kernel/tracing/trace"
@@ -89,9 +89,17 @@ class DmaMapping:
     timestamp: str
     task: str
     unmapped: bool = False
+    dma_spans: tuple[tuple[int, int], ...] = ()  # (address, size) runs as the device sees them
 
     def covers(self, address: int) -> bool:
         return any(base <= address < base + size for base, size in self.spans)
+
+    def covers_dma(self, address: int) -> bool:
+        return any(base <= address < base + size for base, size in self.dma_spans)
+
+    def by(self, master: str) -> bool:
+        """Whether a board's master made it: Linux names the device ``<unit address>.<node>``."""
+        return self.device == master or self.device.endswith(f".{master}")
 
     def __str__(self) -> str:
         state = ", unmapped since" if self.unmapped else ""
@@ -110,9 +118,13 @@ def parse_dma_trace(text: str) -> list[DmaMapping]:
         if event in ("dma_unmap_page", "dma_unmap_resource", "dma_unmap_sg", "dma_free",
                      "dma_free_sgt"):
             address = _first_address(fields)
+            physical = _hex_list(fields.get("phys_addrs", ""))[:1]  # dma_unmap_sg names only these
             for i in range(len(mappings) - 1, -1, -1):
-                if mappings[i].dma_address == address and not mappings[i].unmapped:
-                    mappings[i] = dataclasses.replace(mappings[i], unmapped=True)
+                mapping = mappings[i]
+                same = (mapping.dma_address == address if address is not None
+                        else bool(physical) and mapping.spans[0][0] == physical[0])
+                if same and mapping.device == m["device"] and not mapping.unmapped:
+                    mappings[i] = dataclasses.replace(mapping, unmapped=True)
                     break
             continue
         if event not in ("dma_map_page", "dma_map_resource", "dma_map_sg", "dma_alloc",
@@ -122,14 +134,21 @@ def parse_dma_trace(text: str) -> list[DmaMapping]:
         if not spans:
             continue
         address = _first_address(fields)
+        dma_spans = _dma_spans(fields)
         mappings.append(DmaMapping(event, m["device"], fields.get("dir", "?"),
                                    spans[0][0] if address is None else address,
-                                   sum(s for _, s in spans), tuple(spans), m["ts"], m["task"]))
+                                   sum(s for _, s in spans), tuple(spans), m["ts"], m["task"],
+                                   dma_spans=tuple(dma_spans)))
     return mappings
 
 
 def _hex_list(value: str) -> list[int]:
     return [int(v, 16) for v in re.findall(r"[0-9a-fA-F]+", value.replace("0x", " "))]
+
+
+def _size_list(value: str) -> list[int]:
+    """Sizes as the trace prints them: {0x2579,0x9786} (hex) or plain decimals."""
+    return [int(v, 0) for v in re.findall(r"0x[0-9a-fA-F]+|\d+", value)]
 
 
 def _first_address(fields: dict[str, str]) -> int | None:
@@ -146,11 +165,38 @@ def _spans(fields: dict[str, str]) -> list[tuple[int, int]]:
     if "phys_addr" in fields and "size" in fields:
         return [(int(fields["phys_addr"], 16), int(fields["size"]))]
     if "sizes" in fields and "phys_addrs" in fields:
-        sizes = [int(s) for s in re.findall(r"\d+", fields["sizes"])]
-        return list(zip(_hex_list(fields["phys_addrs"]), sizes, strict=False))
+        return list(zip(_hex_list(fields["phys_addrs"]), _size_list(fields["sizes"]), strict=False))
     if "dma_addr" in fields and "size" in fields:
         return [(int(fields["dma_addr"], 16), int(fields["size"]))]
     return []
+
+
+def _dma_spans(fields: dict[str, str]) -> list[tuple[int, int]]:
+    """The device's view of a mapping: dma_addr with size, or dma_map_sg's dma_addrs with sizes
+    (one per DMA segment, which an IOMMU may have merged)."""
+    if "dma_addrs" in fields and "sizes" in fields:
+        return list(zip(_hex_list(fields["dma_addrs"]), _size_list(fields["sizes"]), strict=False))
+    if "dma_addr" in fields and "size" in fields:
+        return [(int(fields["dma_addr"], 16), int(fields["size"]))]
+    return []
+
+
+def describe_fault_address(master: str, address: int, mappings: list[DmaMapping]) -> str:
+    """What the guest's DMA API last said about a faulting device address: the newest mapping by
+    ``master`` that covered it, else the one it runs past the end of (within a page)."""
+    own = [m for m in mappings if m.by(master)]
+    covering = next((m for m in reversed(own) if m.covers_dma(address)), None)
+    if covering is not None:
+        state = "unmapped before the access" if covering.unmapped else "still mapped"
+        return (f"the last mapping that covered {address:#x}: "
+                f"{dataclasses.replace(covering, unmapped=False)}, {state}")
+    for m in reversed(own):
+        for base, size in m.dma_spans:
+            if 0 <= address - (base + size) < PAGE_SIZE:
+                return (f"{address - (base + size)} bytes past the end of {m} "
+                        f"(which ends at {base + size:#x})")
+    return (f"no mapping by {master} in the guest's dma trace covers {address:#x}"
+            + ("" if own else f" (the trace holds none of {master}'s mappings)"))
 
 
 FIXES = {

@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from cosim.watch import BoardFailure
+
 from .test_dma_copy import CONTROL, control
 
 UNMAPPED_IOVA = 0x10000  # iommu-dma hands out IOVAs from the top of the 32-bit space down
@@ -57,3 +59,31 @@ def test_a_dma_to_an_unmapped_iova_is_a_page_fault(iommu_board):
     log = iommu_board.kernel_log.text()
     assert f"Page fault at {UNMAPPED_IOVA:#018x} of type write" in log
     assert not mmu.fault_active  # the driver's handler sent PAGE_FAULT_DONE
+
+
+def test_a_dma_after_unmap_faults_at_the_unmapped_iova(iommu_board):
+    faults = len(iommu_board.bus.faults)
+    with iommu_board.expect(dma_faults=1):
+        result = control(iommu_board, "after-unmap buggy", check=False)
+    assert len(iommu_board.bus.faults) == faults + 1
+    fault = iommu_board.bus.faults[-1]
+    assert (fault.master, fault.address, fault.write) == ("dmacopy", int(result["dma"], 16), True)
+    assert result["data"] == "lost"
+
+
+def test_its_fixed_twin_unmaps_after_the_copy(iommu_board):
+    faults = len(iommu_board.bus.faults)
+    result = control(iommu_board, "after-unmap fixed")
+    assert (result["ret"], result["data"]) == ("0", "intact")
+    assert len(iommu_board.bus.faults) == faults
+
+
+def test_an_unexpected_fault_names_the_mapping_unmapped_before_it(cosim_board_factory):
+    board = cosim_board_factory(platform="virt-iommu")
+    with pytest.raises(BoardFailure) as info:
+        board.run(f"echo 'after-unmap buggy' > {CONTROL}", check=False)
+    message = str(info.value)
+    assert "unexpected DMA fault(s):" in message and "IOMMU page fault in copy_mmu" in message
+    assert re.search(r"the last mapping that covered (0x[0-9a-f]+): dma_map_page by c010000\.dmacopy "
+                     r"at [\d.]+ s \(\S+\): dma \1, 4096 bytes, DMA_FROM_DEVICE, unmapped before "
+                     r"the access", message), message

@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from cosim.cachemodel import Event, Kind, Transfer
-from cosim.cachemodel.reports import CacheReport, CacheWatch, Symbols, group, parse_dma_trace
+from cosim.cachemodel.reports import (
+    CacheReport,
+    CacheWatch,
+    Symbols,
+    describe_fault_address,
+    group,
+    parse_dma_trace,
+)
 
 
 def trace_line(task: str, ts: str, event: str, fields: str) -> str:
@@ -47,6 +54,54 @@ def test_the_dma_trace_gives_mappings_and_marks_their_unmaps() -> None:
     sg = mappings[2]
     assert sg.covers(0x41002063) and not sg.covers(0x41002064) and not sg.covers(0x41001000)
     assert mappings[0].covers(0x436B82FF) and not mappings[0].covers(0x436B8300)
+
+
+# As Linux 6.12 prints them behind an IOMMU: IOVAs from the top of the 32-bit space, hex sizes,
+# and dma_unmap_sg naming only the physical addresses.
+IOMMU_TRACE = "\n".join([
+    trace_line("cosim-agent-46", "0.990789", "dma_map_page", "c010000.dmacopy dir=TO_DEVICE "
+               "dma_addr=fffe0000 size=65600 phys_addr=45360000 attrs="),
+    trace_line("cosim-agent-46", "0.991835", "dma_unmap_page", "c010000.dmacopy dir=TO_DEVICE "
+               "dma_addr=fffe0000 size=65600 attrs="),
+    trace_line("cosim-agent-46", "1.004654", "dma_map_sg", "c010000.dmacopy dir=FROM_DEVICE "
+               "nents=2/2 ents=2/2 dma_addrs={0xfff60000,0xfff63000} sizes={0x2579,0x9786} "
+               "phys_addrs={0x41d18000,0x453f0000} attrs="),
+    trace_line("cosim-agent-46", "1.004668", "dma_unmap_sg", "c010000.dmacopy dir=FROM_DEVICE "
+               "phys_addrs={0x41d18000,0x453f0000} attrs="),
+    trace_line("cosim-agent-46", "1.004720", "dma_map_page", "c020000.pl330 dir=FROM_DEVICE "
+               "dma_addr=fffe0000 size=4096 phys_addr=47000000 attrs="),
+])
+
+
+def test_an_iommu_trace_gives_iovas_hex_sizes_and_sg_unmaps_by_physical_address() -> None:
+    single, sg, other = parse_dma_trace(IOMMU_TRACE)
+    assert (single.dma_address, single.spans, single.unmapped) == (0xFFFE0000, ((0x45360000, 65600),),
+                                                                 True)
+    assert sg.dma_spans == ((0xFFF60000, 0x2579), (0xFFF63000, 0x9786)) and sg.unmapped
+    assert sg.covers_dma(0xFFF6C785) and not sg.covers_dma(0xFFF6C786)
+    assert other.by("pl330") and not other.by("dmacopy") and not other.unmapped
+
+
+def test_a_fault_names_the_last_mapping_that_covered_its_address() -> None:
+    mappings = parse_dma_trace(IOMMU_TRACE)
+    assert describe_fault_address("dmacopy", 0xFFFE1000, mappings) == (
+        "the last mapping that covered 0xfffe1000: dma_map_page by c010000.dmacopy at 0.990789 s "
+        "(cosim-agent-46): dma 0xfffe0000, 65600 bytes, DMA_TO_DEVICE, unmapped before the access")
+    assert describe_fault_address("pl330", 0xFFFE0010, mappings).endswith(", still mapped")
+
+
+def test_a_fault_just_past_a_mapping_says_how_far_past() -> None:
+    text = describe_fault_address("dmacopy", 0xFFFF0040 + 0x40, parse_dma_trace(IOMMU_TRACE))
+    assert text.startswith("64 bytes past the end of dma_map_page by c010000.dmacopy")
+    assert "(which ends at 0xffff0040)" in text
+
+
+def test_a_fault_no_mapping_explains_says_so() -> None:
+    mappings = parse_dma_trace(IOMMU_TRACE)
+    assert describe_fault_address("dmacopy", 0x10000, mappings) == (
+        "no mapping by dmacopy in the guest's dma trace covers 0x10000")
+    assert describe_fault_address("spi0", 0x10000, mappings).endswith(
+        "(the trace holds none of spi0's mappings)")
 
 
 def test_symbols_name_kernel_and_module_text() -> None:
