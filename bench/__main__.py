@@ -133,6 +133,24 @@ def pl330_side_by_side(artifacts) -> list[tuple[str, str]]:
     return rows
 
 
+def iommu_cost(artifacts) -> list[tuple[str, str]]:
+    """The same dmatest on the PL330 straight to RAM (virt) and through a Rockchip IOMMU
+    (virt-iommu): what the translation layer and the upstream driver's IOVA mappings cost."""
+    results = {}
+    for platform in ("virt", "virt-iommu"):
+        board = Board(load_platform(platform), artifacts, Path(tempfile.mkdtemp(prefix="cosim-bench-")),
+                      time="wall")
+        with board:
+            results[platform] = (dmatest_throughput(board, 1 << 20, 200),
+                                 dmatest_throughput(board, 4096, 3000))
+    rows = []
+    for i, label in enumerate(("1 MiB", "4 KiB")):
+        direct, mapped = results["virt"][i], results["virt-iommu"][i]
+        rows.append((f"PL330 dmatest {label} copies: through the IOMMU / without",
+                     f"{mapped / 1000:,.1f} / {direct / 1000:,.1f} MB/s = {mapped / direct:.2f}x"))
+    return rows
+
+
 def cache_model_cost(artifacts, boots: int) -> list[tuple[str, str]]:
     """Boot and dmatest with the cache model off and on (report mode)."""
     rows = []
@@ -206,7 +224,7 @@ def edit_to_shell(edits: int = 3) -> list[tuple[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--boots", type=int, default=7)
-    parser.add_argument("--only", choices=["edit-to-shell", "cache-model", "suite-cost"],
+    parser.add_argument("--only", choices=["edit-to-shell", "cache-model", "iommu", "suite-cost"],
                         help="run one benchmark (suite-cost: the whole suite twice, ~40 min)")
     args = parser.parse_args()
     if args.only == "edit-to-shell":
@@ -214,6 +232,9 @@ def main() -> None:
         return
     if args.only == "cache-model":
         print(cache_model_cost(build_all(), args.boots))
+        return
+    if args.only == "iommu":
+        print(iommu_cost(build_all()))
         return
     if args.only == "suite-cost":
         print(suite_cost())
@@ -250,6 +271,7 @@ def main() -> None:
 
     rows += with_board(artifacts, None, slave_dma, clock=None)
     rows += pl330_side_by_side(artifacts)
+    rows += iommu_cost(artifacts)
     rows += cache_model_cost(artifacts, args.boots)
 
     table = "| measurement | result |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)

@@ -127,8 +127,28 @@ class Iommu(Role):
     """Translates the DMA of the masters behind it (platform ``iommus: [iommu, CELLS...]``).
 
     ``iommu_cells`` is its ``#iommu-cells`` (0 for a Rockchip IOMMU, 1 for an SMMU: the stream
-    ID).  :meth:`translation_layer` gives the layer the board puts at the bus's ``translation``
-    place; it keys on each transaction's ``stream_id``."""
+    ID).  The contract, which ``plugins/rk_iommu.py`` follows and an SMMUv3 model would too:
+
+    - **Attach**: the ``iommus`` connector calls :meth:`attach_master` once per master with the
+      master's ``stream_id`` (the platform's ``stream_id:``) and the DT cells after the phandle;
+      refuse what the hardware cannot do (a Rockchip IOMMU serves one master) with a ValueError.
+    - **Translate**: :meth:`translation_layer` gives the :class:`BusLayer` the board puts at the
+      bus's ``translation`` place, before the cache model and the tracer.  Its ``access`` passes
+      other masters' transactions on untouched, keys on ``txn.master`` or ``txn.stream_id``, and
+      hands each physically contiguous run on as ``replace(txn, address=physical, length=...,
+      master_address=iova)``, so everything after it sees physical addresses and the trace shows
+      IOVA → PA.  Table reads go through ``self.dma.walk_read`` (marked ``walk``: past
+      translation and the cache model, shown by the tracer).
+    - **Fault**: a DMA the tables do not allow raises :class:`DmaFault` with the master, the IOVA
+      and the direction, after moving what silicon moves before the faulting page; the model
+      records the fault in its registers (or event queue) and raises its interrupt as the
+      datasheet says.  The board counts the fault, reports it to the test with the guest's last
+      mapping of that IOVA, unless the test expects it (``board.expect(dma_faults=n)``).
+    - **Invalidate**: keep what the hardware caches (an IOTLB, a stream-table or context cache)
+      and drop it only on the commands that drop it on silicon (ZAP_ONE_LINE, CMD_TLBI_*,
+      CMD_CFGI_*), so a driver that forgets an invalidation sees the stale translation.
+
+    The core knows nothing else of an IOMMU: registers, tables and queues are the model's."""
 
     role_name = "IOMMU"
     example = "an IOMMU model"

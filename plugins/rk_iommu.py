@@ -179,14 +179,16 @@ class RkIommu(Peripheral, Iommu):
         runs, up to the first page the tables do not allow, and that page's fault."""
         self.translated += 1
         pieces: list[tuple[int, int, int]] = []
+        walked: dict[int, int] = {}  # this transfer's page-table reads: IOVA page -> PTE
+        last = txn.address + (txn.length - 1 if txn.increment else 0)
         offset = 0
         try:
             if not txn.increment:  # every beat to one address (a FIFO register)
-                return [(0, txn.length, self._physical(txn, txn.address))], None
+                return [(0, txn.length, self._physical(txn, txn.address, last, walked))], None
             while offset < txn.length:
                 iova = txn.address + offset
                 length = min(PAGE - iova % PAGE, txn.length - offset)
-                physical = self._physical(txn, iova)
+                physical = self._physical(txn, iova, last, walked)
                 if pieces and pieces[-1][2] + pieces[-1][1] == physical:
                     start, run, base = pieces[-1]
                     pieces[-1] = (start, run + length, base)
@@ -197,16 +199,24 @@ class RkIommu(Peripheral, Iommu):
             return pieces, fault
         return pieces, None
 
-    def _physical(self, txn: Transaction, iova: int) -> int:
-        pte = self.iotlb.get(iova // PAGE)
+    def _physical(self, txn: Transaction, iova: int, last: int, walked: dict[int, int]) -> int:
+        page = iova // PAGE
+        pte = self.iotlb.get(page)
         if pte is None:
-            pte = self._walk(txn, iova)
-            self.iotlb[iova // PAGE] = pte
+            if page not in walked:
+                walked.update(self._walk(txn, iova, last))
+            pte = walked[page]
+            if not pte & VALID:
+                self._fault(txn, iova, "no page (page-table entry invalid)")
+            self.iotlb[page] = pte
         if not pte & (WRITABLE if txn.write else READABLE):
             self._fault(txn, iova, "the page is not " + ("writable" if txn.write else "readable"))
         return entry_address(pte) + iova % PAGE
 
-    def _walk(self, txn: Transaction, iova: int) -> int:
+    def _walk(self, txn: Transaction, iova: int, last: int) -> dict[int, int]:
+        """The PTEs of the pages from ``iova`` to ``last`` that share its page table, read in one
+        walk (a transfer's pages are consecutive entries); only those the transfer reaches go into
+        the IOTLB."""
         if iova >> 32:
             self._fault(txn, iova, "above the 32-bit IOVA space")
         assert self.dma is not None
@@ -215,11 +225,10 @@ class RkIommu(Peripheral, Iommu):
         dte = int.from_bytes(self.dma.walk_read(directory + 4 * (iova >> 22), 4), "little")
         if not dte & VALID:
             self._fault(txn, iova, f"no page table (directory entry {iova >> 22} invalid)")
-        pte = int.from_bytes(self.dma.walk_read(entry_address(dte) + 4 * ((iova >> 12) & 0x3FF), 4),
-                             "little")
-        if not pte & VALID:
-            self._fault(txn, iova, "no page (page-table entry invalid)")
-        return pte
+        first = (iova >> 12) & 0x3FF
+        count = min(0x3FF, (min(last, 0xFFFFFFFF) >> 12) - (iova >> 22 << 10)) - first + 1
+        table = self.dma.walk_read(entry_address(dte) + 4 * first, 4 * count)
+        return {iova // PAGE + i: int.from_bytes(table[4 * i:4 * i + 4], "little") for i in range(count)}
 
     def _fault(self, txn: Transaction, iova: int, why: str) -> None:
         if not self.fault_active:  # the first fault is latched until PAGE_FAULT_DONE

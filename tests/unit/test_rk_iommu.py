@@ -117,6 +117,23 @@ def test_a_copy_between_iovas_lands_at_the_physical_pages(parts):
     assert (trace[0].master_address, trace[0].address) == (0x1000, src)  # IOVA -> PA on the trace
 
 
+def test_a_transfer_reads_the_ptes_of_its_pages_in_one_walk_per_table(parts):
+    """A 128 KiB transfer is 32 consecutive PTEs: one directory read and one table read, not 64
+    reads; a transfer across a 4 MiB boundary walks each of its two tables."""
+    bench, mmu, copier, tables = parts
+    enable(mmu, tables)
+    src, dst = bench.ram_base + 0x200000, bench.ram_base + 0x300000
+    tables.map(0x100000, src, 0x20000, READ)
+    tables.map(0x3F0000, dst, 0x20000)  # 0x3F0000-0x40FFFF: across two page tables
+    data = os.urandom(0x20000)
+    bench.bus.write("cpu", src, data)
+    before = len([r for r in bench.tracer.records if r.walk])
+    assert copy(copier, 0x100000, 0x3F0000, 0x20000)
+    walks = [r for r in bench.tracer.records if r.walk][before:]
+    assert [r.length for r in walks] == [4, 4 * 32, 4, 4 * 16, 4, 4 * 16]
+    assert bench.bus.read("cpu", dst, 0x20000) == data
+
+
 def test_a_dma_to_an_unmapped_iova_faults_as_the_driver_expects(parts):
     bench, mmu, copier, tables = parts
     enable(mmu, tables)
