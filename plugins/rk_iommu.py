@@ -166,6 +166,9 @@ class RkIommu(Peripheral, Iommu):
             pieces, fault = self._translate(txn)
         out = bytearray() if data is None else None
         for offset, length, physical in pieces:  # up to a faulting page: what silicon moves
+            self.trace.instant(f"{self.name} translation", "write" if txn.write else "read",
+                               master=txn.master, iova=f"{txn.address + offset:#x}",
+                               physical=f"{physical:#x}", length=length)
             piece = replace(txn, address=physical, length=length, master_address=txn.address + offset)
             got = next_(piece, None if data is None else data[offset:offset + length])
             if out is not None:
@@ -239,6 +242,8 @@ class RkIommu(Peripheral, Iommu):
         fault = DmaFault(txn.master, iova, txn.length, txn.write,
                          f"IOMMU page fault in {self.name} at IOVA {iova:#x}: {why}")
         self.faults.append(fault)
+        self.trace.instant(f"{self.name} translation", "page fault", master=txn.master,
+                           iova=f"{iova:#x}", access="write" if txn.write else "read", why=why)
         raise fault
 
 

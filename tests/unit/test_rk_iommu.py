@@ -115,6 +115,11 @@ def test_a_copy_between_iovas_lands_at_the_physical_pages(parts):
     assert copy(copier, 0x1000, 0x7FFFF000, 0x3000) and mmu.walks == walks  # the IOTLB holds them
     trace = [r for r in bench.tracer.records if r.master == "copy" and not r.walk]
     assert (trace[0].master_address, trace[0].address) == (0x1000, src)  # IOVA -> PA on the trace
+    timeline = bench.trace.on_track("mmu translation")  # and on the timeline
+    assert [(e["name"], e["args"]["iova"], e["args"]["physical"], e["args"]["length"])
+            for e in timeline[:3]] == [("read", "0x1000", f"{src:#x}", 0x3000),
+                                       ("write", "0x7ffff000", f"{dst + 0x2000:#x}", 0x1000),
+                                       ("write", "0x80000000", f"{dst:#x}", 0x2000)]
 
 
 def test_a_transfer_reads_the_ptes_of_its_pages_in_one_walk_per_table(parts):
@@ -149,6 +154,8 @@ def test_a_dma_to_an_unmapped_iova_faults_as_the_driver_expects(parts):
     assert mmu.read(PAGE_FAULT_ADDR, 4) == 0x6000
     assert bench.bus.read("cpu", bench.ram_base + 0x300000, 0x1000) == data[:0x1000]  # up to the fault
     assert "IOMMU page fault in mmu at IOVA 0x6000" in str(mmu.faults[-1])
+    faults = [e["args"] for e in bench.trace.on_track("mmu translation") if e["name"] == "page fault"]
+    assert [(f["iova"], f["access"]) for f in faults] == [("0x6000", "write")]
     # rk_iommu_irq: zap, fault done, clear
     mmu.write(COMMAND, 4, ZAP_CACHE)
     mmu.write(COMMAND, 4, PAGE_FAULT_DONE)
