@@ -116,10 +116,11 @@ def slave_dma(board: Board) -> list[tuple[str, str]]:
     return rows
 
 
-def pl330_side_by_side(artifacts) -> list[tuple[str, str]]:
-    """The same dmatest through the Python PL330 and through QEMU's C PL330 (hw/dma/pl330.c)."""
+def dmatest_side_by_side(artifacts, first: str, second: str, what: str) -> list[tuple[str, str]]:
+    """1 MiB and 4 KiB dmatest copies on two platforms' dma0chan0, each on a wall-time board:
+    rows "<what>" with first / second and their ratio."""
     results = {}
-    for platform in ("virt", "virt-qemu-pl330"):
+    for platform in (first, second):
         board = Board(load_platform(platform), artifacts, Path(tempfile.mkdtemp(prefix="cosim-bench-")),
                       time="wall")
         with board:
@@ -127,28 +128,21 @@ def pl330_side_by_side(artifacts) -> list[tuple[str, str]]:
                                  dmatest_throughput(board, 4096, 3000))
     rows = []
     for i, label in enumerate(("1 MiB", "4 KiB")):
-        python, c = results["virt"][i], results["virt-qemu-pl330"][i]
-        rows.append((f"PL330 dmatest {label} copies: Python model / QEMU's C model",
-                     f"{python / 1000:,.1f} / {c / 1000:,.1f} MB/s = {python / c:.2f}x"))
+        a, b = results[first][i], results[second][i]
+        rows.append((f"PL330 dmatest {label} copies: {what}",
+                     f"{a / 1000:,.1f} / {b / 1000:,.1f} MB/s = {a / b:.2f}x"))
     return rows
+
+
+def pl330_side_by_side(artifacts) -> list[tuple[str, str]]:
+    """The same dmatest through the Python PL330 and through QEMU's C PL330 (hw/dma/pl330.c)."""
+    return dmatest_side_by_side(artifacts, "virt", "virt-qemu-pl330", "Python model / QEMU's C model")
 
 
 def iommu_cost(artifacts) -> list[tuple[str, str]]:
-    """The same dmatest on the PL330 straight to RAM (virt) and through a Rockchip IOMMU
-    (virt-iommu): what the translation layer and the upstream driver's IOVA mappings cost."""
-    results = {}
-    for platform in ("virt", "virt-iommu"):
-        board = Board(load_platform(platform), artifacts, Path(tempfile.mkdtemp(prefix="cosim-bench-")),
-                      time="wall")
-        with board:
-            results[platform] = (dmatest_throughput(board, 1 << 20, 200),
-                                 dmatest_throughput(board, 4096, 3000))
-    rows = []
-    for i, label in enumerate(("1 MiB", "4 KiB")):
-        direct, mapped = results["virt"][i], results["virt-iommu"][i]
-        rows.append((f"PL330 dmatest {label} copies: through the IOMMU / without",
-                     f"{mapped / 1000:,.1f} / {direct / 1000:,.1f} MB/s = {mapped / direct:.2f}x"))
-    return rows
+    """The same dmatest through a Rockchip IOMMU (virt-iommu) and straight to RAM (virt): what
+    the translation layer and the upstream driver's IOVA mappings cost."""
+    return dmatest_side_by_side(artifacts, "virt-iommu", "virt", "through the IOMMU / without")
 
 
 def cache_model_cost(artifacts, boots: int) -> list[tuple[str, str]]:
