@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -569,8 +570,20 @@ class Artifacts:
 def build_lock() -> Iterator[None]:
     """One build at a time per cache: a second process (another session, an xdist worker) waits
     here, then finds the artifacts done, instead of unpacking over a tree being compiled."""
-    with (cache_root() / ".build.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    path = cache_root() / ".build.lock"
+    with path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            console.print(f"waiting for the build of {holder} to finish (it holds {path})")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            console.print("[green]✓[/] the other build finished; going on")
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} ({' '.join(sys.argv[:3])})")
+        lock.flush()
         yield
 
 

@@ -4,11 +4,14 @@ with the cross compiler, the library check on Debian's real packages; clear erro
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from cosim.build import BuildError, apply_patches, base_packages, kernel_patches
+from cosim.build import BuildError, apply_patches, base_packages, build_lock, kernel_patches
 from cosim.guestimage import build_program, check_libraries
 
 PATCH = """\
@@ -78,3 +81,39 @@ def test_a_makefile_that_ignores_cc_is_told_so(tmp_path):
     (tmp_path / "tool" / "tool.c").write_text("int main(void) { return 0; }\n")
     with pytest.raises(BuildError, match=r"tool not built for arm64 \(does its Makefile compile with"):
         build_program(tmp_path / "tool", tmp_path / "logs")
+
+
+HOLD_LOCK = """
+import fcntl, sys, time
+with open(sys.argv[1], "a+") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0); f.truncate(); f.write("pid 4242 (cosim build)"); f.flush()
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_build_waiting_for_another_says_whose_build_it_waits_for(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COSIM_CACHE", str(tmp_path))
+    other = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / ".build.lock")],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        entered = threading.Event()
+
+        def build() -> None:
+            with build_lock():
+                entered.set()
+
+        waiter = threading.Thread(target=build)
+        waiter.start()
+        assert not entered.wait(0.5)  # blocked behind the other build
+        other.stdin.close()  # the other build ends
+        waiter.join(timeout=10)
+        assert entered.is_set()
+    finally:
+        other.kill()
+        other.wait()
+    err = capsys.readouterr().err
+    assert "waiting for the build of pid 4242 (cosim build) to finish" in err
+    assert str(tmp_path / ".build.lock") in err and "the other build finished" in err
