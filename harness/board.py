@@ -122,12 +122,18 @@ class Board:
         self.settle_cache()
         return list(self.cache.reports) if self.cache else []
 
+    def _answering_shell(self) -> ShellConsole | None:
+        """The guest's shell while it can answer: QEMU running, the board not broken."""
+        if self.engine.exit_code() is not None or self.watch.failure is not None:
+            return None
+        return self.console
+
     def settle_cache(self) -> None:
         """Turns the cache model's events into reports, asking the guest while it can answer."""
         if self.cache is None or not self.cache.has_events():
             return
-        shell = self.console
-        if shell is None or self.engine.exit_code() is not None or self.watch.failure is not None:
+        shell = self._answering_shell()
+        if shell is None:
             self.cache.settle(None)
             return
         try:
@@ -139,15 +145,14 @@ class Board:
         """Notes, for each unexpected DMA fault, the guest's last mapping that covered its
         address (from the ``dma`` trace events), while the guest can answer."""
         unexplained = [i for i in self.watch.unexpected_faults() if i not in self.watch.fault_notes]
-        shell = self.console
-        if not unexplained or shell is None or self.engine.exit_code() is not None \
-                or self.watch.failure is not None:
+        shell = self._answering_shell() if unexplained else None
+        if shell is None:
             return
         try:
             trace = shell.run(f"[ -d {TRACE_EVENTS} ] && cat {TRACE}", timeout=60, check=False)
         except (CommandTimeout, OSError):
             return
-        mappings = parse_dma_trace(trace.output) if trace.status == 0 else []
+        mappings = parse_dma_trace(trace.output)
         for i in unexplained:
             fault = self.bus.faults[i]
             self.watch.fault_notes[i] = (describe_fault_address(fault.master, fault.address, mappings)

@@ -133,12 +133,10 @@ def parse_dma_trace(text: str) -> list[DmaMapping]:
         spans = _spans(fields)
         if not spans:
             continue
-        address = _first_address(fields)
         dma_spans = _dma_spans(fields)
         mappings.append(DmaMapping(event, m["device"], fields.get("dir", "?"),
-                                   spans[0][0] if address is None else address,
-                                   sum(s for _, s in spans), tuple(spans), m["ts"], m["task"],
-                                   dma_spans=tuple(dma_spans)))
+                                   (dma_spans or spans)[0][0], sum(s for _, s in spans),
+                                   tuple(spans), m["ts"], m["task"], dma_spans=tuple(dma_spans)))
     return mappings
 
 
