@@ -25,9 +25,9 @@ import pluggy
 from .bus import Bus, BusTracer
 from .clock import GuestClock
 from .connectors import Connector
-from .devicetree import DtAliases, DtNode, Ref, reg_cells, spi_cells
+from .devicetree import DtAliases, DtNode, Ref, dma_ranges_cells, reg_cells, spi_cells
 from .peripheral import IrqRelay, ModelNotes, Peripheral, PeripheralConfig
-from .platform import LoadedPlatform, MachineLayout, PeripheralSpec, PlatformError
+from .platform import BusSpec, LoadedPlatform, MachineLayout, PeripheralSpec, PlatformError
 from .pluginmanager import connectors, peripheral_types, spi_device_types
 from .protocol import MAX_IRQS_PER_PERIPHERAL
 from .spi import SpiDevice
@@ -98,6 +98,9 @@ class Assembly:
             self._names.add(p.name)
             self._check_window(("peripherals", i), p.name, p.base, entry.size, windows)
             self._check_irqs(entry)
+            self._check_master_port(entry)
+        for i, b in enumerate(spec.buses):
+            self.claim_name(b.name, self.platform.where("buses", i, "name"))
         spis = [s for p in [*spec.peripherals, *spec.qemu_devices] for s in p.irqs]
         if len(spis) != len(set(spis)):
             raise PlatformError(f"{self.platform.where('peripherals')}: two peripherals share an SPI")
@@ -127,6 +130,16 @@ class Assembly:
             if spi not in free:
                 raise PlatformError(f"{entry.where('irqs')}: SPI {spi} is not free on "
                                     f"{self.layout.name} — use {free.start}..{free.stop - 1}")
+
+    def _check_master_port(self, entry: ModelEntry) -> None:
+        spec = entry.spec
+        if spec.address_bits < 64 and not entry.cls.dma_master:
+            raise PlatformError(f"{entry.where('address_bits')}: '{entry.name}' ({entry.plugin}) is "
+                                "not a bus master: address_bits is the width of a DMA master's port")
+        if spec.bus is not None and self.platform.spec.bus(spec.bus) is None:
+            buses = ", ".join(b.name for b in self.platform.spec.buses) or "none (add a buses: list)"
+            raise PlatformError(f"{entry.where('bus')}: no bus '{spec.bus}' — the platform's "
+                                f"buses: {buses}")
 
     def _check_window(self, loc: tuple[str, int], name: str, base: int, size: int,
                       windows: list[tuple[int, int, str]]) -> None:
@@ -162,7 +175,7 @@ class Assembly:
             spec = entry.spec
             relay = IrqRelay()
             config = PeripheralConfig(spec.name, spec.base, entry.size, tuple(spec.irqs),
-                                      spec.properties, spec.dt, spec.stream_id)
+                                      spec.properties, spec.dt, spec.stream_id, spec.address_bits)
             try:
                 model = entry.cls(config, self.bus, relay, lock=self.lock, trace=self.trace,
                                   notes=self.notes, clock=self.clock)
@@ -191,7 +204,8 @@ class Assembly:
         return self.peripherals[name]
 
     def node_ref(self, name: str) -> Ref:
-        return Ref(f"/{name}@{self.entries[name].spec.base:x}")
+        spec = self.entries[name].spec
+        return Ref(f"{f'/{spec.bus}' if spec.bus else ''}/{name}@{spec.base:x}")
 
     # --- device tree ---
 
@@ -201,9 +215,15 @@ class Assembly:
         platform's own nodes and QEMU's native devices."""
         nodes: list[DtNode] = []
         aliases = DtAliases(self.layout.aliases_taken)
+        buses = {b.name: self._bus_node(b) for b in self.platform.spec.buses}
+        nodes += buses.values()
         for entry in self.entries.values():
             spec, model = entry.spec, self.peripherals[entry.name]
             node = DtNode(spec.name, spec.base)
+            if spec.bus is not None:
+                buses[spec.bus].child(node)
+            else:
+                nodes.append(node)
             if model.compatible:
                 node.set("compatible", list(model.compatible))
             node.set("reg", reg_cells(spec.base, entry.size))
@@ -219,7 +239,6 @@ class Assembly:
                     connector.shape_node(self, entry, self.wiring[entry.name][connector.key], node)
             for key, value in spec.dt.items():
                 node.set(key, value)
-            nodes.append(node)
         for name, mapping in self.platform.spec.dt_nodes.items():
             nodes.append(DtNode.from_mapping(name, mapping))
         for q in self.platform.spec.qemu_devices:
@@ -231,6 +250,14 @@ class Assembly:
                 node.set(key, value)
             nodes.append(node)
         return nodes, aliases.aliases
+
+    @staticmethod
+    def _bus_node(bus: BusSpec) -> DtNode:
+        node = DtNode(bus.name, properties={"compatible": "simple-bus", "#address-cells": 2,
+                                            "#size-cells": 2, "ranges": True})
+        if bus.dma_ranges:
+            node.set("dma-ranges", dma_ranges_cells(bus.dma_ranges))
+        return node
 
     # --- end ---
 

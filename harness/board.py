@@ -23,11 +23,13 @@ from .build import Artifacts
 from .bus import Memory
 from .cachemodel import CacheModel, CoherencyLayer, Mode
 from .cachemodel.reports import (
+    SWIOTLB_BOUNCED,
     TRACE,
     TRACE_EVENTS,
     CacheReport,
     CacheWatch,
     describe_fault_address,
+    describe_truncation,
     parse_dma_trace,
 )
 from .clock import IdleHold
@@ -111,9 +113,10 @@ class Board:
 
     def check(self) -> None:
         """Raises the board's failure, if any; between guest commands, cache-model events become
-        reports first (that may ask the guest for symbols and its DMA trace)."""
-        self.settle_cache()
+        reports first (that may ask the guest for symbols and its DMA trace).  Faults are explained
+        before: a cache report that follows from a fault must not be the failure shown."""
         self.explain_faults()
+        self.settle_cache()
         self.watch.check(between_commands=True)
 
     @property
@@ -143,9 +146,12 @@ class Board:
 
     def explain_faults(self) -> None:
         """Notes, for each unexpected DMA fault, the guest's last mapping that covered its
-        address (from the ``dma`` trace events), while the guest can answer."""
-        unexplained = [i for i in self.watch.unexpected_faults() if i not in self.watch.fault_notes]
-        shell = self._answering_shell() if unexplained else None
+        address, and for each address truncation the mapping the driver gave and what lies at the
+        address reached instead (from the ``dma`` trace events), while the guest can answer."""
+        watch = self.watch
+        faults = [i for i in watch.unexpected_faults() if i not in watch.fault_notes]
+        truncations = [i for i in watch.unexpected_truncations() if i not in watch.truncation_notes]
+        shell = self._answering_shell() if faults or truncations else None
         if shell is None:
             return
         try:
@@ -153,19 +159,25 @@ class Board:
         except (CommandTimeout, OSError):
             return
         mappings = parse_dma_trace(trace.output)
-        for i in unexplained:
+        unknown = "the guest kernel has no dma trace events to say more"
+        for i in faults:
             fault = self.bus.faults[i]
-            self.watch.fault_notes[i] = (describe_fault_address(fault.master, fault.address, mappings)
-                                         if trace.status == 0 else
-                                         "the guest kernel has no dma trace events to say more")
+            watch.fault_notes[i] = (describe_fault_address(fault.master, fault.address, mappings)
+                                    if trace.status == 0 else unknown)
+        for i in truncations:
+            t = self.bus.truncations[i]
+            watch.truncation_notes[i] = (describe_truncation(t.master, t.issued, t.address, mappings)
+                                         if trace.status == 0 else unknown)
 
     @contextlib.contextmanager
-    def expect(self, *categories: str, dma_faults: int = 0,
-               width_mismatches: int = 0) -> Iterator[None]:
+    def expect(self, *categories: str, dma_faults: int = 0, width_mismatches: int = 0,
+               truncations: int = 0, hazards: int = 0) -> Iterator[None]:
         """Within the block, the named kernel-log categories (e.g. "DMA-API"), cache-model
-        reports ("cache"), up to ``dma_faults`` DMA faults and ``width_mismatches`` DMA width
-        mismatches are expected."""
-        with self.watch.expect(*categories, dma_faults=dma_faults, width_mismatches=width_mismatches):
+        reports ("cache"), up to ``dma_faults`` DMA faults, ``width_mismatches`` DMA width
+        mismatches, ``truncations`` address truncations (accesses of a master given an address
+        wider than its bus) and ``hazards`` models' hazard reports are expected."""
+        with self.watch.expect(*categories, dma_faults=dma_faults, width_mismatches=width_mismatches,
+                               truncations=truncations, hazards=hazards):
             yield
             self.settle_cache()  # reports of what happened inside the block are expected
 
@@ -251,9 +263,10 @@ class Board:
         if self.idle_hold is not None:  # from now on the guest's idle time runs during commands
             self.console.idle_hold = self.idle_hold
             self.idle_hold.hold()
-        # the DMA API's calls, to name the buffers in cache reports and fault reports
-        self.console.run(f"[ -d {TRACE_EVENTS} ] && echo 1 > {TRACE_EVENTS}/enable; true",
-                         check=False)
+        # the DMA API's calls, to name the buffers in cache reports and fault reports, and
+        # swiotlb's bounces of mappings a master cannot reach
+        self.console.run(f"for e in {TRACE_EVENTS} {SWIOTLB_BOUNCED}; do [ -d $e ] && "
+                         "echo 1 > $e/enable; done; true", check=False)
         self.pm.hook.cosim_board_started(board=self)
         collector.freeze()
 

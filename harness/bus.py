@@ -14,6 +14,10 @@ memory through named places, in this order::
   address, when translated).
 * memory: the address is checked against RAM and device windows; nothing there is a DMA fault.
 
+Before all of them, a master with fewer address bits than the address it was given (a 32-bit
+master on a board with RAM above 4 GiB) loses the upper bits on its wires, as silicon does: the
+access goes on to the alias, and the bus records an :class:`AddressTruncation` for the test.
+
 Layers are :class:`BusLayer` objects added at a place (``bus.add_layer(layer, "coherency")``;
 plugins do it through the ``cosim_bus_layers`` hook); within one place, the first added is
 nearest the master.  Every transaction carries its master's name and ``stream_id`` (the
@@ -26,7 +30,7 @@ from __future__ import annotations
 import mmap
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -49,6 +53,43 @@ class WidthMismatch:
         return (f"DMA width mismatch: {self.master} {kind} {self.beat_bytes}-byte beats at "
                 f"{self.address:#x}, a FIFO register of {self.entry_bits}-bit entries: the "
                 "driver's DMA slave configuration (addr_width) does not fit the device")
+
+
+@dataclass(frozen=True)
+class AddressTruncation:
+    """A master was given an address wider than its address bus: the upper bits were lost on the
+    wires, and the access went to ``address`` instead of ``issued``.  For a write into memory,
+    ``before`` holds what was there (up to 8 bytes) and ``changed`` how many bytes it altered."""
+
+    master: str
+    address_bits: int
+    issued: int
+    address: int
+    length: int
+    write: bool
+    before: bytes = b""
+    changed: int | None = None
+
+    def __str__(self) -> str:
+        kind = "write" if self.write else "read"
+        text = (f"address truncated: {self.master} has {self.address_bits} address bits; a {kind} "
+                f"of {self.length} bytes meant for {self.issued:#x} went to {self.address:#x}")
+        if self.changed is not None:
+            text += (f", overwriting memory there ({self.changed} of {self.length} bytes changed;"
+                     f" they began {self.before.hex(' ')})")
+        return text
+
+
+@dataclass(frozen=True)
+class Hazard:
+    """What a model saw its hardware do wrongly because of what a driver did (a stale IOTLB
+    entry used): the hardware goes on as silicon would, silently, and the test hears of it."""
+
+    model: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.message}"
 
 
 class DmaFault(Exception):
@@ -184,6 +225,9 @@ class Bus:
         self.layers: dict[str, list[BusLayer]] = {place: [] for place in PLACES}
         self.faults: list[DmaFault] = []
         self.width_mismatches: list[WidthMismatch] = []
+        self.address_bits: dict[str, int] = {}  # master -> its address width, when narrower than 64
+        self.truncations: list[AddressTruncation] = []
+        self.hazards: list[Hazard] = []
         self._path: Next = self._target_access
         self._walk_path: Next = self._target_access
 
@@ -192,6 +236,10 @@ class Bus:
 
     def add_device(self, base: int, size: int, device: DeviceWindow) -> None:
         self.devices.append((base, size, device))
+
+    def limit_address(self, master: str, bits: int) -> None:
+        """``master`` drives only ``bits`` address lines: higher bits of its addresses are lost."""
+        self.address_bits[master] = bits
 
     def add_layer(self, layer: BusLayer, place: str) -> None:
         """Puts ``layer`` at ``place`` (one of PLACES), after the layers already there."""
@@ -267,7 +315,31 @@ class Bus:
                              int.from_bytes(data[offset:offset + width], "little"))
         return None if data is not None else bytes(out)
 
+    def _truncate(self, txn: Transaction, bits: int,
+                  data: bytes | bytearray | memoryview | None) -> Transaction:
+        address = txn.address & ((1 << bits) - 1)
+        before, changed = b"", None
+        if data is not None:
+            memory = next((m for m in self.memories if m.contains(address, txn.length)), None)
+            if memory is not None:
+                old = memory.view[address - memory.base:address - memory.base + txn.length]
+                before = bytes(old[:8])
+                changed = sum(a != b for a, b in zip(bytes(old), bytes(data), strict=True))
+        self.truncations.append(AddressTruncation(txn.master, bits, txn.address, address,
+                                                  txn.length, txn.write, before, changed))
+        return replace(txn, address=address)
+
+    def peek(self, address: int, length: int) -> bytes | None:
+        """What memory holds at ``address``, outside the DMA path (no transaction, no trace):
+        for a model's own checks, never for the data it moves.  None where no memory is."""
+        memory = next((m for m in self.memories if m.contains(address, length)), None)
+        return None if memory is None else bytes(memory.view[address - memory.base:
+                                                             address - memory.base + length])
+
     def _issue(self, txn: Transaction, data: bytes | bytearray | memoryview | None) -> bytes | None:
+        bits = self.address_bits.get(txn.master)
+        if bits is not None and txn.address >> bits:
+            txn = self._truncate(txn, bits, data)
         try:
             return (self._walk_path if txn.walk else self._path)(txn, data)
         except DmaFault as fault:
@@ -301,8 +373,12 @@ class BusMaster:
     """A peripheral's bus-master port: all its DMA goes through the bus under its name and
     stream ID."""
 
-    def __init__(self, bus: Bus, name: str, stream_id: int | None = None):
+    def __init__(self, bus: Bus, name: str, stream_id: int | None = None,
+                 address_bits: int = 64):
         self.bus, self.name, self.stream_id = bus, name, stream_id
+        self.address_bits = address_bits
+        if address_bits < 64:
+            bus.limit_address(name, address_bits)
 
     def read(self, address: int, length: int, beat: int = 0, increment: bool = True) -> bytes:
         return self.bus.read(self.name, address, length, beat, increment, self.stream_id)

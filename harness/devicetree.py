@@ -70,15 +70,21 @@ class DtNode:
     unit_address: int | None = None
     properties: dict[str, Value] = field(default_factory=dict)
     children: list[DtNode] = field(default_factory=list)
+    parent_path: str = ""  # "" for a child of the root, else the parent's path ("/lowbus")
 
     @property
     def full_name(self) -> str:
         return self.name if self.unit_address is None else f"{self.name}@{self.unit_address:x}"
 
+    @property
+    def path(self) -> str:
+        return f"{self.parent_path}/{self.full_name}"
+
     def set(self, name: str, value: Value) -> None:
         self.properties[name] = value
 
     def child(self, node: DtNode) -> DtNode:
+        node.parent_path = self.path
         self.children.append(node)
         return node
 
@@ -89,7 +95,7 @@ class DtNode:
         clock.set("compatible", "fixed-clock")
         clock.set("#clock-cells", 0)
         clock.set("clock-frequency", hz)
-        return Ref(f"/{self.full_name}/{name}")
+        return Ref(clock.path)
 
     @classmethod
     def from_mapping(cls, name: str, mapping: dict[str, Any]) -> DtNode:
@@ -123,13 +129,22 @@ class DtAliases:
         index = self.next.get(stem, 0)
         self.next[stem] = index + 1
         name = f"{stem}{index}"
-        self.aliases[name] = f"/{node.full_name}"
+        self.aliases[name] = node.path
         return name
 
 
 def reg_cells(base: int, size: int) -> list[Cell]:
     """``reg`` for a root with #address-cells = #size-cells = 2 (QEMU virt)."""
     return [base >> 32, base & 0xFFFFFFFF, size >> 32, size & 0xFFFFFFFF]
+
+
+def dma_ranges_cells(ranges: list[tuple[int, int, int]]) -> list[Cell]:
+    """``dma-ranges`` (device address, CPU address, size) for 2 address and 2 size cells."""
+    cells: list[Cell] = []
+    for device, cpu, size in ranges:
+        cells += [device >> 32, device & 0xFFFFFFFF, cpu >> 32, cpu & 0xFFFFFFFF,
+                  size >> 32, size & 0xFFFFFFFF]
+    return cells
 
 
 def spi_cells(spis: tuple[int, ...] | list[int]) -> list[Cell]:

@@ -37,7 +37,7 @@ from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
-from .bus import Bus, BusMaster
+from .bus import Bus, BusMaster, Hazard
 from .clock import SOON, GuestClock, Timer, Timers
 from .dmarequest import DmaRequestPort
 from .trace import EventTrace
@@ -299,6 +299,7 @@ class PeripheralConfig:
     properties: dict[str, Any] | None = None  # model parameters from the platform file
     dt: dict[str, Any] | None = None  # extra device-tree properties
     stream_id: int | None = None  # the model's identity as a bus master (an IOMMU keys on it)
+    address_bits: int = 64  # address lines of its bus-master port
 
 
 class Peripheral:
@@ -339,6 +340,7 @@ class Peripheral:
                  notes: ModelNotes | None = None, clock: GuestClock | None = None):
         self.config = config
         self.name = config.name
+        self.bus = bus
         self.properties = dict(config.properties or {})
         # A board gives all its models one lock: DMA requests and slave DMA call from one model
         # into another, and a single lock cannot be taken in two orders.
@@ -347,7 +349,8 @@ class Peripheral:
         self.trace = trace or EventTrace()  # the board's timeline, shared by its models
         self.regs = RegisterFile(self._registers.values())
         self.irqs = {n: IrqLine(n, i, irq_sink) for i, n in enumerate(self.irq_names)}
-        self.dma = BusMaster(bus, config.name, config.stream_id) if self.dma_master else None
+        self.dma = (BusMaster(bus, config.name, config.stream_id, config.address_bits)
+                    if self.dma_master else None)
         self.notes = notes or ModelNotes()  # the board's, shared by its models
         # The guest's time (shared by the board's models) and this model's work scheduled on it:
         # long names, clear of the names a model gives its own methods (a clock, a timer...).
@@ -417,6 +420,12 @@ class Peripheral:
 
     def irq(self, name: str) -> IrqLine:
         return self.irqs[name]
+
+    def report_hazard(self, message: str) -> None:
+        """Tells the test that the hardware, as modelled, just did something wrong because of
+        what a driver did (and carries on as silicon would): the test fails between guest
+        commands unless it expects it (``board.expect(hazards=N)``)."""
+        self.bus.hazards.append(Hazard(self.name, message))
 
     def gpio_input(self, name: str, index: int, level: bool) -> None:
         """A GPIO line wired to this model's input ``name`` (platform ``gpios``) changed level."""

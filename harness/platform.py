@@ -128,6 +128,10 @@ class PeripheralSpec(BaseModel):
     properties: dict[str, Any] = {}
     dt: dict[str, Any] = {}
     stream_id: int | None = None  # the model's identity as a bus master (an IOMMU keys on it)
+    # Address lines of the model's bus-master port: a 32-bit master on a board with RAM above
+    # 4 GiB loses the upper bits of a wider address, as the hardware does.
+    address_bits: int = Field(64, ge=12, le=64)
+    bus: str | None = None  # the platform's ``buses`` entry the model sits on (its dma-ranges)
 
     @property
     def wiring(self) -> dict[str, Any]:
@@ -137,6 +141,23 @@ class PeripheralSpec(BaseModel):
     @classmethod
     def _size(cls, v: Any) -> int | None:
         return None if v is None else parse_size(v)
+
+
+class BusSpec(_Strict):
+    """An interconnect in the device tree (a ``simple-bus`` node) that models sit on
+    (``bus:``): its ``dma_ranges`` tell Linux which addresses the masters on it reach, as a
+    board's device tree describes a 32-bit interconnect."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,30}$")
+    # (device address, CPU address, size) of each window the masters reach: [[0, 0, 4G]]
+    dma_ranges: list[tuple[int, int, int]] = []
+
+    @field_validator("dma_ranges", mode="before")
+    @classmethod
+    def _ranges(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        return [[parse_size(x) for x in r] if isinstance(r, list) else r for r in v]
 
 
 class QemuDeviceSpec(_Strict):
@@ -163,6 +184,7 @@ class Platform(_Strict):
     description: str = ""
     machine: Machine = Machine()
     guest: Guest = Guest()
+    buses: list[BusSpec] = []
     peripherals: list[PeripheralSpec] = []
     qemu_devices: list[QemuDeviceSpec] = []
     # Board-level device-tree nodes no model owns (a sound card, a codec without a control bus):
@@ -177,6 +199,9 @@ class Platform(_Strict):
                 raise ValueError(f"two peripherals are named {p.name!r}")
             seen.add(p.name)
         return self
+
+    def bus(self, name: str) -> BusSpec | None:
+        return next((b for b in self.buses if b.name == name), None)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ class FailureWatch:
         self.expected_dma_faults = 0
         self.fault_notes: dict[int, str] = {}  # bus.faults index -> what the guest's DMA API said
         self.expected_width_mismatches = 0
+        self.expected_truncations = 0
+        self.expected_hazards = 0
+        self.truncation_notes: dict[int, str] = {}  # bus.truncations index -> the guest's mappings
         self.cache: CacheWatch | None = None  # set when the board runs the cache model
         self.failure: BoardFailure | None = None
         self._lock = threading.Lock()
@@ -61,6 +64,10 @@ class FailureWatch:
         count = len(self.bus.faults) - self.expected_dma_faults
         return list(range(len(self.bus.faults) - count, len(self.bus.faults))) if count > 0 else []
 
+    def unexpected_truncations(self) -> list[int]:
+        """Indices in bus.truncations of the address truncations no test expected."""
+        return list(range(self.expected_truncations, len(self.bus.truncations)))
+
     def _find_failure(self, between_commands: bool) -> str | None:
         if self.failures:
             f = self.failures[0]
@@ -69,6 +76,27 @@ class FailureWatch:
             self.kernel_log.settle()
             lines = "\n".join(f"  [{e.category}] {e.line}" for e in events[:5])
             return self.report(f"the guest kernel reported:\n{lines}")
+        if between_commands and (unexpected := self.unexpected_faults()):
+            faults = "\n".join(f"  {self.bus.faults[i]}" + (f"\n    {self.fault_notes[i]}"
+                                                           if i in self.fault_notes else "")
+                               for i in unexpected[:5])
+            return self.report(f"unexpected DMA fault(s):\n{faults}")
+        if between_commands and (unexpected := self.unexpected_truncations()):
+            lines = "\n".join(f"  {self.bus.truncations[i]}" + (
+                f"\n    {self.truncation_notes[i]}" if i in self.truncation_notes else "")
+                for i in unexpected[:5])
+            more = len(unexpected) - 5
+            return self.report("a DMA master dropped address bits: the driver's DMA mask is wider "
+                               "than the master (set its mask to the master's width, or describe "
+                               f"the limit with dma-ranges):\n{lines}"
+                               + (f"\n  ... and {more} more" if more > 0 else ""))
+        if between_commands and len(self.bus.hazards) > self.expected_hazards:
+            hazards = self.bus.hazards[self.expected_hazards:]
+            lines = "\n".join(f"  {h}" for h in hazards[:5])
+            more = len(hazards) - 5
+            return self.report(f"a model saw its hardware go wrong:\n{lines}"
+                               + (f"\n  ... and {more} more" if more > 0 else ""))
+        # a cache report after a DMA fault or a truncation is its consequence: the cause first
         if self.cache is not None:
             self.cache.poll()
             if self.cache.unexpected:
@@ -77,11 +105,6 @@ class FailureWatch:
                 return self.report(f"the cache model reported:\n{reports}"
                                    + (f"\n... and {more} more" if more > 0 else "")
                                    + f"\n(all in {self.cache.report_file})")
-        if between_commands and (unexpected := self.unexpected_faults()):
-            faults = "\n".join(f"  {self.bus.faults[i]}" + (f"\n    {self.fault_notes[i]}"
-                                                           if i in self.fault_notes else "")
-                               for i in unexpected[:5])
-            return self.report(f"unexpected DMA fault(s):\n{faults}")
         unexpected = len(self.bus.width_mismatches) - self.expected_width_mismatches
         if unexpected > 0:
             lines = "\n".join(f"  {m}" for m in self.bus.width_mismatches[-unexpected:][:5])
@@ -105,9 +128,12 @@ class FailureWatch:
         return "\n".join(parts)
 
     @contextlib.contextmanager
-    def expect(self, *categories: str, dma_faults: int = 0, width_mismatches: int = 0) -> Iterator[None]:
+    def expect(self, *categories: str, dma_faults: int = 0, width_mismatches: int = 0,
+               truncations: int = 0, hazards: int = 0) -> Iterator[None]:
         """Within the block, the named kernel-log categories (e.g. "DMA-API"), up to
-        ``dma_faults`` DMA faults and ``width_mismatches`` DMA width mismatches are expected."""
+        ``dma_faults`` DMA faults, ``width_mismatches`` DMA width mismatches, ``truncations``
+        address truncations (accesses of a master given too wide an address) and ``hazards``
+        models' hazard reports (``Peripheral.report_hazard``) are expected."""
         unknown = set(categories) - EXPECTABLE - {CACHE}
         if unknown:
             raise ValueError(f"cannot expect {sorted(unknown)}; expectable: "
@@ -118,6 +144,8 @@ class FailureWatch:
         self.kernel_log.expected |= logged | ({"warning"} if "DMA-API" in logged else set())
         self.expected_dma_faults += dma_faults
         self.expected_width_mismatches += width_mismatches
+        self.expected_truncations += truncations
+        self.expected_hazards += hazards
         cache = self.cache if CACHE in categories else None
         if cache is not None:
             cache.expecting += 1

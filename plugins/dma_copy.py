@@ -13,6 +13,7 @@ Register map (32-bit registers)::
     0x2C/0x30 FAULT  RO: the address of the transaction that faulted
     0x34 COPIED      RO: bytes copied by the last run
     0x38 COMPLETED   RO: runs completed since reset
+    0x3C ADDR_BITS   RO: address lines of the engine's bus-master port (32 or 64, as built)
 
 A descriptor is 32 bytes in guest memory: u64 src, u64 dst, u32 len, u32 flags (reserved, 0),
 u64 next (0 ends the chain).  A transfer that touches an address outside memory stops, sets
@@ -52,6 +53,11 @@ class DmaCopy(Peripheral):
     FAULT_HI = Register(0x30, access="ro")
     COPIED = Register(0x34, access="ro")
     COMPLETED = Register(0x38, access="ro")
+    ADDR_BITS = Register(0x3C, access="ro", on_read="address_bits")
+
+    def address_bits(self) -> int:
+        assert self.dma is not None
+        return self.dma.address_bits  # the platform's address_bits
 
     def control_written(self, _value: int) -> None:
         if not self.regs.CTRL.START:

@@ -23,9 +23,11 @@ directory entry (DTE) and a page-table entry (PTE) hold a page address in the v2
 31:12 of it in 31:12, 35:32 in 11:8, 39:36 in 7:4) and a valid bit (0); a PTE adds readable (1)
 and writable (2).  Translations found by a walk are kept in an IOTLB until ZAP_ONE_LINE or
 ZAP_CACHE drops them: a driver that changes a table without a zap sees the stale translation, as
-on silicon.  A DMA the tables do not allow is a page fault: the first one's IOVA and direction are
-latched, the interrupt raised, and the master's transfer ends with a bus error (the model cannot
-hold the master's transfer for a replay, as the hardware's stall would).  Paging disabled passes
+on silicon, and the test hears of it (a hazard report: the model compares an IOTLB hit with the
+table in memory, a check the hardware does not make).  A DMA the tables do not allow is a page
+fault: the first one's IOVA and direction are latched, the interrupt raised, and the master's
+transfer ends with a bus error (the model cannot hold the master's transfer for a replay, as the
+hardware's stall would).  Paging disabled passes
 addresses through untranslated (``passed_through`` counts them).
 """
 
@@ -88,7 +90,8 @@ class RkIommu(Peripheral, Iommu):
         super().__init__(*args, **kwargs)
         self.masters: set[str] = set()
         self.paging = self.stalled = self.fault_active = self.fault_is_write = False
-        self.iotlb: dict[int, int] = {}  # IOVA page -> its PTE, as the last walk found it
+        # IOVA page -> its PTE as the last walk found it, and where in memory that PTE is
+        self.iotlb: dict[int, tuple[int, int]] = {}
         self.translated = self.passed_through = self.walks = 0
         self.faults: list[DmaFault] = []
 
@@ -202,21 +205,38 @@ class RkIommu(Peripheral, Iommu):
             return pieces, fault
         return pieces, None
 
-    def _physical(self, txn: Transaction, iova: int, last: int, walked: dict[int, int]) -> int:
+    def _physical(self, txn: Transaction, iova: int, last: int,
+                  walked: dict[int, tuple[int, int]]) -> int:
         page = iova // PAGE
-        pte = self.iotlb.get(page)
-        if pte is None:
+        cached = self.iotlb.get(page)
+        if cached is None:
             if page not in walked:
                 walked.update(self._walk(txn, iova, last))
-            pte = walked[page]
+            pte, at = walked[page]
             if not pte & VALID:
                 self._fault(txn, iova, "no page (page-table entry invalid)")
-            self.iotlb[page] = pte
+            self.iotlb[page] = pte, at
+        else:
+            pte, at = cached
+            self._check_stale(txn, iova, pte, at)
         if not pte & (WRITABLE if txn.write else READABLE):
             self._fault(txn, iova, "the page is not " + ("writable" if txn.write else "readable"))
         return entry_address(pte) + iova % PAGE
 
-    def _walk(self, txn: Transaction, iova: int, last: int) -> dict[int, int]:
+    def _check_stale(self, txn: Transaction, iova: int, pte: int, at: int) -> None:
+        now = self.dma.bus.peek(at, 4) if self.dma is not None else None
+        if now is None or int.from_bytes(now, "little") == pte:
+            return
+        entry = int.from_bytes(now, "little")
+        table = (f"now maps it to {entry_address(entry):#x}" if entry & VALID
+                 else "now says the page is not mapped")
+        self.report_hazard(
+            f"stale IOTLB entry: {txn.master}'s {'write' if txn.write else 'read'} at IOVA "
+            f"{iova:#x} went to {entry_address(pte) + iova % PAGE:#x}, the IOTLB's translation, "
+            f"but the page table (entry at {at:#x}) {table}: the IOMMU driver changed the table "
+            "without ZAP_ONE_LINE or ZAP_CACHE")
+
+    def _walk(self, txn: Transaction, iova: int, last: int) -> dict[int, tuple[int, int]]:
         """The PTEs of the pages from ``iova`` to ``last`` that share its page table, read in one
         walk (a transfer's pages are consecutive entries); only those the transfer reaches go into
         the IOTLB."""
@@ -230,8 +250,10 @@ class RkIommu(Peripheral, Iommu):
             self._fault(txn, iova, f"no page table (directory entry {iova >> 22} invalid)")
         first = (iova >> 12) & 0x3FF
         count = min(0x3FF, (min(last, 0xFFFFFFFF) >> 12) - (iova >> 22 << 10)) - first + 1
-        table = self.dma.walk_read(entry_address(dte) + 4 * first, 4 * count)
-        return {iova // PAGE + i: int.from_bytes(table[4 * i:4 * i + 4], "little") for i in range(count)}
+        at = entry_address(dte) + 4 * first
+        table = self.dma.walk_read(at, 4 * count)
+        return {iova // PAGE + i: (int.from_bytes(table[4 * i:4 * i + 4], "little"), at + 4 * i)
+                for i in range(count)}
 
     def _fault(self, txn: Transaction, iova: int, why: str) -> None:
         if not self.fault_active:  # the first fault is latched until PAGE_FAULT_DONE

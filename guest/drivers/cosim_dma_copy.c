@@ -16,6 +16,18 @@
  *   echo "after-unmap buggy|fixed" > control               a receive buffer unmapped before
  *                                                          (buggy) or after (fixed) the copy
  *                                                          into it: behind an IOMMU, a fault
+ *   echo "overrun buggy|fixed" > control                   a copy one page longer than the
+ *                                                          receive buffer's mapping (buggy), or
+ *                                                          as long (fixed): behind an IOMMU, a
+ *                                                          fault at the end of the mapping
+ *   echo "remap" > control                                 two receive buffers mapped in turn
+ *                                                          (a correct driver): under an IOMMU
+ *                                                          driver that forgets its IOTLB zaps,
+ *                                                          the second copy lands in the first
+ *   echo "mask BITS" > control                             dma_set_mask_and_coherent(BITS):
+ *                                                          "mask 64" on a 32-bit engine is the
+ *                                                          bug of a driver that ignores ADDR_BITS
+ *   echo "high" > control                                  a copy between pages above 4 GiB
  *   cat control                                            the last result, one line
  * A write returns an error when the operation failed; the result line says why.
  */
@@ -24,10 +36,13 @@
 #include <linux/debugfs.h>
 #include <linux/dma-mapping.h>
 #include <linux/dmapool.h>
+#include <linux/gfp.h>
 #include <linux/interrupt.h>
 #include <linux/io.h>
 #include <linux/io-64-nonatomic-lo-hi.h>
+#include <linux/iommu.h>
 #include <linux/ktime.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mod_devicetable.h>
 #include <linux/mutex.h>
@@ -35,6 +50,7 @@
 #include <linux/pm_runtime.h>
 #include <linux/prandom.h>
 #include <linux/scatterlist.h>
+#include <linux/sizes.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 
@@ -49,6 +65,7 @@
 #define REG_DESC	0x24
 #define REG_FAULT	0x2c
 #define REG_COPIED	0x34
+#define REG_ADDR_BITS	0x3c
 
 #define CTRL_START	BIT(0)
 #define CTRL_DESC	BIT(1)
@@ -572,6 +589,198 @@ out:
 	return ret;
 }
 
+/*
+ * A page copied to the next one, both above 4 GiB, as the page allocator hands out on a board
+ * with more RAM than that.  A 32-bit engine reaches them through swiotlb's bounce buffers when
+ * the DMA mask (or the bus's dma-ranges) says 32 bits; under a 64-bit mask it drops the upper
+ * address bits and copies 4 GiB lower.  So that this corruption cannot hit the kernel, the two
+ * pages 4 GiB below (the "victim") are the driver's own: it allocates them first, then takes the
+ * pages 4 GiB above them.
+ */
+#define HIGH_TRIES 64
+#define HIGH_PFNS (SZ_4G >> PAGE_SHIFT)
+
+static int run_high(struct copy_engine *ce)
+{
+	struct page *tries[HIGH_TRIES], *victim_pages = NULL;
+	unsigned long high_pfn = 0;
+	dma_addr_t src_dma, dst_dma;
+	u8 *src, *dst, *victim;
+	bool victim_intact;
+	int n, i, ret, above = 0, taken = 0;
+
+	for (n = 0; n < HIGH_TRIES && !victim_pages; n++) {
+		tries[n] = alloc_pages(GFP_KERNEL | GFP_DMA, 1);
+		if (!tries[n])
+			break;
+		high_pfn = page_to_pfn(tries[n]) + HIGH_PFNS;
+		if (!pfn_valid(high_pfn) || !pfn_valid(high_pfn + 1))
+			continue;
+		above++;
+		taken = alloc_contig_range(high_pfn, high_pfn + 2, MIGRATE_MOVABLE, GFP_KERNEL);
+		if (!taken)
+			victim_pages = tries[n];
+	}
+	for (i = 0; i < n; i++)
+		if (tries[i] && tries[i] != victim_pages)
+			__free_pages(tries[i], 1);
+	if (!victim_pages) {
+		snprintf(ce->result, RESULT_LEN, "high error: of %d pages below 4 GiB, %d had RAM 4 GiB "
+			 "above, which could not be taken (last error %d)\n", n, above, taken);
+		return -ENOMEM;
+	}
+	src = page_address(pfn_to_page(high_pfn));
+	dst = src + PAGE_SIZE;
+	victim = page_address(victim_pages);
+	memset(src, 0x5a, PAGE_SIZE);
+	memset(dst, 0, PAGE_SIZE);
+	memset(victim, GUARD_BYTE, PAGE_SIZE);
+	memset(victim + PAGE_SIZE, 0x3c, PAGE_SIZE); /* differs from the page before it */
+	ret = -ENOMEM;
+	src_dma = dma_map_single(ce->dev, src, PAGE_SIZE, DMA_TO_DEVICE);
+	if (dma_mapping_error(ce->dev, src_dma))
+		goto out;
+	dst_dma = dma_map_single(ce->dev, dst, PAGE_SIZE, DMA_FROM_DEVICE);
+	if (dma_mapping_error(ce->dev, dst_dma)) {
+		dma_unmap_single(ce->dev, src_dma, PAGE_SIZE, DMA_TO_DEVICE);
+		goto out;
+	}
+	ret = copy_single(ce, src_dma, dst_dma, PAGE_SIZE);
+	dma_unmap_single(ce->dev, dst_dma, PAGE_SIZE, DMA_FROM_DEVICE);
+	dma_unmap_single(ce->dev, src_dma, PAGE_SIZE, DMA_TO_DEVICE);
+	victim_intact = !memchr_inv(victim, GUARD_BYTE, PAGE_SIZE) &&
+			!memchr_inv(victim + PAGE_SIZE, 0x3c, PAGE_SIZE);
+	snprintf(ce->result, RESULT_LEN,
+		 "high mask=%d phys=%#llx src_dma=%#llx dst_dma=%#llx victim=%#llx ret=%d data=%s "
+		 "victim_pages=%s\n", fls64(dma_get_mask(ce->dev)), (u64)PFN_PHYS(high_pfn),
+		 (u64)src_dma, (u64)dst_dma, (u64)page_to_phys(victim_pages), ret,
+		 !ret && !memchr_inv(dst, 0x5a, PAGE_SIZE) ? "intact" : "lost",
+		 victim_intact ? "intact" : "overwritten");
+out:
+	free_contig_range(high_pfn, 2);
+	__free_pages(victim_pages, 1);
+	return ret;
+}
+
+static int set_mask(struct copy_engine *ce, u32 bits)
+{
+	int ret = bits && bits <= 64 ? dma_set_mask_and_coherent(ce->dev, DMA_BIT_MASK(bits)) : -EINVAL;
+
+	snprintf(ce->result, RESULT_LEN, "mask %u ret=%d\n", bits, ret);
+	return ret;
+}
+
+/*
+ * A correct driver's two receive buffers of four pages, mapped one after the other: iommu-dma
+ * gives the second the IOVAs the first had.  An IOMMU driver that does not zap the IOTLB when it
+ * unmaps leaves the first buffer's translations there (rockchip-iommu zaps only the first and
+ * last page of a new mapping), so the middle of the second copy lands in the first buffer.
+ */
+#define REMAP_LEN (4 * PAGE_SIZE)
+
+static int run_remap(struct copy_engine *ce)
+{
+	dma_addr_t src_dma, a_dma, b_dma = 0;
+	u8 *src, *a, *b;
+	int ret = -ENOMEM;
+
+	src = dma_alloc_coherent(ce->dev, REMAP_LEN, &src_dma, GFP_KERNEL);
+	a = kmalloc(REMAP_LEN, GFP_KERNEL);
+	b = kmalloc(REMAP_LEN, GFP_KERNEL);
+	if (!src || !a || !b)
+		goto out;
+	memset(src, 0x5a, REMAP_LEN);
+	a_dma = dma_map_single(ce->dev, a, REMAP_LEN, DMA_FROM_DEVICE);
+	if (dma_mapping_error(ce->dev, a_dma))
+		goto out;
+	ret = copy_single(ce, src_dma, a_dma, REMAP_LEN);
+	dma_unmap_single(ce->dev, a_dma, REMAP_LEN, DMA_FROM_DEVICE);
+	memset(a, GUARD_BYTE, REMAP_LEN); /* the CPU's again: no device may write it now */
+	memset(src, 0xc3, REMAP_LEN);
+	b_dma = dma_map_single(ce->dev, b, REMAP_LEN, DMA_FROM_DEVICE);
+	if (dma_mapping_error(ce->dev, b_dma)) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = ret ?: copy_single(ce, src_dma, b_dma, REMAP_LEN);
+	dma_unmap_single(ce->dev, b_dma, REMAP_LEN, DMA_FROM_DEVICE);
+	snprintf(ce->result, RESULT_LEN, "remap a_dma=%#llx b_dma=%#llx ret=%d b=%s a=%s\n",
+		 (u64)a_dma, (u64)b_dma, ret, !memchr_inv(b, 0xc3, REMAP_LEN) ? "intact" : "lost",
+		 !memchr_inv(a, GUARD_BYTE, REMAP_LEN) ? "intact" : "overwritten");
+out:
+	kfree(b);
+	kfree(a);
+	if (src)
+		dma_free_coherent(ce->dev, REMAP_LEN, src, src_dma);
+	return ret;
+}
+
+/*
+ * A transfer one page longer than its receive buffer's mapping (buggy) or as long (fixed).  The
+ * page after the mapping is left unmapped: a spacer mapped there first is unmapped before the
+ * copy (iommu-dma hands out IOVAs top-down), and a buffer whose next page is mapped all the same
+ * (an IOVA recycled from an earlier mapping) is held and another one tried.  Behind an IOMMU the
+ * extra page then faults; without one it would overwrite whatever memory follows, so the buggy
+ * variant runs only behind an IOMMU.
+ */
+#define OVERRUN_TRIES 8
+
+static int run_overrun(struct copy_engine *ce, bool fixed)
+{
+	struct iommu_domain *domain = iommu_get_domain_for_dev(ce->dev);
+	dma_addr_t src_dma, spacer_dma, dst_dma[OVERRUN_TRIES];
+	u8 *src, *spacer = NULL, *dst[OVERRUN_TRIES] = { NULL };
+	int n, i, ret = -ENOMEM;
+
+	if (!fixed && (!domain || domain->type == IOMMU_DOMAIN_IDENTITY)) {
+		snprintf(ce->result, RESULT_LEN, "overrun error: no IOMMU translates for %s: the extra "
+			 "page would overwrite memory\n", dev_name(ce->dev));
+		return -EOPNOTSUPP;
+	}
+	src = dma_alloc_coherent(ce->dev, 2 * PAGE_SIZE, &src_dma, GFP_KERNEL);
+	spacer = kmalloc(PAGE_SIZE, GFP_KERNEL);
+	if (!src || !spacer)
+		goto out;
+	memset(src, 0x5a, 2 * PAGE_SIZE);
+	for (n = 0; n < OVERRUN_TRIES; n++) {
+		dst[n] = kmalloc(PAGE_SIZE, GFP_KERNEL);
+		if (!dst[n])
+			goto out;
+		spacer_dma = dma_map_single(ce->dev, spacer, PAGE_SIZE, DMA_FROM_DEVICE);
+		if (dma_mapping_error(ce->dev, spacer_dma))
+			goto drop;
+		dst_dma[n] = dma_map_single(ce->dev, dst[n], PAGE_SIZE, DMA_FROM_DEVICE);
+		dma_unmap_single(ce->dev, spacer_dma, PAGE_SIZE, DMA_FROM_DEVICE);
+		if (dma_mapping_error(ce->dev, dst_dma[n]))
+			goto drop;
+		if (!domain || !iommu_iova_to_phys(domain, dst_dma[n] + PAGE_SIZE))
+			break;
+	}
+	if (n == OVERRUN_TRIES) {
+		snprintf(ce->result, RESULT_LEN, "overrun error: %d mappings tried, each followed by a "
+			 "mapped page\n", n);
+		ret = -EAGAIN;
+		goto out;
+	}
+	ret = copy_single(ce, src_dma, dst_dma[n], fixed ? PAGE_SIZE : 2 * PAGE_SIZE);
+	snprintf(ce->result, RESULT_LEN, "overrun %s dma=%#llx mapped=%lu copied=%lu tries=%d ret=%d\n",
+		 fixed ? "fixed" : "buggy", (u64)dst_dma[n], PAGE_SIZE,
+		 fixed ? PAGE_SIZE : 2 * PAGE_SIZE, n + 1, ret);
+	goto out;
+drop:
+	kfree(dst[n]);
+	dst[n] = NULL;
+out:
+	for (i = 0; i < OVERRUN_TRIES && dst[i]; i++) {
+		dma_unmap_single(ce->dev, dst_dma[i], PAGE_SIZE, DMA_FROM_DEVICE);
+		kfree(dst[i]);
+	}
+	kfree(spacer);
+	if (src)
+		dma_free_coherent(ce->dev, 2 * PAGE_SIZE, src, src_dma);
+	return ret;
+}
+
 static ssize_t control_write(struct file *file, const char __user *ubuf, size_t count,
 			     loff_t *ppos)
 {
@@ -607,6 +816,15 @@ static ssize_t control_write(struct file *file, const char __user *ubuf, size_t 
 	else if (sscanf(buf, "after-unmap %15s", mode) == 1 &&
 		 (!strcmp(mode, "buggy") || !strcmp(mode, "fixed")))
 		ret = run_after_unmap(ce, !strcmp(mode, "fixed"));
+	else if (sscanf(buf, "overrun %15s", mode) == 1 &&
+		 (!strcmp(mode, "buggy") || !strcmp(mode, "fixed")))
+		ret = run_overrun(ce, !strcmp(mode, "fixed"));
+	else if (!strncmp(buf, "remap", 5))
+		ret = run_remap(ce);
+	else if (sscanf(buf, "mask %u", &a) == 1)
+		ret = set_mask(ce, a);
+	else if (!strncmp(buf, "high", 4))
+		ret = run_high(ce);
 	else
 		ret = -EINVAL;
 	pm_runtime_mark_last_busy(ce->dev);
@@ -634,7 +852,7 @@ static int copy_probe(struct platform_device *pdev)
 {
 	struct device *dev = &pdev->dev;
 	struct copy_engine *ce;
-	u32 id;
+	u32 id, bits;
 	int irq, ret;
 
 	ce = devm_kzalloc(dev, sizeof(*ce), GFP_KERNEL);
@@ -652,9 +870,11 @@ static int copy_probe(struct platform_device *pdev)
 	if (id != ENGINE_ID)
 		return dev_err_probe(dev, -ENODEV, "unexpected ID %#x\n", id);
 
-	ret = dma_set_mask_and_coherent(dev, DMA_BIT_MASK(64));
+	/* as wide as the engine's port: a 32-bit engine with RAM above 4 GiB needs bounce buffers */
+	bits = readl(ce->regs + REG_ADDR_BITS);
+	ret = dma_set_mask_and_coherent(dev, DMA_BIT_MASK(bits));
 	if (ret)
-		return dev_err_probe(dev, ret, "no 64-bit DMA\n");
+		return dev_err_probe(dev, ret, "no %u-bit DMA\n", bits);
 	ce->desc_pool = dmam_pool_create("cosim-copy-desc", dev, sizeof(struct copy_desc), 32, 0);
 	if (!ce->desc_pool)
 		return -ENOMEM;
@@ -675,7 +895,7 @@ static int copy_probe(struct platform_device *pdev)
 	ce->debugfs = debugfs_create_dir(dev_name(dev), debugfs_root);
 	debugfs_create_file("control", 0600, ce->debugfs, ce, &control_fops);
 	platform_set_drvdata(pdev, ce);
-	dev_info(dev, "cosim dma-copy engine, irq %d\n", irq);
+	dev_info(dev, "cosim dma-copy engine, irq %d, %u address bits\n", irq, bits);
 	return 0;
 }
 

@@ -16,6 +16,7 @@ from . import LINE_SIZE, PAGE_SIZE, CacheModel, CoherencyLayer, Event, Kind, Tra
 
 TRACE_EVENTS = "/sys/kernel/tracing/events/dma"
 TRACE = "/sys/kernel/tracing/trace"
+SWIOTLB_BOUNCED = "/sys/kernel/tracing/events/swiotlb/swiotlb_bounced"  # a mapping bounce-buffered
 TEXT_TYPES = set("tTwW")
 KERNEL_SPACE = 0xFFFF_0000_0000_0000  # arm64: TTBR1 addresses; below them, a process's
 # The kernel's leaf string and page routines: the instruction is theirs, the caller is in X30
@@ -90,6 +91,7 @@ class DmaMapping:
     task: str
     unmapped: bool = False
     dma_spans: tuple[tuple[int, int], ...] = ()  # (address, size) runs as the device sees them
+    first_physical: int | None = None  # where its first entry is (what dma_unmap_sg names)
 
     def covers(self, address: int) -> bool:
         return any(base <= address < base + size for base, size in self.spans)
@@ -122,7 +124,7 @@ def parse_dma_trace(text: str) -> list[DmaMapping]:
             for i in range(len(mappings) - 1, -1, -1):
                 mapping = mappings[i]
                 same = (mapping.dma_address == address if address is not None
-                        else bool(physical) and mapping.spans[0][0] == physical[0])
+                        else bool(physical) and mapping.first_physical == physical[0])
                 if same and mapping.device == m["device"] and not mapping.unmapped:
                     mappings[i] = dataclasses.replace(mapping, unmapped=True)
                     break
@@ -130,13 +132,14 @@ def parse_dma_trace(text: str) -> list[DmaMapping]:
         if event not in ("dma_map_page", "dma_map_resource", "dma_map_sg", "dma_alloc",
                          "dma_alloc_pages", "dma_alloc_sgt"):
             continue
-        spans = _spans(fields)
-        if not spans:
+        spans, dma_spans = _spans(fields), _dma_spans(fields)
+        if not spans and not dma_spans:
             continue
-        dma_spans = _dma_spans(fields)
+        physical = _hex_list(fields.get("phys_addrs", ""))[:1] or [a for a, _ in spans[:1]]
         mappings.append(DmaMapping(event, m["device"], fields.get("dir", "?"),
-                                   (dma_spans or spans)[0][0], sum(s for _, s in spans),
-                                   tuple(spans), m["ts"], m["task"], dma_spans=tuple(dma_spans)))
+                                   (dma_spans or spans)[0][0], sum(s for _, s in dma_spans or spans),
+                                   tuple(spans), m["ts"], m["task"], dma_spans=tuple(dma_spans),
+                                   first_physical=physical[0] if physical else None))
     return mappings
 
 
@@ -163,7 +166,10 @@ def _spans(fields: dict[str, str]) -> list[tuple[int, int]]:
     if "phys_addr" in fields and "size" in fields:
         return [(int(fields["phys_addr"], 16), int(fields["size"]))]
     if "sizes" in fields and "phys_addrs" in fields:
-        return list(zip(_hex_list(fields["phys_addrs"]), _size_list(fields["sizes"]), strict=False))
+        # sizes are the DMA segments' (ents); they are the entries' (nents) only when no IOMMU
+        # merged entries into fewer segments: else the physical lengths are not in the trace
+        physical, sizes = _hex_list(fields["phys_addrs"]), _size_list(fields["sizes"])
+        return list(zip(physical, sizes, strict=True)) if len(physical) == len(sizes) else []
     if "dma_addr" in fields and "size" in fields:
         return [(int(fields["dma_addr"], 16), int(fields["size"]))]
     return []
@@ -181,20 +187,36 @@ def _dma_spans(fields: dict[str, str]) -> list[tuple[int, int]]:
 
 def describe_fault_address(master: str, address: int, mappings: list[DmaMapping]) -> str:
     """What the guest's DMA API last said about a faulting device address: the newest mapping by
-    ``master`` that covered it, else the one it runs past the end of (within a page)."""
+    ``master`` that covered it, and the newest one it runs past the end of (within a page)."""
     own = [m for m in mappings if m.by(master)]
+    notes = []
     covering = next((m for m in reversed(own) if m.covers_dma(address)), None)
     if covering is not None:
         state = "unmapped before the access" if covering.unmapped else "still mapped"
-        return (f"the last mapping that covered {address:#x}: "
-                f"{dataclasses.replace(covering, unmapped=False)}, {state}")
-    for m in reversed(own):
-        for base, size in m.dma_spans:
-            if 0 <= address - (base + size) < PAGE_SIZE:
-                return (f"{address - (base + size)} bytes past the end of {m} "
-                        f"(which ends at {base + size:#x})")
+        notes.append(f"the last mapping that covered {address:#x}: "
+                     f"{dataclasses.replace(covering, unmapped=False)}, {state}")
+    past = next(((m, base + size) for m in reversed(own) if m is not covering
+                 for base, size in m.dma_spans if 0 <= address - (base + size) < PAGE_SIZE), None)
+    if past is not None:
+        mapping, end = past
+        notes.append(f"{address - end} bytes past the end of {mapping} (which ends at {end:#x})")
+    if notes:
+        return "; and ".join(notes)
     return (f"no mapping by {master} in the guest's dma trace covers {address:#x}"
             + ("" if own else f" (the trace holds none of {master}'s mappings)"))
+
+
+def describe_truncation(master: str, issued: int, address: int,
+                        mappings: list[DmaMapping]) -> str:
+    """The guest's mappings behind an address truncation: the one the driver gave the master
+    (at ``issued``) and what lives at the address the master reached instead."""
+    own = next((m for m in reversed(mappings) if m.by(master) and m.covers_dma(issued)), None)
+    given = (f"the driver's mapping: {own}" if own is not None else
+             f"no mapping by {master} in the guest's dma trace covers {issued:#x}")
+    hit = next((m for m in reversed(mappings) if not m.unmapped and m.covers(address)), None)
+    there = (f"{address:#x} is inside a live mapping: {hit}" if hit is not None else
+             f"no live DMA mapping covers {address:#x}: the memory there belongs to the kernel")
+    return f"{given}; {there}"
 
 
 FIXES = {

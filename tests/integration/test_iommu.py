@@ -4,6 +4,7 @@ engine and the PL330: DMA through IOVAs, and page faults as the driver reports t
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ from cosim.watch import BoardFailure
 from .test_dma_copy import CONTROL, control
 
 UNMAPPED_IOVA = 0x10000  # iommu-dma hands out IOVAs from the top of the 32-bit space down
+# the same board with a rockchip-iommu patched to forget its IOTLB zap on unmap
+NOZAP_PLATFORM = Path(__file__).parent.parent / "platforms" / "virt-iommu-nozap.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +90,51 @@ def test_an_unexpected_fault_names_the_mapping_unmapped_before_it(cosim_board_fa
     assert re.search(r"the last mapping that covered (0x[0-9a-f]+): dma_map_page by c010000\.dmacopy "
                      r"at [\d.]+ s \(\S+\): dma \1, 4096 bytes, DMA_FROM_DEVICE, unmapped before "
                      r"the access", message), message
+
+
+def test_a_copy_one_page_longer_than_its_mapping_faults_at_its_end(iommu_board):
+    with iommu_board.expect(dma_faults=1):
+        result = control(iommu_board, "overrun buggy", check=False)
+    fault = iommu_board.bus.faults[-1]
+    end = int(result["dma"], 16) + int(result["mapped"])
+    assert (fault.master, fault.address, fault.write) == ("dmacopy", end, True)
+    assert result["ret"] != "0"
+
+
+def test_its_fixed_twin_copies_what_it_mapped(iommu_board):
+    faults = len(iommu_board.bus.faults)
+    assert control(iommu_board, "overrun fixed")["ret"] == "0"
+    assert len(iommu_board.bus.faults) == faults
+
+
+def test_an_unexpected_overrun_says_how_far_past_the_mapping_it_went(cosim_board_factory):
+    board = cosim_board_factory(platform="virt-iommu")
+    with pytest.raises(BoardFailure) as info:
+        board.run(f"echo 'overrun buggy' > {CONTROL}", check=False)
+    message = str(info.value)
+    assert re.search(r"0 bytes past the end of dma_map_page by c010000\.dmacopy at [\d.]+ s \(\S+\): "
+                     r"dma (0x[0-9a-f]+), 4096 bytes, DMA_FROM_DEVICE(, unmapped since)? \(which ends at "
+                     r"0x[0-9a-f]+\)",
+                     message), message
+
+
+def test_a_buffer_mapped_where_another_was_gets_its_own_pages(iommu_board):
+    result = control(iommu_board, "remap")
+    assert result["a_dma"] == result["b_dma"]  # iommu-dma reuses the IOVAs: the zap matters
+    assert (result["ret"], result["b"], result["a"]) == ("0", "intact", "intact")
+    assert iommu_board.bus.hazards == []
+
+
+def test_an_iommu_driver_that_forgets_its_zap_sends_dma_to_stale_pages(cosim_board_factory):
+    board = cosim_board_factory(platform=NOZAP_PLATFORM)
+    with board.expect("cache", hazards=2):  # the CPU's lines of the first buffer are hit, too
+        result = control(board, "remap")
+    assert result["a_dma"] == result["b_dma"]
+    assert (result["ret"], result["b"], result["a"]) == ("0", "lost", "overwritten")  # silently
+    b_dma = int(result["b_dma"], 16)
+    assert [h.model for h in board.bus.hazards] == ["copy_mmu", "copy_mmu"]
+    for hazard, page in zip(board.bus.hazards, (1, 2), strict=True):  # the map zapped pages 0 and 3
+        assert re.fullmatch(rf"stale IOTLB entry: dmacopy's write at IOVA {b_dma + page * 4096:#x} went "
+                            r"to 0x[0-9a-f]+, the IOTLB's translation, but the page table \(entry at "
+                            r"0x[0-9a-f]+\) now maps it to 0x[0-9a-f]+: the IOMMU driver changed the "
+                            "table without ZAP_ONE_LINE or ZAP_CACHE", hazard.message), hazard.message

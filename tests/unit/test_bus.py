@@ -114,3 +114,29 @@ def test_tracer_records_faults_and_bounds_its_memory():
     assert [(r.write, r.address, r.fault) for r in tracer.records] == [
         (True, 0, None), (False, 1000, "no memory at that address")]
     assert tracer.dropped == 1
+
+
+def test_a_narrow_master_drops_the_upper_address_bits_and_the_bus_records_it(bus):
+    narrow = BusMaster(bus, "dma32", address_bits=32)
+    alias = RAM_BASE + 0x2000
+    bus.write("cpu", alias, b"\xa5" * 8)
+    narrow.write((1 << 32) + alias, b"\xa5\xa5\x00\x00\x00\x00\x00\x01")  # meant 4 GiB higher
+    assert bus.read("cpu", alias, 8) == b"\xa5\xa5\x00\x00\x00\x00\x00\x01"
+    [truncation] = bus.truncations
+    assert (truncation.master, truncation.issued, truncation.address) == ("dma32", (1 << 32) + alias, alias)
+    assert (truncation.write, truncation.changed, truncation.before) == (True, 6, b"\xa5" * 8)
+    assert "dma32 has 32 address bits; a write of 8 bytes meant for 0x140002000 went to 0x40002000" \
+        in str(truncation) and "6 of 8 bytes changed" in str(truncation)
+    assert narrow.read((1 << 32) + alias, 2) == b"\xa5\xa5" and len(bus.truncations) == 2
+
+
+def test_a_narrow_master_within_its_reach_is_not_truncated(bus):
+    BusMaster(bus, "dma32", address_bits=32).write(RAM_BASE, b"ok")
+    BusMaster(bus, "wide").write(RAM_BASE, b"ok")
+    assert bus.truncations == []
+
+
+def test_a_truncated_address_with_no_memory_is_a_fault_as_well(bus):
+    with pytest.raises(DmaFault):
+        BusMaster(bus, "dma32", address_bits=32).read(1 << 32, 4)  # reaches 0: no RAM there
+    assert bus.truncations[0].address == 0 and bus.truncations[0].changed is None

@@ -11,6 +11,7 @@ from cosim.cachemodel.reports import (
     CacheWatch,
     Symbols,
     describe_fault_address,
+    describe_truncation,
     group,
     parse_dma_trace,
 )
@@ -82,6 +83,17 @@ def test_an_iommu_trace_gives_iovas_hex_sizes_and_sg_unmaps_by_physical_address(
     assert other.by("pl330") and not other.by("dmacopy") and not other.unmapped
 
 
+def test_an_sg_list_an_iommu_merged_has_no_physical_lengths_to_pair() -> None:
+    merged, = parse_dma_trace("\n".join([
+        trace_line("cosim-agent-46", "1.0", "dma_map_sg", "c010000.dmacopy dir=TO_DEVICE nents=2/2 "
+                   "ents=1/1 dma_addrs={0xfff00000} sizes={0x2000} phys_addrs={0x41000000,0x47000000} "
+                   "attrs="),
+        trace_line("cosim-agent-46", "1.1", "dma_unmap_sg", "c010000.dmacopy dir=TO_DEVICE "
+                   "phys_addrs={0x41000000,0x47000000} attrs=")]))
+    assert merged.spans == () and merged.dma_spans == ((0xFFF00000, 0x2000),) and merged.size == 0x2000
+    assert merged.unmapped and not merged.covers(0x47000000)  # not a guess at where 0x47000000 ends
+
+
 def test_a_fault_names_the_last_mapping_that_covered_its_address() -> None:
     mappings = parse_dma_trace(IOMMU_TRACE)
     assert describe_fault_address("dmacopy", 0xFFFE1000, mappings) == (
@@ -96,12 +108,37 @@ def test_a_fault_just_past_a_mapping_says_how_far_past() -> None:
     assert "(which ends at 0xffff0040)" in text
 
 
+def test_a_fault_past_one_mapping_and_inside_an_unmapped_one_names_both() -> None:
+    mappings = parse_dma_trace(IOMMU_TRACE + "\n" + trace_line(
+        "cosim-agent-46", "1.100000", "dma_map_page", "c010000.dmacopy dir=FROM_DEVICE "
+        "dma_addr=fffd0000 size=65536 phys_addr=46000000 attrs="))
+    text = describe_fault_address("dmacopy", 0xFFFE0000, mappings)
+    assert text.startswith("the last mapping that covered 0xfffe0000: dma_map_page by c010000.dmacopy "
+                           "at 0.990789 s")
+    assert text.endswith("unmapped before the access; and 0 bytes past the end of dma_map_page by "
+                         "c010000.dmacopy at 1.100000 s (cosim-agent-46): dma 0xfffd0000, 65536 bytes, "
+                         "DMA_FROM_DEVICE (which ends at 0xfffe0000)")
+
+
 def test_a_fault_no_mapping_explains_says_so() -> None:
     mappings = parse_dma_trace(IOMMU_TRACE)
     assert describe_fault_address("dmacopy", 0x10000, mappings) == (
         "no mapping by dmacopy in the guest's dma trace covers 0x10000")
     assert describe_fault_address("spi0", 0x10000, mappings).endswith(
         "(the trace holds none of spi0's mappings)")
+
+
+def test_a_truncation_names_the_drivers_mapping_and_what_lives_where_it_landed() -> None:
+    mappings = parse_dma_trace(TRACE + "\n" + trace_line(
+        "cosim-agent-60", "2.000000", "dma_map_page", "c010000.dma32 dir=FROM_DEVICE "
+        "dma_addr=17f123000 size=4096 phys_addr=17f123000 attrs="))
+    assert describe_truncation("dma32", 0x17F123000, 0x7F123000, mappings) == (
+        "the driver's mapping: dma_map_page by c010000.dma32 at 2.000000 s (cosim-agent-60): dma "
+        "0x17f123000, 4096 bytes, DMA_FROM_DEVICE; no live DMA mapping covers 0x7f123000: the "
+        "memory there belongs to the kernel")
+    assert describe_truncation("dma32", 0x141000010, 0x41000010, mappings).endswith(
+        "0x41000010 is inside a live mapping: dma_map_sg by c050000.spi0 at 1.800000 s "
+        "(kworker/0:1-20): dma 0x41000000, 4196 bytes, DMA_FROM_DEVICE")
 
 
 def test_symbols_name_kernel_and_module_text() -> None:

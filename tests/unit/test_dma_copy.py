@@ -101,3 +101,13 @@ def test_descriptor_loop_is_an_error_not_a_hang(engine, bus):
 def test_descriptor_layout():
     assert DESCRIPTOR.size == 32
     assert struct.calcsize("<QQIIQ") == 32
+
+
+def test_the_engine_reports_the_width_of_its_port(bus, irqs, clock):
+    from cosim.peripheral import PeripheralConfig
+
+    narrow = DmaCopy(PeripheralConfig("dma32", 0x0C000000, 0x1000, (112,), address_bits=32),
+                     bus, irqs, clock=clock)
+    assert narrow.read(0x3C, 4) == 32
+    assert DmaCopy(PeripheralConfig("dma64", 0x0C001000, 0x1000, (113,)), bus, irqs,
+                   clock=clock).read(0x3C, 4) == 64

@@ -55,8 +55,8 @@ def test_good_file(tmp_path):
 def test_unknown_key_names_line_and_allowed_keys(tmp_path):
     msg = board_error(tmp_path, GOOD.replace("    irqs: [113]", "    irqs: [113]\n    colour: red"))
     assert "board.yaml:13: unknown key 'colour'" in msg
-    assert ("allowed here: base, devices, dmas, dt, gpios, iommus, irqs, name, plugin, properties, "
-            "resets, size, stream_id") in msg
+    assert ("allowed here: address_bits, base, bus, devices, dmas, dt, gpios, iommus, irqs, name, "
+            "plugin, properties, resets, size, stream_id") in msg
 
 
 def test_missing_field(tmp_path):
@@ -208,3 +208,41 @@ def test_board_level_device_tree_nodes(tmp_path):
 def test_device_names_are_unique_across_the_board(tmp_path):
     msg = board_error(tmp_path, SPI_BOARD.replace("name: flash", "name: gpio0"))
     assert "the name 'gpio0' is taken twice: devices need their own names" in msg
+
+
+HIGHMEM = GOOD.replace("memory: 512M", "memory: 6G") + """\
+    address_bits: 32
+    bus: lowbus
+buses:
+  - name: lowbus
+    dma_ranges: [[0, 0, 4G]]
+"""
+
+
+def test_a_32bit_master_on_a_bus_with_dma_ranges(tmp_path):
+    board = assemble(write(tmp_path, HIGHMEM))
+    board.build()
+    assert board.platform.spec.machine.memory == 6 << 30
+    assert board.bus.address_bits == {"copy": 32}
+    nodes, _ = board.device_tree_nodes()
+    lowbus = next(n for n in nodes if n.name == "lowbus")
+    assert lowbus.properties["compatible"] == "simple-bus" and lowbus.properties["ranges"] is True
+    assert "dma-ranges = <0x0 0x0 0x0 0x0 0x1 0x0>;" in lowbus.dts()
+    assert [c.path for c in lowbus.children] == ["/lowbus/copy@c001000"]
+    assert "copy@c001000" not in [n.full_name for n in nodes]  # only under its bus
+    assert board.node_ref("copy") == Ref("/lowbus/copy@c001000")
+
+
+def test_a_bus_the_platform_lacks(tmp_path):
+    msg = board_error(tmp_path, HIGHMEM.replace("bus: lowbus", "bus: highbus"))
+    assert "board.yaml:14: no bus 'highbus' — the platform's buses: lowbus" in msg
+
+
+def test_address_bits_belong_to_bus_masters(tmp_path):
+    msg = board_error(tmp_path, GOOD.replace("    irqs: [112]", "    irqs: [112]\n    address_bits: 32"))
+    assert "board.yaml:9: 'uart1' (pl011) is not a bus master: address_bits is the width" in msg
+
+
+def test_address_bits_are_a_width(tmp_path):
+    msg = board_error(tmp_path, HIGHMEM.replace("address_bits: 32", "address_bits: 65"))
+    assert "board.yaml:13: peripherals.1.address_bits: Input should be less than or equal to 64" in msg

@@ -185,12 +185,19 @@ def test_a_stale_iotlb_entry_translates_until_zapped(parts):
     tables.map(0x2000, bench.ram_base + 0x300000, 0x1000)
     assert copy(copier, 0x1000, 0x2000, 4)
     tables.unmap(0x1000, 0x1000)
+    assert bench.bus.hazards == []  # translations the tables still agree with
     tables.map(0x1000, new, 0x1000)  # remapped without ZAP_ONE_LINE: the IOTLB still has the old
     assert copy(copier, 0x1000, 0x2000, 4)
     assert bench.bus.read("cpu", bench.ram_base + 0x300000, 4) == b"old!"
+    [hazard] = bench.bus.hazards
+    assert hazard.model == "mmu" and hazard.message.startswith(
+        f"stale IOTLB entry: copy's read at IOVA 0x1000 went to {old:#x}, the IOTLB's translation, but "
+        f"the page table (entry at {tables.directory + 0x1000 + 4:#x}) now maps it to {new:#x}: the "
+        "IOMMU driver changed the table without ZAP_ONE_LINE or ZAP_CACHE")
     mmu.write(ZAP_ONE_LINE, 4, 0x1000)
     assert copy(copier, 0x1000, 0x2000, 4)
     assert bench.bus.read("cpu", bench.ram_base + 0x300000, 4) == b"new!"
+    assert len(bench.bus.hazards) == 1
 
 
 def test_paging_disabled_passes_addresses_through(parts):
