@@ -237,6 +237,8 @@ class Assembly:
                     connector.shape_provider_node(self, entry, node)
                 if connector.key in self.wiring[entry.name]:
                     connector.shape_node(self, entry, self.wiring[entry.name][connector.key], node)
+            if entry.cls.primecell_id is not None:
+                self._primecell_node(node)
             for key, value in spec.dt.items():
                 node.set(key, value)
         for name, mapping in self.platform.spec.dt_nodes.items():
@@ -250,6 +252,16 @@ class Assembly:
                 node.set(key, value)
             nodes.append(node)
         return nodes, aliases.aliases
+
+    def _primecell_node(self, node: DtNode) -> None:
+        """What Linux's AMBA bus needs of a PrimeCell, unless the plugin wrote it (a PL011 names
+        its UART clock too)."""
+        compatible = list(node.properties.get("compatible", []))  # type: ignore[arg-type]
+        if "arm,primecell" not in compatible:
+            node.set("compatible", [*compatible, "arm,primecell"])
+        if "clocks" not in node.properties:
+            node.set("clocks", [Ref(self.layout.apb_clock)])
+            node.set("clock-names", "apb_pclk")
 
     @staticmethod
     def _bus_node(bus: BusSpec) -> DtNode:

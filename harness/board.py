@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pluggy
 
 from . import collector, hygiene
 from .assembly import Assembly
+from .binding import UNBOUND_COMMAND, ModelDevice, UnboundDeviceWarning, unbound_devices
 from .bridge import BridgeEndpoint, BridgeFailure, Replies
 from .build import Artifacts
 from .bus import Memory
@@ -42,10 +44,10 @@ from .console import (
     KernelLog,
     ShellConsole,
 )
-from .devicetree import compile_dts, overlay_dts
+from .devicetree import compile_dts, delete_nodes_dts, node_paths, overlay_dts
 from .engines.qemu.engine import BridgedDevice, CacheDevice, NativeDevice, QemuEngine, default_pinning, pin
 from .peripheral import Peripheral
-from .platform import LoadedPlatform
+from .platform import LoadedPlatform, PlatformError
 from .pluginmanager import default_plugin_manager
 from .share import GuestShare
 from .spi import SpiDevice
@@ -58,6 +60,15 @@ BOOT_TIMEOUT_S = 60.0
 
 
 class Board:
+    """One emulated board: its models, QEMU, the guest's consoles and the failure watch.  A test
+    gets one from a fixture (``board``, ``module_board``, ``cosim_board_factory``) or makes one
+    (``with Board(load_platform("virt"), build_all(), logdir) as board:``).
+
+    Besides the members below: ``bus`` (the DMA path and what it saw: ``faults``,
+    ``truncations``, ``hazards``, ``width_mismatches``), ``unbound`` (models' devices no guest
+    driver bound, found after boot), ``platform`` (the loaded platform, ``.spec``), ``logdir``
+    and ``trace`` (the timeline, saved as ``trace.json``)."""
+
     def __init__(self, platform: LoadedPlatform, artifacts: Artifacts, logdir: Path,
                  pm: pluggy.PluginManager | None = None, pin_cpus: set[int] | None = None,
                  host_folder: Path | None = None, cache: str | None = None, time: str | None = None):
@@ -83,6 +94,7 @@ class Board:
         self.watch = FailureWatch(self.bus, logdir, self.engine.exit_code)
         self.share = GuestShare(self.engine.layout.ram_base, platform.spec.machine.memory)
         self.endpoints: list[BridgeEndpoint] = []
+        self.unbound: list[str] = []  # models' devices no guest driver bound, found after boot
         self.consoles: Consoles | None = None
         self.workdir: Path | None = None
 
@@ -90,17 +102,21 @@ class Board:
 
     @property
     def peripherals(self) -> dict[str, Peripheral]:
+        """The models by their platform names."""
         return self.assembly.peripherals
 
     @property
     def spi_devices(self) -> dict[str, SpiDevice]:
+        """The SPI devices (platform ``devices:``) by name."""
         return self.assembly.spi_devices
 
     def peripheral(self, name: str) -> Any:
+        """The model named ``name`` in the platform (the object itself: its state, its methods)."""
         return self.peripherals[name]
 
     @property
     def kernel_log(self) -> KernelLog | None:
+        """The guest kernel's console: ``text()``, ``settle()``; None before the board starts."""
         return self.consoles.kernel_log if self.consoles else None
 
     @property
@@ -109,12 +125,14 @@ class Board:
 
     @property
     def failure(self) -> BoardFailure | None:
+        """What broke the board, once something did (it then raises it on every use)."""
         return self.watch.failure
 
     def check(self) -> None:
         """Raises the board's failure, if any; between guest commands, cache-model events become
         reports first (that may ask the guest for symbols and its DMA trace).  Faults are explained
         before: a cache report that follows from a fault must not be the failure shown."""
+        __tracebackhide__ = True  # pytest shows the test's frame, not cosim's
         self.explain_faults()
         self.settle_cache()
         self.watch.check(between_commands=True)
@@ -182,6 +200,10 @@ class Board:
             self.settle_cache()  # reports of what happened inside the block are expected
 
     def run(self, command: str, timeout: float = 60.0, check: bool = True) -> CommandResult:
+        """Runs a shell command in the guest: its output and exit status.  A status other than 0
+        raises CommandFailed (unless ``check`` is False); the board's failures (an oops, a DMA
+        fault, a model's exception) raise BoardFailure; ``timeout`` raises CommandTimeout."""
+        __tracebackhide__ = True  # pytest shows the test's frame, not cosim's
         assert self.console is not None, "the board is not started"
         try:
             result = self.console.run(command, timeout=timeout, check=False)
@@ -200,20 +222,32 @@ class Board:
     def push(self, data: bytes | bytearray | Path, guest_path: str, timeout: float = 120.0) -> None:
         """Puts ``data`` (or a host file's content) at ``guest_path``, through guest RAM: fast
         for images of many MiB (up to ``board.share.size`` at a time)."""
+        __tracebackhide__ = True  # pytest shows the test's frame, not cosim's
         self.share.push(self.run, data, guest_path, timeout)
 
     def pull(self, guest_path: str, timeout: float = 120.0) -> bytes:
         """The content of ``guest_path`` in the guest, through guest RAM."""
+        __tracebackhide__ = True  # pytest shows the test's frame, not cosim's
         return self.share.pull(self.run, guest_path, timeout)
 
     def device_tree_source(self) -> str:
+        """The DTS the guest boots with: the machine's tree, the models' nodes, dropped nodes."""
         nodes, aliases = self.assembly.device_tree_nodes(noncoherent=self.cache_mode != "off")
         nodes += self.share.device_tree_nodes()
-        return self.engine.base_device_tree() + overlay_dts(nodes, aliases)
+        base = self.engine.base_device_tree()
+        drop = self.platform.spec.machine.drop_nodes
+        existing = node_paths(base)
+        for i, path in enumerate(drop):
+            if path not in existing:
+                top = ", ".join(p for p in existing if p.count("/") == 1)
+                raise PlatformError(f"{self.platform.where('machine', 'drop_nodes', i)}: the machine's "
+                                    f"device tree has no node {path} — its top-level nodes: {top}")
+        return base + overlay_dts(nodes, aliases) + delete_nodes_dts(drop)
 
     # --- life cycle ---
 
     def start(self, boot_timeout: float = BOOT_TIMEOUT_S, extra_qemu_args: list[str] | None = None) -> None:
+        """Boots the board up to the guest's shell (fixtures do it); stops it again on failure."""
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.workdir = hygiene.open_workdir(self)
         try:
@@ -267,8 +301,19 @@ class Board:
         # swiotlb's bounces of mappings a master cannot reach
         self.console.run(f"for e in {TRACE_EVENTS} {SWIOTLB_BOUNCED}; do [ -d $e ] && "
                          "echo 1 > $e/enable; done; true", check=False)
+        self.unbound = self._unbound_devices()
+        for line in self.unbound:
+            warnings.warn(UnboundDeviceWarning(line), stacklevel=3)
         self.pm.hook.cosim_board_started(board=self)
         collector.freeze()
+
+    def _unbound_devices(self) -> list[str]:
+        """The models whose devices no guest driver bound, each with why (cosim.binding)."""
+        assert self.console is not None
+        devices = [ModelDevice(name, entry.spec.base, entry.cls.compatible, entry.cls.primecell_id)
+                   for name, entry in self.assembly.entries.items()]
+        output = self.console.run(UNBOUND_COMMAND, check=False).output
+        return unbound_devices(devices, output, self.artifacts.build.tree)
 
     def _initramfs(self, workdir: Path) -> Path:
         """cosim's image with the layers appended: Linux unpacks concatenated archives in turn."""
@@ -318,10 +363,11 @@ class Board:
             self.endpoints.append(endpoint)
             self.assembly.irq_relays[entry.name].bind(endpoint)
             bridged.append(BridgedDevice(entry.name, endpoint.socket_path, entry.spec.base, entry.size,
-                                         tuple(entry.spec.irqs), index))
+                                         tuple(entry.spec.irqs), index, entry.cls.posted_offsets()))
         return bridged
 
     def stop(self) -> None:
+        """Stops QEMU and the models and keeps the logs; nothing is left behind."""
         if self.workdir is None:
             return
         with contextlib.suppress(Exception):

@@ -167,35 +167,40 @@ class BridgeEndpoint:
     def _serve(self) -> None:
         assert self.sync is not None and self.peripheral is not None
         sync, peripheral, replies = self.sync, self.peripheral, self.replies
-        request, reply, encode_reply = p.REQUEST.unpack, p.REPLY.pack, b"".join
-        read_op, write_op, tick_op = p.Op.READ, p.Op.WRITE, p.Op.TICK
+        requests, reply, encode_reply = p.REQUEST.iter_unpack, p.REPLY.pack, b"".join
+        read_op, write_op, tick_op, posted_op = p.Op.READ, p.Op.WRITE, p.Op.TICK, p.Op.POSTED_WRITE
+        own_irq = p.CHANGE.pack(p.Op.IRQ, self.index, 0, 0, 0)[:4]
         clock, timers, lock = peripheral.guest_clock, peripheral.scheduled_work, peripheral.lock
         while True:
-            raw = sync.recv(64)
+            raw = sync.recv(p.REQUEST.size * p.MAX_POSTED_BATCH)
             if not raw:
                 return  # QEMU closed the connection: it is exiting
-            op, size, _cpu, seq, offset, data, vclock = request(raw)
-            status, value = p.Status.OK, 0
+            if len(raw) % p.REQUEST.size:
+                raise p.ProtocolError(f"a message of {len(raw)} bytes is no whole number of requests")
             changes = replies.begin()
             try:
-                with lock:
-                    if op == tick_op:
-                        self.qemu_deadline = None  # QEMU's timer for this peripheral expired
-                    timers.run_due(clock, clock.seen(vclock))  # an access sees what was due before it
-                    if op == read_op:
-                        value = peripheral.read(offset, size)
-                    elif op == write_op:
-                        peripheral.write(offset, size, data)
-                    changes += replies.deadline_changes()
-            except Exception as e:
-                status = p.Status.BUS_ERROR
-                if op in (read_op, write_op):
-                    kind = "read" if op == read_op else "write"
-                    what = f"on a {size}-byte {kind} at offset {offset:#x}; the guest saw a bus error"
-                else:
-                    what = f"in work scheduled on the guest's clock (at {clock.now_ns} ns)"
-                self.on_failure(BridgeFailure(self.name, f"plugin raised {type(e).__name__} {what}",
-                                              traceback.format_exc()))
+                # one request, or a batch of posted writes: served in order, answered once
+                for op, size, _cpu, request_seq, offset, data, vclock in requests(raw):
+                    seq, status, value = request_seq, p.Status.OK, 0
+                    try:
+                        with lock:
+                            if op == tick_op:
+                                self.qemu_deadline = None  # QEMU's timer for this peripheral expired
+                            timers.run_due(clock, clock.seen(vclock))  # what was due comes first
+                            if op == read_op:
+                                value = peripheral.read(offset, size)
+                            elif op in (write_op, posted_op):
+                                peripheral.write(offset, size, data)
+                            changes += replies.deadline_changes()
+                    except Exception as e:
+                        status = p.Status.BUS_ERROR
+                        self._model_raised(e, op, size, offset, clock.now_ns)
+                    if op == posted_op and any(change[:4] == own_irq for change in changes):
+                        self.on_failure(BridgeFailure(
+                            self.name, f"a write to offset {offset:#x}, declared posted, changed an "
+                            "interrupt line: the vCPU did not wait for it; declare the register "
+                            "without posted"))
+                    self.accesses += op != tick_op
             finally:
                 replies.end()
             if len(changes) > 1:  # only the newest change of each line (and deadline) matters
@@ -204,8 +209,18 @@ class BridgeEndpoint:
                 self.on_failure(BridgeFailure(self.name, f"{len(changes)} IRQ and deadline changes in "
                                               f"one answer; QEMU takes {p.MAX_CHANGES_PER_REPLY}"))
                 changes = changes[-p.MAX_CHANGES_PER_REPLY:]
-            self.accesses += op != tick_op
             sync.send(encode_reply([reply(seq, status, len(changes), value), *changes]))
+
+    def _model_raised(self, error: Exception, op: int, size: int, offset: int, now_ns: int) -> None:
+        if op in (p.Op.READ, p.Op.WRITE):
+            kind = "read" if op == p.Op.READ else "write"
+            what = f"on a {size}-byte {kind} at offset {offset:#x}; the guest saw a bus error"
+        elif op == p.Op.POSTED_WRITE:
+            what = f"on a posted {size}-byte write at offset {offset:#x} (the guest did not wait for it)"
+        else:
+            what = f"in work scheduled on the guest's clock (at {now_ns} ns)"
+        self.on_failure(BridgeFailure(self.name, f"plugin raised {type(error).__name__} {what}",
+                                      traceback.format_exc()))
 
     def close(self) -> None:
         self._closed = True

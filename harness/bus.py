@@ -104,6 +104,8 @@ class DmaFault(Exception):
 
 @dataclass(frozen=True)
 class Transaction:
+    """One DMA access on its way from a master to memory, as the layers of the path see it."""
+
     master: str
     address: int  # where the transaction goes now: physical once past ``translation``
     length: int
@@ -168,7 +170,10 @@ Next = Callable[[Transaction, bytes | None], bytes | None]
 class BusLayer(Protocol):
     """Sits on the DMA path: sees each transaction and passes it on (or faults it)."""
 
-    def access(self, txn: Transaction, data: bytes | None, next_: Next) -> bytes | None: ...
+    def access(self, txn: Transaction, data: bytes | None, next_: Next) -> bytes | None:
+        """Sees ``txn`` (with its data, for a write) and passes it on with ``next_(txn, data)``,
+        changed or not, or raises DmaFault; returns what a read returned."""
+        ...
 
 
 @dataclass
@@ -381,19 +386,25 @@ class BusMaster:
             bus.limit_address(name, address_bits)
 
     def read(self, address: int, length: int, beat: int = 0, increment: bool = True) -> bytes:
+        """Reads ``length`` bytes at ``address`` in ``beat``-byte beats (0: one block); with
+        ``increment`` False every beat reads one address (a FIFO register)."""
         return self.bus.read(self.name, address, length, beat, increment, self.stream_id)
 
     def write(self, address: int, data: bytes | bytearray | memoryview, beat: int = 0,
               increment: bool = True) -> None:
+        """Writes ``data`` at ``address``, as ``read`` reads."""
         self.bus.write(self.name, address, data, beat, increment, self.stream_id)
 
     def copy(self, src: int, dst: int, length: int) -> None:
+        """A memory-to-memory transfer under this master's name: a read burst, then a write."""
         self.bus.copy(self.name, src, dst, length, self.stream_id)
 
     def read_u32(self, address: int) -> int:
+        """A little-endian 32-bit word (a descriptor's field)."""
         return int.from_bytes(self.read(address, 4), "little")
 
     def write_u32(self, address: int, value: int) -> None:
+        """Writes a little-endian 32-bit word."""
         self.write(address, value.to_bytes(4, "little"))
 
     def walk_read(self, address: int, length: int) -> bytes:

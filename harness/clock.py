@@ -38,6 +38,7 @@ class Timer:
         self.when, self.callback, self.pending = when, callback, True
 
     def cancel(self) -> None:
+        """Takes the work back: it will not run."""
         self.pending = False
 
 

@@ -50,12 +50,18 @@ EXPECTABLE = {"DMA-API", "warning"}
 
 @dataclass(frozen=True)
 class CommandResult:
+    """A guest command's ``command``, its ``output`` (stdout and stderr, as the shell printed
+    them) and its exit ``status``."""
+
     command: str
     output: str
     status: int
 
 
 class CommandFailed(AssertionError):
+    """A guest command exited with a status other than 0: the message gives the command, the
+    status and the output; ``result`` is the CommandResult."""
+
     def __init__(self, result: CommandResult):
         self.result = result
         super().__init__(f"guest command failed with status {result.status}: {result.command}\n"
@@ -63,7 +69,7 @@ class CommandFailed(AssertionError):
 
 
 class CommandTimeout(AssertionError):
-    pass
+    """A guest command (or the boot) did not finish in time; the message has what it printed."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,7 @@ class KernelLog:
 
     def close(self) -> None:
         self._thread.join(timeout=2)
+        self.conn.close()
 
 
 class ShellConsole:
@@ -143,6 +150,7 @@ class ShellConsole:
         self.idle_hold: IdleHold | None = None  # under virtual time: released while a command runs
 
     def _expect(self, pattern: bytes | re.Pattern[bytes], timeout: float, what: str) -> re.Match[bytes]:
+        __tracebackhide__ = True  # pytest shows the test's frame, not cosim's
         deadline = time.monotonic() + timeout
         while True:
             self.watchdog()
@@ -164,9 +172,11 @@ class ShellConsole:
                 raise CommandTimeout(f"the shell console closed while waiting for {what}") from None
 
     def wait_ready(self, timeout: float) -> None:
+        __tracebackhide__ = True  # pytest shows the test's frame, not cosim's
         self._expect(re.escape(READY_BANNER), timeout, "the guest shell (cosim-agent)")
 
     def run(self, command: str, timeout: float = 60.0, check: bool = True) -> CommandResult:
+        __tracebackhide__ = True  # pytest shows the test's frame, not cosim's
         if self.idle_hold is None:
             return self._run(command, timeout, check)
         self.idle_hold.release()  # before the command's bytes: their arrival wakes QEMU
@@ -176,6 +186,7 @@ class ShellConsole:
             self.idle_hold.hold()
 
     def _run(self, command: str, timeout: float, check: bool) -> CommandResult:
+        __tracebackhide__ = True  # pytest shows the test's frame, not cosim's
         cid = next(self._ids)
         encoded = base64.b64encode(command.encode()).decode()
         try:
@@ -231,6 +242,7 @@ class ShellConsole:
 
     def close(self) -> None:
         self._log.close()
+        self.conn.close()
 
 
 class ConsoleNotConnected(RuntimeError):

@@ -7,6 +7,7 @@ nodes use dtc's path syntax (``&{/apb-pclk}``), so no phandle is guessed.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ class Ref:
     path: str
 
     def dts(self) -> str:
+        """The reference as DTS (``&{/path}``)."""
         return f"&{{{self.path}}}"
 
 
@@ -66,6 +68,8 @@ def _escape(text: str) -> str:
 
 @dataclass
 class DtNode:
+    """A device-tree node a model (or the platform) adds: ``properties`` by name, ``children``."""
+
     name: str
     unit_address: int | None = None
     properties: dict[str, Value] = field(default_factory=dict)
@@ -74,16 +78,20 @@ class DtNode:
 
     @property
     def full_name(self) -> str:
+        """``name@unit-address`` (or the name alone)."""
         return self.name if self.unit_address is None else f"{self.name}@{self.unit_address:x}"
 
     @property
     def path(self) -> str:
+        """The node's path in the tree (``/lowbus/dma32r@c020000``)."""
         return f"{self.parent_path}/{self.full_name}"
 
     def set(self, name: str, value: Value) -> None:
+        """Sets property ``name``: True (empty), a string, string list, cells or references."""
         self.properties[name] = value
 
     def child(self, node: DtNode) -> DtNode:
+        """Adds ``node`` under this one and returns it."""
         node.parent_path = self.path
         self.children.append(node)
         return node
@@ -109,6 +117,7 @@ class DtNode:
         return node
 
     def dts(self, indent: int = 1) -> str:
+        """The node and its children as DTS."""
         pad = "\t" * indent
         lines = [f"{pad}{self.full_name} {{"]
         lines += [f"{pad}\t{_format(k, v)}" for k, v in self.properties.items()]
@@ -126,6 +135,7 @@ class DtAliases:
         self.aliases: dict[str, str] = {}
 
     def add(self, stem: str, node: DtNode) -> str:
+        """Gives ``node`` the next free alias of ``stem`` (``serial2``) and returns it."""
         index = self.next.get(stem, 0)
         self.next[stem] = index + 1
         name = f"{stem}{index}"
@@ -164,6 +174,23 @@ def overlay_dts(nodes: list[DtNode], aliases: dict[str, str]) -> str:
         parts += [f'\t\t{name} = "{path}";' for name, path in aliases.items()]
         parts.append("\t};\n};")
     return "\n".join(parts) + "\n"
+
+
+def node_paths(dts: str) -> list[str]:
+    """The paths of the nodes in DTS text as ``dtc -O dts`` writes it (one node per line, a tab
+    per level)."""
+    paths, stack = [], []
+    for line in dts.splitlines():
+        m = re.fullmatch(r"(\t*)([^\s{}]+) \{", line)
+        if m and m[2] != "/":
+            del stack[len(m[1]) - 1:]
+            stack.append(m[2])
+            paths.append("/" + "/".join(stack))
+    return paths
+
+
+def delete_nodes_dts(paths: list[str]) -> str:
+    return "".join(f"/delete-node/ &{{{path}}};\n" for path in paths)
 
 
 def dtc(args: list[str], stdin: bytes) -> bytes:

@@ -44,12 +44,15 @@ class DmaRequestPort:
         target.connect_request_line(line, lambda: self.on_flush())
 
     def single(self, last: bool = False) -> None:
+        """Asserts a single request (``last``: the transfer's last one), as a peripheral's DRQ does."""
         self.target.dma_request(self.line, burst=False, last=last)
 
     def burst(self, last: bool = False) -> None:
+        """Asserts a burst request: the FIFO has room (or data) for a whole burst."""
         self.target.dma_request(self.line, burst=True, last=last)
 
     def withdraw(self) -> None:
+        """Takes back a request the controller has not served (the FIFO level moved back)."""
         self.target.dma_request_withdraw(self.line)
 
     def standing(self, burst: bool = False) -> int:

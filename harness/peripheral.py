@@ -14,7 +14,10 @@ Registers hold their value per instance (``self.regs.CTRL.EN``).  ``on_read`` co
 instead of the stored one; ``on_write`` runs after the stored value has taken the write, given the
 written value; a field's ``on_change`` runs when a write changed that field, given its old and new
 value.  Every register access runs with the peripheral's lock held, so host-side methods that
-share state take ``with self.lock:`` too.
+share state take ``with self.lock:`` too.  A register declared ``posted=True`` is one whose write
+changes no interrupt line (an IOTLB invalidation): the guest's CPU does not wait for the model to
+take it, as an interconnect's write buffer lets it go on (the bridge still delivers it before any
+later access the CPU waits for; a posted write that changes an interrupt fails the test).
 
 Time is the guest's: ``self.now()`` is QEMU's virtual clock (ns) at the access being served, and
 ``self.at(when_ns, callback)`` / ``self.after(delay_ns, callback)`` schedule work on it (a frame's
@@ -97,10 +100,13 @@ class Register:
     def __init__(self, offset: int, *, width: int = 32, reset: int = 0, access: Access = "rw",
                  fields: Sequence[Field] = (), on_read: str | None = None,
                  on_write: str | None = None, fifo_entry_bits: int | str | None = None,
-                 doc: str = ""):
+                 posted: bool = False, doc: str = ""):
         if width not in (8, 16, 32, 64):
             raise ValueError(f"register width {width} is not 8, 16, 32 or 64")
+        if posted and access not in ("rw", "wo"):
+            raise ValueError(f"a posted register is written: access {access!r} is not rw or wo")
         self.offset, self.width, self.reset, self.access = offset, width, reset, access
+        self.posted = posted
         self.fields = {f.name: f for f in fields}
         self.on_read, self.on_write, self.doc = on_read, on_write, doc
         self.change_hooks = [(f, f.on_change) for f in fields if f.on_change]
@@ -127,6 +133,7 @@ class Register:
 
     @property
     def size(self) -> int:
+        """The register's width in bytes."""
         return self.width // 8
 
     def mask(self, *names: str) -> int:
@@ -153,6 +160,7 @@ class RegisterArray:
         self.name = name
 
     def expand(self) -> dict[str, Register]:
+        """The array's registers by name (``NAME0``, ``NAME1``...), each at its offset."""
         regs = {}
         for i in range(self.count):
             reg = Register(self.offset + i * self.stride, **self.register)
@@ -272,6 +280,7 @@ class HostBuffer:
         self._arrived = threading.Condition(lock)
 
     def append(self, data: bytes | bytearray | list[int]) -> None:
+        """Adds what the model sent (its lock held) and wakes whoever waits in ``take``."""
         self.data.extend(data)
         self._arrived.notify_all()
 
@@ -311,7 +320,11 @@ class Peripheral:
     dma_request_names: ClassVar[tuple[str, ...]] = ()  # DRQ outputs, wired by the platform's dmas
     gpio_input_names: ClassVar[tuple[str, ...]] = ()  # inputs a platform wires to GPIO lines
     default_size: ClassVar[int] = 0x1000
-    # ARM PrimeCell peripheral ID: adds PERIPHID0-3/PCELLID0-3 at 0xFE0..0xFFC, as AMBA probing reads
+    # An ARM PrimeCell's peripheral ID, as its TRM gives it: bits 11:0 the part number (0x031 for
+    # the PL031), 19:12 the designer (0x41, ARM), 23:16 the revision, 31:24 the configuration;
+    # 0x00041031 is a PL031 r0.  It adds PERIPHID0-3 and PCELLID0-3 (0xB105F00D) at 0xFE0..0xFFC,
+    # which Linux's AMBA bus reads to match a driver, and the device tree then gets what that bus
+    # needs: "arm,primecell" in compatible and the machine's APB clock as "apb_pclk".
     primecell_id: ClassVar[int | None] = None
 
     _registers: ClassVar[dict[int, Register]]
@@ -334,6 +347,11 @@ class Peripheral:
                     raise PeripheralError(f"{cls.__name__}: registers {other.name} and {spec.name} overlap")
             by_offset[spec.offset] = spec
         cls._registers = dict(sorted(by_offset.items()))
+
+    @classmethod
+    def posted_offsets(cls) -> tuple[int, ...]:
+        """Offsets of the registers declared ``posted``: writes the guest's CPU does not wait for."""
+        return tuple(spec.offset for spec in cls._registers.values() if spec.posted)
 
     def __init__(self, config: PeripheralConfig, bus: Bus, irq_sink: IrqSink,
                  lock: threading.RLock | None = None, trace: EventTrace | None = None,
@@ -419,6 +437,7 @@ class Peripheral:
         return thread
 
     def irq(self, name: str) -> IrqLine:
+        """The interrupt output ``name`` (one of ``irq_names``): ``set(level)``, ``.level``."""
         return self.irqs[name]
 
     def report_hazard(self, message: str) -> None:
@@ -448,6 +467,7 @@ class Peripheral:
                     getattr(self.regs, spec.name).value = spec.reset
 
     def connect_dma_request(self, port: DmaRequestPort) -> None:
+        """Called by the ``dmas`` connector: the model's request line ``port.name`` is wired."""
         if port.name not in self.dma_request_names:
             raise PeripheralError(f"{type(self).__name__} has no DMA request '{port.name}'")
         self.dma_requests[port.name] = port
@@ -547,5 +567,6 @@ class Peripheral:
 
     @classmethod
     def register_map(cls) -> list[Register]:
+        """The model's registers by offset (the ID registers a PrimeCell gets included)."""
         return list(cls._registers.values())
 

@@ -53,11 +53,19 @@ class Machine(_Strict):
     # the guest time the model says however slow the host, and idle time is skipped; "wall"
     # follows the host's clock (``cosim boot`` uses it: a person at the console expects it).
     time: Literal["wall", "virtual"] = "virtual"
+    # Nodes of the machine's own device tree to leave out ("/pl031@9010000": QEMU virt's RTC, so
+    # that a model of one is the guest's only RTC); the machine still has the device itself.
+    drop_nodes: list[str] = []
 
     @field_validator("memory", mode="before")
     @classmethod
     def _memory(cls, v: Any) -> int:
         return parse_size(v)
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML reads a bare off as false
 
 
 class GuestModules(_Strict):
@@ -182,6 +190,7 @@ class QemuDeviceSpec(_Strict):
 class Platform(_Strict):
     name: str
     description: str = ""
+    extends: str | None = None  # a platform this one adds to: merged at load, None after it
     machine: Machine = Machine()
     guest: Guest = Guest()
     buses: list[BusSpec] = []
@@ -214,33 +223,34 @@ class MachineLayout:
     peripheral_spis: range
     ram_base: int
     aliases_taken: dict[str, int]  # stem -> how many the machine numbers itself (serial0)
+    apb_clock: str  # the device-tree path of the clock PrimeCells take as apb_pclk
 
 
 class LoadedPlatform:
-    """A validated platform and where each part of it came from, for later error messages."""
+    """A validated platform and where each part of it came from, for later error messages: every
+    YAML node keeps the file and line it was read from (a platform that ``extends`` another, or
+    names a guest file, mixes nodes of several files)."""
 
-    def __init__(self, spec: Platform, path: Path, root: yaml.Node,
-                 guest_origin: tuple[Path, yaml.Node] | None = None):
+    def __init__(self, spec: Platform, path: Path, root: yaml.Node):
         self.spec, self.path, self._root = spec, path, root
-        # The guest section's own file, when the platform names one (``guest: guest.yaml``)
-        self._guest_path, self._guest_root = guest_origin or (path, _child(root, "guest"))
 
     def where(self, *loc: str | int) -> str:
-        return f"{self.path}:{_line_of(self._root, loc)}"
+        return _mark(_node_at(self._root, loc))
 
     def guest_where(self, *loc: str | int) -> str:
         """File and line of ``loc`` within the guest section, wherever that section is written."""
-        return f"{self._guest_path}:{_line_of(self._guest_root, loc)}"
+        return self.where("guest", *loc)
 
     def guest_path(self, value: str, *loc: str | int, folder: bool | None = None) -> Path:
-        """A host path the guest section names (relative to its file), which must exist
-        (as a folder if ``folder``, a file if ``folder`` is False)."""
-        return existing_path(self._guest_path.parent / value, folder,
+        """A host path the guest section names (relative to the file that names it), which must
+        exist (as a folder if ``folder``, a file if ``folder`` is False)."""
+        written_in = Path(_node_at(self._root, ("guest", *loc)).start_mark.name).parent
+        return existing_path(written_in / value, folder,
                              f"{self.guest_where(*loc)}: guest.{'.'.join(map(str, loc))}")
 
     def where_key(self, *loc: str | int) -> str:
         """The line of the key at ``loc`` itself (for a key that should not be there)."""
-        return f"{self.path}:{_key_line(self._root, loc)}"
+        return _key_mark(self._root, loc)
 
     def unknown_key(self, loc: tuple[str | int, ...], allowed: list[str]) -> PlatformError:
         return PlatformError(f"{self.where_key(*loc)}: unknown key '{loc[-1]}' — allowed here: "
@@ -256,8 +266,12 @@ class LoadedPlatform:
                 f"{err['msg']}" for err in e.errors())) from None
 
 
-def _line_of(node: yaml.Node, loc: Iterable[str | int]) -> int:
-    """The 1-based line of the YAML node at ``loc`` (or of the deepest node that exists)."""
+def _mark(node: yaml.Node) -> str:
+    return f"{node.start_mark.name}:{node.start_mark.line + 1}"
+
+
+def _node_at(node: yaml.Node, loc: Iterable[str | int]) -> yaml.Node:
+    """The YAML node at ``loc`` (or the deepest node on the way that exists)."""
     for key in loc:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
@@ -265,12 +279,12 @@ def _line_of(node: yaml.Node, loc: Iterable[str | int]) -> int:
                     node = v
                     break
             else:
-                return node.start_mark.line + 1
+                return node
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
         else:
             break
-    return node.start_mark.line + 1
+    return node
 
 
 def existing_path(path: Path, folder: bool | None, where: str) -> Path:
@@ -283,25 +297,14 @@ def existing_path(path: Path, folder: bool | None, where: str) -> Path:
     return path
 
 
-def _child(node: yaml.Node, key: str) -> yaml.Node:
-    if isinstance(node, yaml.MappingNode):
-        return next((v for k, v in node.value if k.value == key), node)
-    return node
-
-
-def _key_line(root: yaml.Node, loc: tuple[str | int, ...]) -> int:
-    """For an unknown key: the line of the key itself."""
-    parent = root
-    for key in loc[:-1]:
-        if isinstance(parent, yaml.MappingNode):
-            parent = next((v for k, v in parent.value if k.value == key), parent)
-        elif isinstance(parent, yaml.SequenceNode) and isinstance(key, int):
-            parent = parent.value[key]
+def _key_mark(root: yaml.Node, loc: tuple[str | int, ...]) -> str:
+    """For an unknown key: where the key itself is."""
+    parent = _node_at(root, loc[:-1])
     if isinstance(parent, yaml.MappingNode):
         for k, _ in parent.value:
             if k.value == loc[-1]:
-                return k.start_mark.line + 1
-    return parent.start_mark.line + 1
+                return _mark(k)
+    return _mark(parent)
 
 
 def _fields_of(loc: tuple[str | int, ...], model: type[BaseModel]) -> list[str]:
@@ -317,21 +320,26 @@ def _fields_of(loc: tuple[str | int, ...], model: type[BaseModel]) -> list[str]:
     return sorted(model.model_fields)
 
 
-def _describe(error: dict[str, Any], path: Path, root: yaml.Node,
-              model: type[BaseModel] | None = None) -> str:
+def _describe(error: dict[str, Any], root: yaml.Node, model: type[BaseModel] = Platform) -> str:
     loc = tuple(error["loc"])
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
-        allowed = ", ".join(_fields_of(loc, model or Platform))
-        return f"{path}:{_key_line(root, loc)}: unknown key '{loc[-1]}' — allowed here: {allowed}"
+        allowed = ", ".join(_fields_of(loc, model))
+        return f"{_key_mark(root, loc)}: unknown key '{loc[-1]}' — allowed here: {allowed}"
     if kind == "missing":
-        return f"{path}:{_line_of(root, loc[:-1])}: missing field '{dotted}' — add it"
-    return f"{path}:{_line_of(root, loc)}: {dotted}: {error['msg']}"
+        return f"{_mark(_node_at(root, loc[:-1]))}: missing field '{dotted}' — add it"
+    return f"{_mark(_node_at(root, loc))}: {dotted}: {error['msg']}"
 
 
-def resolve_platform_path(name_or_path: str | Path) -> Path:
+def resolve_platform_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
+    """A platform file: a YAML path (relative to ``relative_to``'s folder, when given) or the name
+    of one of cosim's platforms."""
     path = Path(name_or_path)
+    if relative_to is not None and not path.is_absolute():
+        nearby = relative_to.parent / path
+        if nearby.suffix in (".yaml", ".yml") or nearby.exists():
+            path = nearby
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path
     candidate = PLATFORM_DIR / f"{name_or_path}.yaml"
@@ -341,46 +349,106 @@ def resolve_platform_path(name_or_path: str | Path) -> Path:
     raise PlatformError(f"no platform '{name_or_path}': give a YAML file or one of: {known}")
 
 
-def _read_yaml(path: Path, shape: str) -> tuple[Any, yaml.Node]:
+def _read_yaml(path: Path, shape: str) -> yaml.MappingNode:
+    """The file's YAML as nodes that remember the file and line they come from."""
     try:
-        text = path.read_text()
+        with path.open() as f:
+            root = yaml.compose(f, Loader=yaml.SafeLoader)
     except OSError as e:
         raise PlatformError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else "?"
         raise PlatformError(f"{path}:{line}: invalid YAML: {e.problem or e}") from None
-    if not isinstance(data, dict) or root is None:
+    if not isinstance(root, yaml.MappingNode):
         raise PlatformError(f"{path}:1: {shape}")
-    return data, root
+    return root
 
 
-def _guest_file(platform: Path, root: yaml.Node, name: str) -> tuple[dict[str, Any], Path, yaml.Node]:
-    """The guest section a platform names (``guest: acme-guest.yaml``), checked in its own file."""
-    path = (platform.parent / name).resolve()
+def _value(node: yaml.MappingNode, key: str) -> yaml.Node | None:
+    return next((v for k, v in node.value if k.value == key), None)
+
+
+def _without(node: yaml.MappingNode, key: str) -> yaml.MappingNode:
+    return yaml.MappingNode(node.tag, [(k, v) for k, v in node.value if k.value != key],
+                            node.start_mark, node.end_mark)
+
+
+def _guest_file(platform: Path, root: yaml.MappingNode) -> yaml.MappingNode:
+    """The platform's nodes with a guest section it names by file (``guest: acme-guest.yaml``)
+    put in place, checked in its own file first."""
+    guest = _value(root, "guest")
+    if not isinstance(guest, yaml.ScalarNode):
+        return root
+    path = (platform.parent / guest.value).resolve()
     if not path.is_file():
-        raise PlatformError(f"{platform}:{_line_of(root, ('guest',))}: guest: no file {path}")
-    data, guest_root = _read_yaml(path, "a guest file is a mapping (modules:, programs:, ...)")
+        raise PlatformError(f"{_mark(guest)}: guest: no file {path}")
+    guest_root = _read_yaml(path, "a guest file is a mapping (modules:, programs:, ...)")
     try:
-        Guest.model_validate(data)
+        Guest.model_validate(_construct(guest_root))
     except ValidationError as e:
-        raise PlatformError("\n".join(_describe(err, path, guest_root, Guest)
-                                      for err in e.errors())) from None
-    return data, path, guest_root
+        raise PlatformError("\n".join(_describe(err, guest_root, Guest) for err in e.errors())) from None
+    return yaml.MappingNode(root.tag, [(k, guest_root if k.value == "guest" else v) for k, v in root.value],
+                            root.start_mark, root.end_mark)
+
+
+def _construct(node: yaml.Node) -> Any:
+    return yaml.SafeLoader("").construct_document(node)
+
+
+NAMED_LISTS = ("peripherals", "buses", "qemu_devices")  # merged by name under ``extends``
+
+
+def _merge(base: yaml.Node, child: yaml.Node, key: str = "") -> yaml.Node:
+    """``child`` over ``base``: mappings merge key by key, the named lists by name (an entry of
+    the child replaces the base's of that name), other lists add the child's after the base's,
+    and anything else is the child's."""
+    if isinstance(base, yaml.MappingNode) and isinstance(child, yaml.MappingNode):
+        merged = dict((k.value, (k, v)) for k, v in base.value)
+        for k, v in child.value:
+            merged[k.value] = (k, _merge(merged[k.value][1], v, k.value) if k.value in merged else v)
+        return yaml.MappingNode(child.tag, list(merged.values()), child.start_mark, child.end_mark)
+    if isinstance(base, yaml.SequenceNode) and isinstance(child, yaml.SequenceNode):
+        if key not in NAMED_LISTS:
+            return yaml.SequenceNode(child.tag, base.value + child.value, child.start_mark, child.end_mark)
+        entries = {_entry_name(e): e for e in base.value}
+        for entry in child.value:
+            entries[_entry_name(entry)] = entry
+        return yaml.SequenceNode(child.tag, list(entries.values()), child.start_mark, child.end_mark)
+    return child
+
+
+def _entry_name(entry: yaml.Node) -> Any:
+    name = _value(entry, "name") if isinstance(entry, yaml.MappingNode) else None
+    return name.value if isinstance(name, yaml.ScalarNode) else object()
+
+
+def _platform_nodes(path: Path, seen: tuple[Path, ...] = ()) -> yaml.MappingNode:
+    """The platform file's nodes, over those of the platform it ``extends`` (recursively)."""
+    if path.resolve() in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
+        raise PlatformError(f"{path}: platforms extend each other in a circle: {chain}")
+    root = _guest_file(path, _read_yaml(path, "a platform file is a mapping with at least 'name:'"))
+    extends = _value(root, "extends")
+    if extends is None:
+        return root
+    if not isinstance(extends, yaml.ScalarNode) or not extends.value:
+        raise PlatformError(f"{_mark(extends)}: extends: the name or file of one platform")
+    try:
+        base_path = resolve_platform_path(extends.value, relative_to=path)
+    except PlatformError as e:
+        raise PlatformError(f"{_mark(extends)}: extends: {e}") from None
+    if not base_path.exists():
+        raise PlatformError(f"{_mark(extends)}: extends: no file {base_path.resolve()}")
+    base = _platform_nodes(base_path, (*seen, path.resolve()))
+    return _without(_merge(_without(base, "name"), root), "extends")  # type: ignore[arg-type]
 
 
 def load_platform(name_or_path: str | Path) -> LoadedPlatform:
     path = resolve_platform_path(name_or_path)
-    data, root = _read_yaml(path, "a platform file is a mapping with at least 'name:'")
-    guest_origin = None
-    if isinstance(data.get("guest"), str):
-        data["guest"], guest_path, guest_root = _guest_file(path, root, data["guest"])
-        guest_origin = (guest_path, guest_root)
+    root = _platform_nodes(path)
     try:
-        spec = Platform.model_validate(data)
+        spec = Platform.model_validate(_construct(root))
     except ValidationError as e:
-        raise PlatformError("\n".join(_describe(err, path, root) for err in e.errors())) from None
-    return LoadedPlatform(spec, path, root, guest_origin)
+        raise PlatformError("\n".join(_describe(err, root) for err in e.errors())) from None
+    return LoadedPlatform(spec, path, root)

@@ -10,6 +10,13 @@ the harness listens on inside a private 0700 directory:
   controller's tick that makes the DMA controller finish a transfer raises the DMA's interrupt):
   so a clear-interrupt write never leaves a stale interrupt pending, and under virtual time QEMU
   never runs guest time on before it has applied what a model did.
+  A write to a register the model declares ``posted`` (one whose write changes no interrupt, as
+  an IOTLB invalidation) is a ``POSTED_WRITE``: QEMU sends it and lets the vCPU go on, as an
+  interconnect's write buffer does.  QEMU's main loop sends the posted writes gathered meanwhile
+  in one message (up to ``MAX_POSTED_BATCH`` requests back to back); the harness serves them in
+  order and answers the message once (the seq of its last request), and QEMU takes the answer in
+  its main loop — and before any access it waits for, on any bridge, so the models see the
+  guest's accesses in the guest's order.
 * the **async** channel carries IRQ level changes that happen outside an MMIO access (a worker
   thread finishing a DMA, host data arriving at a UART), and wake-ups.  QEMU's main loop applies
   them.
@@ -40,7 +47,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 MAGIC = 0x4D495343  # "CSIM"
-VERSION = 3
+VERSION = 4
 
 # Handshake, QEMU -> harness, first message on each connection:
 #   u32 magic, u16 version, u16 channel, u32 qemu pid, u32 reserved, char name[64] (NUL padded)
@@ -64,6 +71,7 @@ NO_DEADLINE = -1
 
 MAX_IRQS_PER_PERIPHERAL = 32
 MAX_CHANGES_PER_REPLY = 256  # QEMU's receive buffer
+MAX_POSTED_BATCH = 64  # posted writes in one message
 
 
 class Channel(IntEnum):
@@ -78,6 +86,7 @@ class Op(IntEnum):
     TICK = 4  # QEMU -> harness, sync: the peripheral's deadline came
     WAKE = 5  # harness -> QEMU, async: tick now
     DEADLINE = 6  # harness -> QEMU: a peripheral's next deadline
+    POSTED_WRITE = 7  # QEMU -> harness, sync: a write the vCPU does not wait for
 
 
 class Status(IntEnum):

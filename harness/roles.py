@@ -159,4 +159,5 @@ class Iommu(Role):
         raise NotImplementedError
 
     def translation_layer(self) -> BusLayer:
+        """The BusLayer the board puts at the ``translation`` place for this IOMMU's masters."""
         raise NotImplementedError

@@ -24,6 +24,10 @@ from .trace import EventTrace
 
 
 class SpiDevice:
+    """A device behind an SPI controller (platform ``devices:``): the controller calls
+    ``select(active)`` when its chip select changes and ``exchange(word, bits)`` for each frame,
+    which returns the device's MISO word; its node goes under the controller's."""
+
     compatible: tuple[str, ...] = ()
     max_frequency = 1_000_000  # spi-max-frequency in the device tree: the SPI core's clock
     needs_chip_select = False  # True: commands are framed by the chip select (a flash)

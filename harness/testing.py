@@ -53,5 +53,6 @@ class ModelBench:
         return model
 
     def close(self) -> None:
+        """Closes the models (their host threads and files)."""
         for model in self.models.values():
             model.close()

@@ -52,6 +52,7 @@ class FailureWatch:
         """Raises BoardFailure if anything went wrong.  The first failure sticks: a broken board
         raises it again on every later use.  DMA faults, like cache reports, fail the board
         between guest commands, once the guest has been asked about them (Board.check)."""
+        __tracebackhide__ = True  # pytest shows the test's frame, not cosim's
         if self.failure is not None:
             raise self.failure
         cause = self._find_failure(between_commands)

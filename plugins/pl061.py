@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cosim.api import DtNode, GpioController, Peripheral, Ref, Register, RegisterArray, hookimpl
+from cosim.api import DtNode, GpioController, Peripheral, Register, RegisterArray, hookimpl
 
 LINES = 8
 ALL = (1 << LINES) - 1
@@ -115,7 +115,5 @@ def cosim_peripheral_types() -> dict[str, type[Peripheral]]:
 @hookimpl
 def cosim_device_tree(peripheral: Peripheral, node: DtNode) -> None:
     if isinstance(peripheral, Pl061):
-        node.set("clocks", [Ref("/apb-pclk")])
-        node.set("clock-names", "apb_pclk")
         node.set("interrupt-controller", True)
         node.set("#interrupt-cells", 2)

@@ -21,14 +21,15 @@ the master).  Register map (32-bit)::
 Translation: an IOVA is 10 bits of directory index, 10 of table index, 12 of page offset.  A
 directory entry (DTE) and a page-table entry (PTE) hold a page address in the v2 layout (bits
 31:12 of it in 31:12, 35:32 in 11:8, 39:36 in 7:4) and a valid bit (0); a PTE adds readable (1)
-and writable (2).  Translations found by a walk are kept in an IOTLB until ZAP_ONE_LINE or
-ZAP_CACHE drops them: a driver that changes a table without a zap sees the stale translation, as
-on silicon, and the test hears of it (a hazard report: the model compares an IOTLB hit with the
-table in memory, a check the hardware does not make).  A DMA the tables do not allow is a page
-fault: the first one's IOVA and direction are latched, the interrupt raised, and the master's
-transfer ends with a bus error (the model cannot hold the master's transfer for a replay, as the
-hardware's stall would).  Paging disabled passes
-addresses through untranslated (``passed_through`` counts them).
+and writable (2).  A walk reads at least the 64-byte line of 16 PTEs that holds the entry it
+needs (a 4 KiB AXI burst per page would otherwise walk for every page), and the valid entries it
+read go into the IOTLB, where an entry stays until ZAP_ONE_LINE or ZAP_CACHE drops it: a driver
+that changes a table without a zap sees the stale translation, as on silicon, and the test hears
+of it (a hazard report: the model compares an IOTLB hit with the table in memory, a check the
+hardware does not make).  A DMA the tables do not allow is a page fault: the first one's IOVA
+and direction are latched, the interrupt raised, and the master's transfer ends with a bus error
+(the model cannot hold the master's transfer for a replay, as the hardware's stall would).
+Paging disabled passes addresses through untranslated (``passed_through`` counts them).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from cosim.api import (
 )
 
 PAGE = 4096
+PTE_LINE = 16  # PTEs a walk reads at least: one 64-byte line of the table
 DIRECTORY_MASK = 0xFFFFFFF0  # DTE_ADDR keeps bits 31:4 ("7 nybbles", as the driver checks)
 VALID, READABLE, WRITABLE = 1 << 0, 1 << 1, 1 << 2
 PAGE_FAULT, BUS_ERROR = 1 << 0, 1 << 1
@@ -78,7 +80,8 @@ class RkIommu(Peripheral, Iommu):
                               Field("STALL_NOT_ACTIVE", 31)])
     COMMAND = Register(0x08, access="wo", on_write="command")
     PAGE_FAULT_ADDR = Register(0x0C, access="ro")
-    ZAP_ONE_LINE = Register(0x10, access="wo", on_write="zap_line")
+    # posted: the driver zaps every page it unmaps and never reads back
+    ZAP_ONE_LINE = Register(0x10, access="wo", on_write="zap_line", posted=True)
     INT_RAWSTAT = Register(0x14, access="ro", fields=[Field("PAGE_FAULT", 0), Field("BUS_ERROR", 1)])
     INT_CLEAR = Register(0x18, access="wo", on_write="clear_interrupts")
     INT_MASK = Register(0x1C, fields=[Field("PAGE_FAULT", 0), Field("BUS_ERROR", 1)],
@@ -211,11 +214,14 @@ class RkIommu(Peripheral, Iommu):
         cached = self.iotlb.get(page)
         if cached is None:
             if page not in walked:
-                walked.update(self._walk(txn, iova, last))
+                fresh = self._walk(txn, iova, last)
+                walked.update(fresh)
+                for other, entry in fresh.items():  # the line's other valid entries: prefetched
+                    if entry[0] & VALID:
+                        self.iotlb.setdefault(other, entry)
             pte, at = walked[page]
             if not pte & VALID:
                 self._fault(txn, iova, "no page (page-table entry invalid)")
-            self.iotlb[page] = pte, at
         else:
             pte, at = cached
             self._check_stale(txn, iova, pte, at)
@@ -238,8 +244,8 @@ class RkIommu(Peripheral, Iommu):
 
     def _walk(self, txn: Transaction, iova: int, last: int) -> dict[int, tuple[int, int]]:
         """The PTEs of the pages from ``iova`` to ``last`` that share its page table, read in one
-        walk (a transfer's pages are consecutive entries); only those the transfer reaches go into
-        the IOTLB."""
+        walk (a transfer's pages are consecutive entries), from the start of the 64-byte line that
+        holds ``iova``'s entry and at least to its end."""
         if iova >> 32:
             self._fault(txn, iova, "above the 32-bit IOVA space")
         assert self.dma is not None
@@ -248,11 +254,11 @@ class RkIommu(Peripheral, Iommu):
         dte = int.from_bytes(self.dma.walk_read(directory + 4 * (iova >> 22), 4), "little")
         if not dte & VALID:
             self._fault(txn, iova, f"no page table (directory entry {iova >> 22} invalid)")
-        first = (iova >> 12) & 0x3FF
-        count = min(0x3FF, (min(last, 0xFFFFFFFF) >> 12) - (iova >> 22 << 10)) - first + 1
+        first = (iova >> 12) & 0x3FF & ~(PTE_LINE - 1)
+        count = max(min(0x3FF, (min(last, 0xFFFFFFFF) >> 12) - (iova >> 22 << 10)) - first + 1, PTE_LINE)
         at = entry_address(dte) + 4 * first
         table = self.dma.walk_read(at, 4 * count)
-        return {iova // PAGE + i: (int.from_bytes(table[4 * i:4 * i + 4], "little"), at + 4 * i)
+        return {(iova >> 22 << 10) + first + i: (int.from_bytes(table[4 * i:4 * i + 4], "little"), at + 4 * i)
                 for i in range(count)}
 
     def _fault(self, txn: Transaction, iova: int, why: str) -> None:

@@ -250,3 +250,13 @@ def test_the_dma_copy_model_is_no_dma_controller(tmp_path):
     with pytest.raises(PlatformError, match="'sdma' is not a DMA controller of this platform — name one"):
         assemble(write(tmp_path, text), (Plugin(),))
     assert not issubclass(DmaCopy, DmaController)
+
+
+def test_a_dropped_machine_node_leaves_the_compiled_tree(tmp_path):
+    from cosim.devicetree import compile_dts, delete_nodes_dts, dtb_to_dts, node_paths
+
+    base = "/dts-v1/;\n\n/ {\n\tpl031@9010000 {\n\t\tcompatible = \"arm,pl031\";\n\t};\n\tcpus {\n" \
+           "\t\tcpu@0 {\n\t\t};\n\t};\n};\n"
+    assert node_paths(base) == ["/pl031@9010000", "/cpus", "/cpus/cpu@0"]
+    compile_dts(base + delete_nodes_dts(["/pl031@9010000"]), tmp_path / "t.dtb")
+    assert node_paths(dtb_to_dts(tmp_path / "t.dtb")) == ["/cpus", "/cpus/cpu@0"]

@@ -25,6 +25,14 @@ class Doorbell(Peripheral):
     LATER = Register(0x8, on_write="ring_later", doc="raise 'other' this many ns from now")
     RUNG = Register(0xC, access="ro", on_read="rung_at")
     NEXT = Register(0x10, on_write="ring_next_tick", doc="raise 'other' at the next tick")
+    FORGET = Register(0x14, access="wo", on_write="forget", posted=True)
+    BAD_POSTED = Register(0x18, on_write="ring_at_once", posted=True, doc="posted, yet it rings")
+
+    def forget(self, value: int) -> None:
+        self.forgotten = value
+
+    def ring_at_once(self, _value: int) -> None:
+        self.ring_other()
 
     def ring(self, _value: int) -> None:
         self.irq("ring").set(bool(self.regs.RING.ON))
@@ -200,6 +208,42 @@ def test_plugin_exception_is_a_bus_error_and_a_reported_failure(endpoint):
     assert "model bug" in failure.traceback and "explode" in failure.traceback
     status, _, _ = qemu.access(p.Op.READ, 0x0)  # the bridge keeps serving
     assert status == p.Status.OK
+
+
+def test_a_posted_write_is_served_and_answered_as_a_write(endpoint):
+    assert Doorbell.posted_offsets() == (0x14, 0x18)
+    qemu = FakeQemu(endpoint.socket_path)
+    status, _, irqs = qemu.access(p.Op.POSTED_WRITE, 0x14, 7)
+    assert (status, irqs, endpoint.peripheral.forgotten, endpoint.failures) == (p.Status.OK, [], 7, [])
+
+
+def test_a_batch_of_posted_writes_is_served_in_order_and_answered_once(endpoint):
+    qemu = FakeQemu(endpoint.socket_path)
+    qemu.sync.send(b"".join(p.REQUEST.pack(p.Op.POSTED_WRITE, 4, 0, seq, 0x14, seq * 10, 0)
+                            for seq in (1, 2, 3)))
+    seq, status, count, _ = p.REPLY.unpack_from(qemu.sync.recv(65536))
+    assert (seq, status, count) == (3, p.Status.OK, 0)
+    assert endpoint.peripheral.forgotten == 30 and endpoint.accesses == 3
+
+
+def test_a_posted_write_that_changes_an_interrupt_is_a_failure(endpoint):
+    qemu = FakeQemu(endpoint.socket_path)
+    qemu.access(p.Op.POSTED_WRITE, 0x18, 1)
+    [failure] = endpoint.failures
+    assert "offset 0x18, declared posted, changed an interrupt line" in failure.message
+
+
+def test_a_read_only_register_cannot_be_posted():
+    with pytest.raises(ValueError, match="a posted register is written"):
+        Register(0x0, access="ro", posted=True)
+
+
+def test_the_c_side_speaks_this_protocol():
+    source = (Path(cosim.__file__).parent / "engines" / "qemu" / "cosim-bridge.c").read_text()
+    assert f"#define COSIM_PROTOCOL_VERSION {p.VERSION}\n" in source
+    assert f"#define COSIM_MAX_BATCH {p.MAX_POSTED_BATCH} " in source
+    for op in p.Op:
+        assert f"OP_{op.name} = {op.value}," in source
 
 
 def test_version_mismatch_names_the_stale_build(endpoint):

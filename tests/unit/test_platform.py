@@ -233,16 +233,89 @@ def test_a_32bit_master_on_a_bus_with_dma_ranges(tmp_path):
     assert board.node_ref("copy") == Ref("/lowbus/copy@c001000")
 
 
-def test_a_bus_the_platform_lacks(tmp_path):
-    msg = board_error(tmp_path, HIGHMEM.replace("bus: lowbus", "bus: highbus"))
-    assert "board.yaml:14: no bus 'highbus' — the platform's buses: lowbus" in msg
+@pytest.mark.parametrize("change,message", [
+    (("bus: lowbus", "bus: highbus"), "board.yaml:14: no bus 'highbus' — the platform's buses: lowbus"),
+    (("    irqs: [112]", "    irqs: [112]\n    address_bits: 32"),
+     "board.yaml:9: 'uart1' (pl011) is not a bus master: address_bits is the width"),
+    (("address_bits: 32", "address_bits: 65"),
+     "board.yaml:13: peripherals.1.address_bits: Input should be less than or equal to 64"),
+])
+def test_buses_and_address_bits_errors_name_the_line(tmp_path, change, message):
+    assert message in board_error(tmp_path, HIGHMEM.replace(*change, 1))
 
 
-def test_address_bits_belong_to_bus_masters(tmp_path):
-    msg = board_error(tmp_path, GOOD.replace("    irqs: [112]", "    irqs: [112]\n    address_bits: 32"))
-    assert "board.yaml:9: 'uart1' (pl011) is not a bus master: address_bits is the width" in msg
+def test_a_bare_off_is_the_cache_model_off(tmp_path):
+    spec = load_platform(write(tmp_path, GOOD.replace("memory: 512M", "memory: 512M\n  cache: off"))).spec
+    assert spec.machine.cache == "off"
 
 
-def test_address_bits_are_a_width(tmp_path):
-    msg = board_error(tmp_path, HIGHMEM.replace("address_bits: 32", "address_bits: 65"))
-    assert "board.yaml:13: peripherals.1.address_bits: Input should be less than or equal to 64" in msg
+def test_a_primecell_model_gets_what_the_amba_bus_needs(tmp_path):
+    from cosim.api import Peripheral, hookimpl
+
+    class Rtc(Peripheral):
+        compatible = ("arm,pl031",)
+        primecell_id = 0x00041031
+
+    class Plugin:
+        @hookimpl
+        def cosim_peripheral_types(self):  # type: ignore[no-untyped-def]
+            return {"rtc": Rtc}
+
+    text = "name: t\nperipherals:\n  - {name: rtc, plugin: rtc, base: 0x0c000000}\n"
+    board = assemble(write(tmp_path, text), (Plugin(),))
+    board.build()
+    [node] = [n for n in board.device_tree_nodes()[0] if n.name == "rtc"]
+    assert node.properties["compatible"] == ["arm,pl031", "arm,primecell"]
+    assert node.properties["clocks"] == [Ref("/apb-pclk")] and node.properties["clock-names"] == "apb_pclk"
+    assert board.peripherals["rtc"].read(0xFE0, 4) == 0x31 and board.peripherals["rtc"].read(0xFF0, 4) == 0x0D
+
+
+def test_a_platform_extends_another_and_adds_its_device(tmp_path):
+    child = write(tmp_path, "name: mine\nextends: virt\nmachine:\n  memory: 2G\nperipherals:\n"
+                            "  - {name: copy2, plugin: dma-copy, base: 0x0c0c0000, irqs: [127]}\n")
+    platform = load_platform(child)
+    virt = load_platform("virt").spec
+    assert platform.spec.name == "mine" and platform.spec.extends is None
+    assert platform.spec.machine.memory == 2 << 30 and platform.spec.machine.gic == virt.machine.gic
+    assert [p.name for p in platform.spec.peripherals] == [p.name for p in virt.peripherals] + ["copy2"]
+    assert platform.spec.guest.bootargs == virt.guest.bootargs
+    assert platform.where("peripherals", len(virt.peripherals)) == f"{child}:6"
+    assert platform.where("peripherals", 0).startswith(f"{load_platform('virt').path}:")
+    assemble(child)
+
+
+def test_an_entry_of_the_same_name_replaces_the_base_one(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(GOOD)
+    child = tmp_path / "child.yaml"
+    child.write_text("name: child\nextends: base.yaml\nperipherals:\n"
+                     "  - {name: copy, plugin: dma-copy, base: 0x0c002000, irqs: [114]}\n")
+    spec = load_platform(child).spec
+    assert [(p.name, p.base) for p in spec.peripherals] == [("uart1", 0x0C000000), ("copy", 0x0C002000)]
+
+
+def test_errors_name_the_file_each_part_came_from(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(GOOD.replace("    irqs: [113]", "    irqs: [113]\n    colour: red"))
+    child = tmp_path / "child.yaml"
+    child.write_text("name: child\nextends: base.yaml\nmachine:\n  gic: 4\n")
+    with pytest.raises(PlatformError) as info:
+        load_platform(child)
+    assert f"{child}:4: machine.gic: Input should be 2 or 3" in str(info.value)
+    msg = board_error(tmp_path, "name: child\nextends: base.yaml\n")
+    assert f"{base}:13: unknown key 'colour'" in msg
+
+
+def test_a_platform_needs_its_own_name_and_a_base_that_exists(tmp_path):
+    (tmp_path / "base.yaml").write_text(GOOD)
+    with pytest.raises(PlatformError, match=r"board\.yaml:1: missing field 'name' — add it"):
+        load_platform(write(tmp_path, "extends: base.yaml\n"))
+    with pytest.raises(PlatformError, match=r"board\.yaml:2: extends: no platform 'nowhere'"):
+        load_platform(write(tmp_path, "name: x\nextends: nowhere\n"))
+
+
+def test_platforms_that_extend_each_other_in_a_circle(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\nextends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("name: b\nextends: a.yaml\n")
+    with pytest.raises(PlatformError, match="platforms extend each other in a circle"):
+        load_platform(tmp_path / "a.yaml")

@@ -139,6 +139,17 @@ def test_a_transfer_reads_the_ptes_of_its_pages_in_one_walk_per_table(parts):
     assert bench.bus.read("cpu", dst, 0x20000) == data
 
 
+def test_a_walk_reads_a_line_of_ptes_and_the_next_pages_need_none(parts):
+    """Page-sized transfers (AXI bursts do not cross 4 KiB) walk once per 16 pages."""
+    bench, mmu, copier, tables = parts
+    enable(mmu, tables)
+    tables.map(0x100000, bench.ram_base + 0x200000, 0x20000)
+    before = mmu.walks
+    for page in range(0, 0x20000, 0x1000):
+        assert copy(copier, 0x100000 + page, 0x100000 + (page ^ 0x10000), 0x1000)
+    assert mmu.walks - before == 2  # 32 pages: two lines
+
+
 def test_a_dma_to_an_unmapped_iova_faults_as_the_driver_expects(parts):
     bench, mmu, copier, tables = parts
     enable(mmu, tables)

@@ -34,14 +34,20 @@
 #include <sys/un.h>
 
 #define COSIM_MAGIC 0x4D495343u /* "CSIM" */
-#define COSIM_PROTOCOL_VERSION 3
+#define COSIM_PROTOCOL_VERSION 4
 #define COSIM_MAX_IRQS 64
 #define COSIM_MAX_CHANGES 256
 #define COSIM_MAX_BRIDGES 256
 #define COSIM_HANDSHAKE_TIMEOUT_S 20
+#define COSIM_MAX_POSTED_OFFSETS 16
+#define COSIM_MAX_BATCH 64 /* posted writes sent to the harness in one message */
+#define COSIM_MAX_OUTSTANDING 8 /* batches answered by none yet, per bridge */
 
 enum { CHANNEL_SYNC = 0, CHANNEL_ASYNC = 1 };
-enum { OP_READ = 1, OP_WRITE = 2, OP_IRQ = 3, OP_TICK = 4, OP_WAKE = 5, OP_DEADLINE = 6 };
+enum {
+    OP_READ = 1, OP_WRITE = 2, OP_IRQ = 3, OP_TICK = 4, OP_WAKE = 5, OP_DEADLINE = 6,
+    OP_POSTED_WRITE = 7,
+};
 enum { STATUS_OK = 0, STATUS_BUS_ERROR = 1 };
 enum { HELLO_OK = 0, HELLO_VERSION_MISMATCH = 1 };
 
@@ -100,6 +106,7 @@ struct CosimBridgeState {
     uint32_t index;
     char *socket_path;
     char *irq_list;
+    char *posted_list;
     uint64_t base;
     uint64_t size;
 
@@ -108,6 +115,12 @@ struct CosimBridgeState {
     int sync_fd;
     int async_fd;
     uint32_t seq;
+    CosimRequest batch[COSIM_MAX_BATCH]; /* posted writes not sent yet */
+    unsigned nbatch;
+    uint32_t answer_seq[COSIM_MAX_OUTSTANDING]; /* the last request of each batch in flight */
+    unsigned outstanding; /* batches sent whose answers are not read yet */
+    unsigned nposted;
+    uint64_t posted[COSIM_MAX_POSTED_OFFSETS]; /* offsets whose writes the vCPU does not wait for */
     unsigned nirqs;
     qemu_irq irqs[COSIM_MAX_IRQS];
     uint64_t irq_seq[COSIM_MAX_IRQS];
@@ -177,44 +190,155 @@ static void cosim_apply(CosimBridgeState *from, const CosimChange *c)
     }
 }
 
-static MemTxResult cosim_access(CosimBridgeState *s, uint8_t op, hwaddr addr, uint64_t *data,
-                                unsigned size)
+static CosimRequest cosim_request(CosimBridgeState *s, uint8_t op, hwaddr addr, uint64_t data,
+                                  unsigned size)
 {
-    CosimRequest req = {
+    return (CosimRequest) {
         .op = op,
         .size = size,
         .cpu = cpu_to_le16(current_cpu ? current_cpu->cpu_index : 0xffff),
         .seq = cpu_to_le32(++s->seq),
         .offset = cpu_to_le64(addr),
-        .data = cpu_to_le64(op == OP_WRITE ? *data : 0),
+        .data = cpu_to_le64(data),
         .vclock_ns = cpu_to_le64(qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL)),
     };
-    CosimReply rep;
+}
+
+/* One message of "count" requests: the harness serves them in order and answers once. */
+static void cosim_send(CosimBridgeState *s, const CosimRequest *reqs, unsigned count)
+{
     ssize_t n;
 
     do {
-        n = send(s->sync_fd, &req, sizeof(req), MSG_NOSIGNAL);
+        n = send(s->sync_fd, reqs, count * sizeof(*reqs), MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
-    if (n != sizeof(req)) {
+    if (n != (ssize_t)(count * sizeof(*reqs))) {
         cosim_lost(s, "MMIO request not sent");
     }
+}
+
+/* Reads the answer to the message whose last request is "seq" and applies its changes; false
+ * if none is there yet (only when "wait" is false). */
+static bool cosim_receive(CosimBridgeState *s, uint32_t seq, bool wait, CosimReply *rep)
+{
+    ssize_t n;
+
     do {
-        n = recv(s->sync_fd, &rep, sizeof(rep), 0);
+        n = recv(s->sync_fd, rep, sizeof(*rep), wait ? 0 : MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
+    if (n < 0 && !wait && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return false;
+    }
     if (n <= 0) {
         cosim_lost(s, "no MMIO reply");
     }
-    if (n < (ssize_t)offsetof(CosimReply, change) || le32_to_cpu(rep.seq) != s->seq ||
-        le16_to_cpu(rep.nchanges) > COSIM_MAX_CHANGES ||
+    if (n < (ssize_t)offsetof(CosimReply, change) || le32_to_cpu(rep->seq) != seq ||
+        le16_to_cpu(rep->nchanges) > COSIM_MAX_CHANGES ||
         n != (ssize_t)(offsetof(CosimReply, change) +
-                       le16_to_cpu(rep.nchanges) * sizeof(CosimChange))) {
+                       le16_to_cpu(rep->nchanges) * sizeof(CosimChange))) {
         error_report("cosim-bridge '%s': malformed MMIO reply (%zd bytes, seq %u, want %u)",
-                     s->name, n, le32_to_cpu(rep.seq), s->seq);
+                     s->name, n, le32_to_cpu(rep->seq), seq);
         exit(1);
     }
-    for (unsigned i = 0; i < le16_to_cpu(rep.nchanges); i++) {
-        cosim_apply(s, &rep.change[i]);
+    for (unsigned i = 0; i < le16_to_cpu(rep->nchanges); i++) {
+        cosim_apply(s, &rep->change[i]);
     }
+    return true;
+}
+
+/* Takes the answers to this bridge's batches of posted writes: all of them ("wait"), or
+ * those there. */
+static void cosim_collect_posted(CosimBridgeState *s, bool wait)
+{
+    CosimReply rep;
+
+    while (s->outstanding && cosim_receive(s, s->answer_seq[0], wait, &rep)) {
+        memmove(s->answer_seq, s->answer_seq + 1, --s->outstanding * sizeof(s->answer_seq[0]));
+    }
+    if (!s->outstanding) {
+        qemu_set_fd_handler(s->sync_fd, NULL, NULL, NULL);
+    }
+}
+
+/* The main loop applies what posted writes changed as soon as the harness has answered. */
+static void cosim_posted_readable(void *opaque)
+{
+    cosim_collect_posted(opaque, false);
+}
+
+/* The posted writes gathered so far go to the harness in one message. */
+static void cosim_flush_batch(CosimBridgeState *s)
+{
+    if (!s->nbatch) {
+        return;
+    }
+    if (s->outstanding == COSIM_MAX_OUTSTANDING) {
+        cosim_collect_posted(s, true);
+    }
+    cosim_send(s, s->batch, s->nbatch);
+    s->answer_seq[s->outstanding] = le32_to_cpu(s->batch[s->nbatch - 1].seq);
+    if (!s->outstanding++) {
+        qemu_set_fd_handler(s->sync_fd, cosim_posted_readable, NULL, s);
+    }
+    s->nbatch = 0;
+}
+
+static QEMUBH *cosim_flush_bh; /* sends every bridge's batch from the main loop */
+
+static void cosim_flush_batches(void *unused)
+{
+    for (unsigned i = 0; i < COSIM_MAX_BRIDGES; i++) {
+        if (cosim_bridges[i]) {
+            cosim_flush_batch(cosim_bridges[i]);
+        }
+    }
+}
+
+/* Before any access the vCPU waits for, every posted write (to any bridge) has been served:
+ * the models see the guest's accesses in the order it made them. */
+static void cosim_drain_posted(void)
+{
+    for (unsigned i = 0; i < COSIM_MAX_BRIDGES; i++) {
+        CosimBridgeState *s = cosim_bridges[i];
+
+        if (s && (s->nbatch || s->outstanding)) {
+            cosim_flush_batch(s);
+            cosim_collect_posted(s, true);
+        }
+    }
+}
+
+static bool cosim_is_posted(CosimBridgeState *s, hwaddr addr)
+{
+    for (unsigned i = 0; i < s->nposted; i++) {
+        if (s->posted[i] == addr) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static MemTxResult cosim_access(CosimBridgeState *s, uint8_t op, hwaddr addr, uint64_t *data,
+                                unsigned size)
+{
+    CosimRequest req;
+    CosimReply rep;
+
+    if (op == OP_WRITE && cosim_is_posted(s, addr)) {
+        /* as an interconnect's write buffer takes it: the vCPU goes on, and the main loop sends
+         * what gathered meanwhile in one message */
+        s->batch[s->nbatch++] = cosim_request(s, OP_POSTED_WRITE, addr, *data, size);
+        if (s->nbatch == COSIM_MAX_BATCH) {
+            cosim_flush_batch(s);
+        } else {
+            qemu_bh_schedule(cosim_flush_bh);
+        }
+        return MEMTX_OK;
+    }
+    cosim_drain_posted();
+    req = cosim_request(s, op, addr, op == OP_WRITE ? *data : 0, size);
+    cosim_send(s, &req, 1);
+    cosim_receive(s, s->seq, true, &rep);
     if (op == OP_READ) {
         *data = le64_to_cpu(rep.data);
     }
@@ -385,6 +509,27 @@ static bool cosim_wire_irqs(CosimBridgeState *s, Error **errp)
     return true;
 }
 
+static bool cosim_parse_posted(CosimBridgeState *s, Error **errp)
+{
+    g_auto(GStrv) parts = NULL;
+
+    if (!s->posted_list || !*s->posted_list) {
+        return true;
+    }
+    parts = g_strsplit(s->posted_list, ":", -1);
+    for (char **p = parts; *p; p++) {
+        if (s->nposted == COSIM_MAX_POSTED_OFFSETS ||
+            qemu_strtou64(*p, NULL, 0, &s->posted[s->nposted]) < 0 ||
+            s->posted[s->nposted] >= s->size) {
+            error_setg(errp, "cosim-bridge '%s': posted offset '%s' is not in the window or one "
+                       "too many (at most %d)", s->name, *p, COSIM_MAX_POSTED_OFFSETS);
+            return false;
+        }
+        s->nposted++;
+    }
+    return true;
+}
+
 static void cosim_realize(DeviceState *dev, Error **errp)
 {
     CosimBridgeState *s = COSIM_BRIDGE(dev);
@@ -397,7 +542,7 @@ static void cosim_realize(DeviceState *dev, Error **errp)
         error_setg(errp, "cosim-bridge '%s': index %u is out of range or taken", s->name, s->index);
         return;
     }
-    if (!cosim_wire_irqs(s, errp)) {
+    if (!cosim_wire_irqs(s, errp) || !cosim_parse_posted(s, errp)) {
         return;
     }
     s->sync_fd = cosim_connect(s, CHANNEL_SYNC, errp);
@@ -410,6 +555,9 @@ static void cosim_realize(DeviceState *dev, Error **errp)
         return;
     }
     s->deadline = timer_new_ns(QEMU_CLOCK_VIRTUAL, cosim_tick, s);
+    if (!cosim_flush_bh) {
+        cosim_flush_bh = qemu_bh_new(cosim_flush_batches, NULL);
+    }
     cosim_bridges[s->index] = s;
     qemu_socket_set_nonblock(s->async_fd);
     qemu_set_fd_handler(s->async_fd, cosim_async_readable, NULL, s);
@@ -424,6 +572,7 @@ static const Property cosim_properties[] = {
     DEFINE_PROP_UINT32("index", CosimBridgeState, index, 0),
     DEFINE_PROP_STRING("socket", CosimBridgeState, socket_path),
     DEFINE_PROP_STRING("irqs", CosimBridgeState, irq_list),
+    DEFINE_PROP_STRING("posted", CosimBridgeState, posted_list),
     DEFINE_PROP_UINT64("base", CosimBridgeState, base, 0),
     DEFINE_PROP_UINT64("size", CosimBridgeState, size, 0),
 };
@@ -460,6 +609,7 @@ struct CosimSysbusHostState {
     char *model;
     char *props;
     char *irq_list;
+    char *posted_list;
     uint64_t base;
     bool link_memory;
 };

@@ -51,6 +51,7 @@ class BridgedDevice:
     size: int
     spis: tuple[int, ...]
     index: int = 0  # the peripheral's number on the board, which its bridge's changes name
+    posted: tuple[int, ...] = ()  # offsets whose writes the vCPU does not wait for
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ def default_pinning() -> set[int]:
 class QemuEngine:
     name = "qemu"
     # virt numbers its own UART serial0 in /aliases
-    layout = MachineLayout("QEMU virt", PERIPHERAL_WINDOW, PERIPHERAL_SPIS, RAM_BASE, {"serial": 1})
+    layout = MachineLayout("QEMU virt", PERIPHERAL_WINDOW, PERIPHERAL_SPIS, RAM_BASE, {"serial": 1},
+                           "/apb-pclk")
 
     def __init__(self, binary: Path, machine: Machine):
         self.binary, self.machine = binary, machine
@@ -145,8 +147,9 @@ class QemuEngine:
                                f"ram-base={RAM_BASE:#x},ram-size={self.machine.memory:#x}"]
         for d in devices:
             irqs = ":".join(str(s) for s in d.spis)
+            posted = ":".join(f"{o:#x}" for o in d.posted)
             cmd += ["-device", f"cosim-bridge,name={d.name},index={d.index},socket={d.socket},"
-                               f"base={d.base:#x},size={d.size:#x},irqs={irqs}"]
+                               f"base={d.base:#x},size={d.size:#x},irqs={irqs},posted={posted}"]
         for n in native:
             props = ",,".join(f"{k}={v}" for k, v in n.props.items())  # ",," escapes a comma
             irqs = ":".join(str(s) for s in n.spis)
