@@ -42,6 +42,7 @@
 #define COSIM_MAX_POSTED_OFFSETS 16
 #define COSIM_MAX_BATCH 64 /* posted writes sent to the harness in one message */
 #define COSIM_MAX_OUTSTANDING 8 /* batches answered by none yet, per bridge */
+#define COSIM_FLUSH_NS 1000000 /* a batch waits at most this long (host time) for more */
 
 enum { CHANNEL_SYNC = 0, CHANNEL_ASYNC = 1 };
 enum {
@@ -119,6 +120,7 @@ struct CosimBridgeState {
     unsigned nbatch;
     uint32_t answer_seq[COSIM_MAX_OUTSTANDING]; /* the last request of each batch in flight */
     unsigned outstanding; /* batches sent whose answers are not read yet */
+    bool collecting; /* the main loop reads those answers (the sync socket's handler is set) */
     unsigned nposted;
     uint64_t posted[COSIM_MAX_POSTED_OFFSETS]; /* offsets whose writes the vCPU does not wait for */
     unsigned nirqs;
@@ -255,19 +257,22 @@ static void cosim_collect_posted(CosimBridgeState *s, bool wait)
     while (s->outstanding && cosim_receive(s, s->answer_seq[0], wait, &rep)) {
         memmove(s->answer_seq, s->answer_seq + 1, --s->outstanding * sizeof(s->answer_seq[0]));
     }
-    if (!s->outstanding) {
+    if (!s->outstanding && s->collecting) {
         qemu_set_fd_handler(s->sync_fd, NULL, NULL, NULL);
+        s->collecting = false;
     }
 }
 
-/* The main loop applies what posted writes changed as soon as the harness has answered. */
+/* The main loop applies what a batch sent ahead of any access changed once the harness has
+ * answered (before that access, the vCPU waits for the answers itself). */
 static void cosim_posted_readable(void *opaque)
 {
     cosim_collect_posted(opaque, false);
 }
 
-/* The posted writes gathered so far go to the harness in one message. */
-static void cosim_flush_batch(CosimBridgeState *s)
+/* The posted writes gathered so far go to the harness in one message; "ahead": not right
+ * before an access the vCPU waits for, so the main loop takes the answer. */
+static void cosim_flush_batch(CosimBridgeState *s, bool ahead)
 {
     if (!s->nbatch) {
         return;
@@ -276,33 +281,43 @@ static void cosim_flush_batch(CosimBridgeState *s)
         cosim_collect_posted(s, true);
     }
     cosim_send(s, s->batch, s->nbatch);
-    s->answer_seq[s->outstanding] = le32_to_cpu(s->batch[s->nbatch - 1].seq);
-    if (!s->outstanding++) {
-        qemu_set_fd_handler(s->sync_fd, cosim_posted_readable, NULL, s);
-    }
+    s->answer_seq[s->outstanding++] = le32_to_cpu(s->batch[s->nbatch - 1].seq);
     s->nbatch = 0;
+    if (ahead && !s->collecting) {
+        qemu_set_fd_handler(s->sync_fd, cosim_posted_readable, NULL, s);
+        s->collecting = true;
+    }
 }
 
-static QEMUBH *cosim_flush_bh; /* sends every bridge's batch from the main loop */
+/* Sends every bridge's batch from the main loop when no access the vCPU waits for came first
+ * (which sends them itself): a posted write has no effect the guest can see before that, so
+ * host time is all this waits for. */
+static QEMUTimer *cosim_flush_timer;
 
 static void cosim_flush_batches(void *unused)
 {
     for (unsigned i = 0; i < COSIM_MAX_BRIDGES; i++) {
         if (cosim_bridges[i]) {
-            cosim_flush_batch(cosim_bridges[i]);
+            cosim_flush_batch(cosim_bridges[i], true);
         }
     }
 }
 
 /* Before any access the vCPU waits for, every posted write (to any bridge) has been served:
  * the models see the guest's accesses in the order it made them. */
+static unsigned cosim_posted_since_drain; /* posted writes since the last drain, any bridge */
+
 static void cosim_drain_posted(void)
 {
+    if (!cosim_posted_since_drain) {
+        return;
+    }
+    cosim_posted_since_drain = 0;
     for (unsigned i = 0; i < COSIM_MAX_BRIDGES; i++) {
         CosimBridgeState *s = cosim_bridges[i];
 
         if (s && (s->nbatch || s->outstanding)) {
-            cosim_flush_batch(s);
+            cosim_flush_batch(s, false);
             cosim_collect_posted(s, true);
         }
     }
@@ -328,10 +343,11 @@ static MemTxResult cosim_access(CosimBridgeState *s, uint8_t op, hwaddr addr, ui
         /* as an interconnect's write buffer takes it: the vCPU goes on, and the main loop sends
          * what gathered meanwhile in one message */
         s->batch[s->nbatch++] = cosim_request(s, OP_POSTED_WRITE, addr, *data, size);
+        cosim_posted_since_drain++;
         if (s->nbatch == COSIM_MAX_BATCH) {
-            cosim_flush_batch(s);
-        } else {
-            qemu_bh_schedule(cosim_flush_bh);
+            cosim_flush_batch(s, true);
+        } else if (!timer_pending(cosim_flush_timer)) {
+            timer_mod(cosim_flush_timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) + COSIM_FLUSH_NS);
         }
         return MEMTX_OK;
     }
@@ -555,8 +571,8 @@ static void cosim_realize(DeviceState *dev, Error **errp)
         return;
     }
     s->deadline = timer_new_ns(QEMU_CLOCK_VIRTUAL, cosim_tick, s);
-    if (!cosim_flush_bh) {
-        cosim_flush_bh = qemu_bh_new(cosim_flush_batches, NULL);
+    if (!cosim_flush_timer) {
+        cosim_flush_timer = timer_new_ns(QEMU_CLOCK_REALTIME, cosim_flush_batches, NULL);
     }
     cosim_bridges[s->index] = s;
     qemu_socket_set_nonblock(s->async_fd);
