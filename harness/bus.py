@@ -337,9 +337,11 @@ class Bus:
     def peek(self, address: int, length: int) -> bytes | None:
         """What memory holds at ``address``, outside the DMA path (no transaction, no trace):
         for a model's own checks, never for the data it moves.  None where no memory is."""
-        memory = next((m for m in self.memories if m.contains(address, length)), None)
-        return None if memory is None else bytes(memory.view[address - memory.base:
-                                                             address - memory.base + length])
+        for memory in self.memories:
+            start = address - memory.base
+            if start >= 0 and start + length <= memory.size:
+                return memory.view[start:start + length].tobytes()
+        return None
 
     def _issue(self, txn: Transaction, data: bytes | bytearray | memoryview | None) -> bytes | None:
         bits = self.address_bits.get(txn.master)

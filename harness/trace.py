@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +62,7 @@ class EventTrace:
                 self.dropped += 1
                 return
             self._per_track[tid] = self._per_track.get(tid, 0) + 1
-            self.events.append((ph, name, tid, ts_us, dur_us, *(x for kv in args.items() for x in kv)))
+            self.events.append((ph, name, tid, ts_us, dur_us, *chain.from_iterable(args.items())))
 
     def span(self, track: str, name: str, start_ns: int, end_ns: int, **args: Any) -> None:
         """Something that took time on ``track`` (a DMA channel moving a buffer)."""

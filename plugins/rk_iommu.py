@@ -34,8 +34,6 @@ Paging disabled passes addresses through untranslated (``passed_through`` counts
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from cosim.api import (
     BusLayer,
     DmaFault,
@@ -96,6 +94,7 @@ class RkIommu(Peripheral, Iommu):
         # IOVA page -> its PTE as the last walk found it, and where in memory that PTE is
         self.iotlb: dict[int, tuple[int, int]] = {}
         self.translated = self.passed_through = self.walks = 0
+        self.track = f"{self.name} translation"  # the timeline's
         self.faults: list[DmaFault] = []
 
     # --- the Iommu role ---
@@ -170,18 +169,24 @@ class RkIommu(Peripheral, Iommu):
             if self.stalled:
                 self.notes.note(self.name, "DMA while stalled (served: the model cannot hold it)", 0)
             pieces, fault = self._translate(txn)
+        if len(pieces) == 1 and fault is None and pieces[0][1] == txn.length:  # one run: no copy
+            return next_(self._piece(txn, *pieces[0]), data)
         out = bytearray() if data is None else None
         for offset, length, physical in pieces:  # up to a faulting page: what silicon moves
-            self.trace.instant(f"{self.name} translation", "write" if txn.write else "read",
-                               master=txn.master, iova=f"{txn.address + offset:#x}",
-                               physical=f"{physical:#x}", length=length)
-            piece = replace(txn, address=physical, length=length, master_address=txn.address + offset)
-            got = next_(piece, None if data is None else data[offset:offset + length])
+            got = next_(self._piece(txn, offset, length, physical),
+                        None if data is None else data[offset:offset + length])
             if out is not None:
                 out += got
         if fault is not None:
             raise fault
         return None if out is None else bytes(out)
+
+    def _piece(self, txn: Transaction, offset: int, length: int, physical: int) -> Transaction:
+        """The physically contiguous run of ``txn`` at ``offset``, on the timeline too."""
+        self.trace.instant(self.track, "write" if txn.write else "read", master=txn.master,
+                           iova=hex(txn.address + offset), physical=hex(physical), length=length)
+        return Transaction(txn.master, physical, length, txn.write, txn.beat, txn.increment,
+                           txn.stream_id, txn.address + offset, txn.walk, txn.placed)
 
     def _translate(self, txn: Transaction) -> tuple[list[tuple[int, int, int]], DmaFault | None]:
         """(offset into the transfer, length, physical address) of its physically contiguous
@@ -192,7 +197,7 @@ class RkIommu(Peripheral, Iommu):
         last = txn.address + (txn.length - 1 if txn.increment else 0)
         offset = 0
         try:
-            if not txn.increment:  # every beat to one address (a FIFO register)
+            if not txn.increment or txn.address // PAGE == last // PAGE:  # one page (a FIFO: one address)
                 return [(0, txn.length, self._physical(txn, txn.address, last, walked))], None
             while offset < txn.length:
                 iova = txn.address + offset
@@ -270,7 +275,7 @@ class RkIommu(Peripheral, Iommu):
         fault = DmaFault(txn.master, iova, txn.length, txn.write,
                          f"IOMMU page fault in {self.name} at IOVA {iova:#x}: {why}")
         self.faults.append(fault)
-        self.trace.instant(f"{self.name} translation", "page fault", master=txn.master,
+        self.trace.instant(self.track, "page fault", master=txn.master,
                            iova=f"{iova:#x}", access="write" if txn.write else "read", why=why)
         raise fault
 
