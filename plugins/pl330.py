@@ -7,8 +7,9 @@ for a peripheral (DMAWFP) or an event (DMAWFE) — inside the register write tha
 a channel woken while another runs goes next (one channel at a time, as on the one bus master).
 
 Bulk speed: when a DMALPEND closes a loop whose body only moves whole bursts from SAR to DAR
-(the driver's memcpy loop), the remaining iterations are done as one bus transfer with exactly
-the effect of running them.  Everything else is interpreted instruction by instruction.
+(the driver's memcpy loop), the remaining iterations — and those of the outer loop Linux wraps
+around it for more than 256 bursts — are done as one bus transfer with exactly the effect of
+running them.  Everything else is interpreted instruction by instruction.
 
 Configuration (platform ``properties``): ``channels`` (1-8), ``peripherals`` (request lines,
 0-32), ``events`` (1-32), ``data_width`` (bits: 32, 64, 128), ``data_buffer_lines`` (MFIFO depth
@@ -755,7 +756,12 @@ class Pl330(Peripheral, DmaController):
             return False
         if not (ch.src_inc() and ch.dst_inc()):
             return False
-        total = ch.lc[counter] * n * ((end - start) // 2)
+        per_iteration = n * ((end - start) // 2)
+        total = ch.lc[counter] * per_iteration
+        outer = self._outer_loop(ch, counter, start, end)
+        if outer:  # Linux's outer loop only repeats this one: its passes too
+            outer_counter, pass_length = outer
+            total += ch.lc[outer_counter] * pass_length * per_iteration
         if ch.sar < ch.dar + total and ch.dar < ch.sar + total:
             return False  # overlapping: burst order matters, interpret it
         if ch.sar + total > 1 << 32 or ch.dar + total > 1 << 32:
@@ -769,7 +775,9 @@ class Pl330(Peripheral, DmaController):
         ch.dar += total
         ch.moved += total
         ch.lc[counter] = 0
-        ch.pc = end  # DMALPEND again: it now falls through
+        if outer:
+            ch.lc[outer[0]] = 0
+        ch.pc = end  # DMALPEND again: it now falls through, and the outer one after it
         return True
 
     def _wait_for_peripheral(self, ch: Channel, op: int, peripheral: int) -> None:

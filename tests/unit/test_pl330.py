@@ -174,6 +174,30 @@ def test_bulk_loop_gives_the_same_registers_as_interpreting(dmac, bus):
     assert dmac.read(LC0_0 + 4, 4) == 0
 
 
+def test_the_outer_loop_of_a_long_copy_is_one_transfer_too(dmac, bus):
+    """Linux nests a copy of more than 256 bursts in an outer loop: it is one transfer as well."""
+    class Transfers:
+        sizes: list[int] = []
+
+        def access(self, txn, data, next_):  # type: ignore[no-untyped-def]
+            self.sizes.append(txn.length)
+            return next_(txn, data)
+
+    seen = Transfers()
+    bus.add_layer(seen, "trace")
+    data = os.urandom(1 << 20)
+    bus.write("cpu", SRC, data)
+    seen.sizes.clear()
+    dst = SRC + (2 << 20)  # clear of the source
+    go(dmac, 0, linux_memcpy(SRC, dst, 1 << 20), bus)
+    sizes = list(seen.sizes)
+    assert bus.read("cpu", dst, 1 << 20) == data
+    assert dmac.read(SAR0, 4) == SRC + (1 << 20) and dmac.read(DAR0, 4) == dst + (1 << 20)
+    assert dmac.read(LC0_0, 4) == dmac.read(LC0_0 + 4, 4) == 0
+    # the microcode's fetches, the first burst as interpreted, then one read and one write
+    assert sorted(sizes)[-2:] == [(1 << 20) - 128] * 2 and len(sizes) <= 6, sizes
+
+
 def test_overlapping_copy_runs_burst_by_burst(dmac, bus):
     bus.write("cpu", SRC, bytes(range(256)))
     # dst 8 bytes above src: each burst reads what the previous one wrote, as on silicon
