@@ -17,8 +17,8 @@ Installed with cosim (entry point ``pytest11``), so it works in any repository::
 
 Fixtures: ``board`` (per test), ``module_board``, ``session_board`` (shared: boot once), ``console``
 (the per-test board's command runner), ``cosim_board_factory`` (boards of your own platform,
-plugins, build or guest additions) and ``cosim_module_board_factory`` (the same, shared by a
-module).
+plugins, build or guest additions), ``cosim_module_board_factory`` (the same, shared by a
+module) and ``model_bench`` (no board: a ``cosim.testing.ModelBench`` for a model's unit tests).
 Options: ``--cosim-platform``, ``--cosim-artifacts``, ``--cosim-keep-artifacts``, ``--cosim-cache``,
 ``--cosim-time``.
 Each test's logs (serial, kernel log, QEMU stderr, plugin trace, DTS, cache-model reports) are
@@ -43,6 +43,7 @@ from .build import Artifacts, build_all
 from .guestimage import GuestAdditions, build_for
 from .platform import GuestKernel, load_platform
 from .pluginmanager import create_plugin_manager
+from .testing import ModelBench
 
 LOGS_KEY = pytest.StashKey[list[Path]]()
 SESSION_LOGS_KEY = pytest.StashKey[list[Path]]()  # the log folders this session made
@@ -151,6 +152,15 @@ def cosim_module_board_factory(request: pytest.FixtureRequest,
                                cosim_artifacts: Artifacts) -> Iterator[Callable[..., Board]]:
     """``cosim_board_factory`` for boards a whole module shares (its own platform, say)."""
     yield from _maker(request, cosim_artifacts, request.node.nodeid + "-module-factory")
+
+
+@pytest.fixture
+def model_bench() -> Iterator[ModelBench]:
+    """An in-memory bus with guest RAM, a clock the test moves and IRQ sinks, for a model's unit
+    tests (``cosim.testing.ModelBench``); its models are closed after the test."""
+    bench = ModelBench()
+    yield bench
+    bench.close()
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ SECOND = 1_000_000_000
 
 
 @pytest.fixture
-def bench():
-    bench = ModelBench()
-    yield bench
-    bench.close()
+def bench(model_bench: ModelBench) -> ModelBench:  # cosim's pytest plugin gives the bench
+    return model_bench
 
 
 @pytest.fixture
