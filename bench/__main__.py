@@ -13,6 +13,7 @@ report the hardware's speed, not the host's.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import re
 import shutil
@@ -33,6 +34,14 @@ CONTROL = "/sys/kernel/debug/cosim-dma-copy/c010000.dmacopy/control"
 COPY_ENGINE = 0x0C010000
 
 
+def logdir() -> Path:
+    """A folder for one board's logs, removed when the bench exits: a bench keeps numbers, not
+    logs (nothing piles up in /tmp run after run)."""
+    path = Path(tempfile.mkdtemp(prefix="cosim-bench-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def boot_seconds(artifacts, boots: int, *setups: dict) -> list[list[float]]:
     """Boot-to-shell times of each setup (``Board`` keywords: platform, cache, time), the setups
     taking turns so that the host's drift from minute to minute falls on all of them alike."""
@@ -41,7 +50,7 @@ def boot_seconds(artifacts, boots: int, *setups: dict) -> list[list[float]]:
         for setup, runs in zip(setups, times, strict=True):
             options = dict(setup)
             board = Board(load_platform(options.pop("platform", "virt")), artifacts,
-                          Path(tempfile.mkdtemp(prefix="cosim-bench-")), **options)
+                          logdir(), **options)
             start = time.monotonic()
             board.start()
             runs.append(time.monotonic() - start)
@@ -51,7 +60,7 @@ def boot_seconds(artifacts, boots: int, *setups: dict) -> list[list[float]]:
 
 def with_board(artifacts, pin: set[int] | None, work, cache: str | None = None,
                clock: str | None = "wall"):
-    board = Board(load_platform("virt"), artifacts, Path(tempfile.mkdtemp(prefix="cosim-bench-")),
+    board = Board(load_platform("virt"), artifacts, logdir(),
                   pin_cpus=pin, cache=cache, time=clock)
     with board:
         return work(board)
@@ -121,7 +130,7 @@ def dmatest_side_by_side(artifacts, first: str, second: str, what: str) -> list[
     rows "<what>" with first / second and their ratio."""
     results = {}
     for platform in (first, second):
-        board = Board(load_platform(platform), artifacts, Path(tempfile.mkdtemp(prefix="cosim-bench-")),
+        board = Board(load_platform(platform), artifacts, logdir(),
                       time="wall")
         with board:
             results[platform] = (dmatest_throughput(board, 1 << 20, 200),
@@ -168,7 +177,7 @@ def suite_cost() -> list[tuple[str, str]]:
     repo = Path(__file__).resolve().parent.parent
     times = {}
     for mode in ("off", "report"):
-        artifacts = Path(tempfile.mkdtemp(prefix="cosim-bench-"))
+        artifacts = logdir()
         log = artifacts / "pytest.log"
         start = time.monotonic()
         with log.open("w") as out:
