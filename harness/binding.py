@@ -66,8 +66,14 @@ def explain(device: ModelDevice, kernel_tree: Path, deferred: dict[str, str]) ->
             if config.get(option) in ("y", "m"):
                 return (f"{head} — {where} matches {what} and {option}={config[option]} is set: the "
                         "driver did not take the device (see the kernel log)")
+            needs = _dependencies(source.parent, option)
+            unset = [term for term in needs
+                     if not any(config.get(f"CONFIG_{s}") in ("y", "m") for s in _symbols(term))]
+            depends = (f"; it depends on {', '.join(needs)}"
+                       + (f", of which this kernel lacks {', '.join(unset)}" if unset else "")
+                       if needs else "")
             return (f"{head} — {where} drives {what}, built with {option}, which this guest kernel "
-                    f"does not set: add {option}=y to guest.kernel.options (and what it depends on)")
+                    f"does not set: add {option}=y to guest.kernel.options{depends}")
     return f"{head} — no driver in this kernel's source matches {' or '.join(w for w, _ in keys)}"
 
 
@@ -102,6 +108,48 @@ def _option_building(source: Path) -> str | None:
         if m:
             return m[1]
     return None
+
+
+def _dependencies(folder: Path, option: str) -> list[str]:
+    """What ``option``'s Kconfig entry depends on: its ``depends on`` lines and the ``if``
+    blocks around it (``if RTC_CLASS``), in the Kconfig of the driver's folder."""
+    kconfig = folder / "Kconfig"
+    if not kconfig.exists():
+        return []
+    name, blocks, needs, inside = option.removeprefix("CONFIG_"), [], [], False
+    for line in kconfig.read_text(errors="replace").splitlines():
+        entry = re.match(r"(menu)?config\s+(\w+)", line)
+        if entry or re.match(r"(if|endif|menu|endmenu|choice|endchoice|comment|source)\b", line):
+            if inside:
+                break
+            if entry and entry[2] == name:
+                inside = True
+                needs += [term for condition in blocks for term in _terms(condition)]
+            elif line.startswith("if "):
+                blocks.append(line[3:])
+            elif line.startswith("endif") and blocks:
+                blocks.pop()
+        elif inside and line.strip() == "help":
+            break  # the entry's help text: no more of its attributes
+        elif inside and (m := re.match(r"\s+depends on\s+(.*)", line)):
+            needs += _terms(m[1])
+    return list(dict.fromkeys(needs)) if inside else []
+
+
+def _symbols(expression: str) -> list[str]:
+    return re.findall(r"\b[A-Z][A-Z0-9_]*\b", expression)
+
+
+def _terms(expression: str) -> list[str]:
+    """A ``depends on`` expression as the terms that must all hold ("A && (B || C)" is A and
+    "B || C"); negated terms and COMPILE_TEST, which nothing needs, are left out."""
+    terms = []
+    for term in expression.split("#")[0].split("&&"):
+        term = term.strip().strip("()").strip()
+        alternatives = [a.strip() for a in term.split("||") if a.strip() != "COMPILE_TEST"]
+        if alternatives and not any(a.startswith("!") for a in alternatives):
+            terms.append(" || ".join(alternatives))
+    return [t for t in terms if _symbols(t)]
 
 
 def unbound_devices(devices: Iterable[ModelDevice], output: str, kernel_tree: Path) -> list[str]:

@@ -45,7 +45,8 @@ def test_devices_no_driver_bound_are_named_with_the_option_they_lack(cosim_board
     assert board.unbound == [
         "rtc (arm,pl031) at 0xc000000: no driver bound — drivers/rtc/rtc-pl031.c drives PrimeCell ID "
         "0x00041031, built with CONFIG_RTC_DRV_PL031, which this guest kernel does not set: add "
-        "CONFIG_RTC_DRV_PL031=y to guest.kernel.options (and what it depends on)",
+        "CONFIG_RTC_DRV_PL031=y to guest.kernel.options; it depends on RTC_CLASS, ARM_AMBA, of which "
+        "this kernel lacks RTC_CLASS",
         "widget (acme,widget) at 0xc001000: no driver bound — no driver in this kernel's source "
         "matches 'acme,widget'"]
     assert [str(w.message) for w in warned if w.category is UnboundDeviceWarning] == board.unbound

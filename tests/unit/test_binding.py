@@ -17,11 +17,16 @@ def tree(tmp_path: Path) -> Path:
     (tmp_path / "drivers" / "rtc").mkdir(parents=True)
     (tmp_path / "drivers" / "rtc" / "rtc-pl031.c").write_text("{ .id = 0x00041031, .mask = 0x000fffff },\n")
     (tmp_path / "drivers" / "rtc" / "Makefile").write_text("obj-$(CONFIG_RTC_DRV_PL031)\t+= rtc-pl031.o\n")
+    (tmp_path / "drivers" / "rtc" / "Kconfig").write_text(
+        "menuconfig RTC_CLASS\n\tbool \"RTC\"\n\nif RTC_CLASS\n\nconfig RTC_DRV_OTHER\n\tdepends on I2C\n\n"
+        "config RTC_DRV_PL031\n\ttristate \"PL031\"\n\tdepends on ARM_AMBA || COMPILE_TEST\n\thelp\n"
+        "\t  depends on NOTHING\n\nendif # RTC_CLASS\n")
     (tmp_path / "drivers" / "gpu").mkdir()
     (tmp_path / "drivers" / "gpu" / "widget-core.c").write_text('"acme,widget"\n')
     (tmp_path / "drivers" / "gpu" / "Makefile").write_text(
         "widget-y := widget-core.o \\\n\twidget-irq.o\nobj-$(CONFIG_DRM_WIDGET) += widget.o\n")
-    (tmp_path / ".config").write_text("CONFIG_DRM_WIDGET=m\n# CONFIG_RTC_DRV_PL031 is not set\n")
+    (tmp_path / ".config").write_text(
+        "CONFIG_DRM_WIDGET=m\n# CONFIG_RTC_DRV_PL031 is not set\nCONFIG_ARM_AMBA=y\n")
     return tmp_path
 
 
@@ -36,8 +41,8 @@ def test_a_driver_the_kernel_does_not_build_is_named_with_its_option(tree):
     [line] = unbound_devices([RTC], f"c000000.rtc\n{DEFERRED_MARK}\n", tree)
     assert line == ("rtc (arm,pl031) at 0xc000000: no driver bound — drivers/rtc/rtc-pl031.c drives "
                     "PrimeCell ID 0x00041031, built with CONFIG_RTC_DRV_PL031, which this guest kernel "
-                    "does not set: add CONFIG_RTC_DRV_PL031=y to guest.kernel.options (and what it "
-                    "depends on)")
+                    "does not set: add CONFIG_RTC_DRV_PL031=y to guest.kernel.options; it depends on "
+                    "RTC_CLASS, ARM_AMBA, of which this kernel lacks RTC_CLASS")
 
 
 def test_a_driver_built_through_a_composite_object_that_did_not_bind(tree):
