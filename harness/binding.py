@@ -10,6 +10,7 @@ import re
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 DEFERRED_MARK = "--deferred--"
@@ -60,15 +61,15 @@ def explain(device: ModelDevice, kernel_tree: Path, deferred: dict[str, str]) ->
     for what, text in keys:
         for source in _sources_declaring(kernel_tree, text):
             option = _option_building(source)
-            where = source.relative_to(kernel_tree)
             if option is None:
                 continue
-            if config.get(option) in ("y", "m"):
+            where = source.relative_to(kernel_tree)
+            if _is_set(config, option):
                 return (f"{head} — {where} matches {what} and {option}={config[option]} is set: the "
                         "driver did not take the device (see the kernel log)")
             needs = _dependencies(source.parent, option)
             unset = [term for term in needs
-                     if not any(config.get(f"CONFIG_{s}") in ("y", "m") for s in _symbols(term))]
+                     if not any(_is_set(config, f"CONFIG_{s}") for s in _symbols(term))]
             depends = (f"; it depends on {', '.join(needs)}"
                        + (f", of which this kernel lacks {', '.join(unset)}" if unset else "")
                        if needs else "")
@@ -77,19 +78,25 @@ def explain(device: ModelDevice, kernel_tree: Path, deferred: dict[str, str]) ->
     return f"{head} — no driver in this kernel's source matches {' or '.join(w for w, _ in keys)}"
 
 
+def _is_set(config: dict[str, str], option: str) -> bool:
+    return config.get(option) in ("y", "m")
+
+
+@cache  # a built tree does not change; boards of one session share it
 def _config(kernel_tree: Path) -> dict[str, str]:
     path = kernel_tree / ".config"
     text = path.read_text() if path.exists() else ""
     return dict(re.findall(r"^(CONFIG_\w+)=(\S+)$", text, re.M))
 
 
-def _sources_declaring(kernel_tree: Path, text: str) -> list[Path]:
+@cache  # one grep of the drivers takes seconds: once per tree and string
+def _sources_declaring(kernel_tree: Path, text: str) -> tuple[Path, ...]:
     folders = [str(kernel_tree / f) for f in DRIVER_FOLDERS if (kernel_tree / f).is_dir()]
     if not folders:
-        return []
+        return ()
     proc = subprocess.run(["grep", "-rliF", "--include=*.c", text, *folders],
                           capture_output=True, text=True)
-    return sorted(Path(line) for line in proc.stdout.splitlines())
+    return tuple(sorted(Path(line) for line in proc.stdout.splitlines()))
 
 
 def _option_building(source: Path) -> str | None:

@@ -324,12 +324,9 @@ class Bus:
                   data: bytes | bytearray | memoryview | None) -> Transaction:
         address = txn.address & ((1 << bits) - 1)
         before, changed = b"", None
-        if data is not None:
-            memory = next((m for m in self.memories if m.contains(address, txn.length)), None)
-            if memory is not None:
-                old = memory.view[address - memory.base:address - memory.base + txn.length]
-                before = bytes(old[:8])
-                changed = sum(a != b for a, b in zip(bytes(old), bytes(data), strict=True))
+        if data is not None and (old := self.peek(address, txn.length)) is not None:
+            before = old[:8]
+            changed = sum(a != b for a, b in zip(old, bytes(data), strict=True))
         self.truncations.append(AddressTruncation(txn.master, bits, txn.address, address,
                                                   txn.length, txn.write, before, changed))
         return replace(txn, address=address)

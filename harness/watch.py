@@ -62,12 +62,16 @@ class FailureWatch:
 
     def unexpected_faults(self) -> list[int]:
         """Indices in bus.faults of the faults no test expected."""
-        count = len(self.bus.faults) - self.expected_dma_faults
-        return list(range(len(self.bus.faults) - count, len(self.bus.faults))) if count > 0 else []
+        return list(range(self.expected_dma_faults, len(self.bus.faults)))
 
     def unexpected_truncations(self) -> list[int]:
         """Indices in bus.truncations of the address truncations no test expected."""
         return list(range(self.expected_truncations, len(self.bus.truncations)))
+
+    @staticmethod
+    def _first_five(lines: list[str]) -> str:
+        more = len(lines) - 5
+        return "\n".join(lines[:5]) + (f"\n  ... and {more} more" if more > 0 else "")
 
     def _find_failure(self, between_commands: bool) -> str | None:
         if self.failures:
@@ -83,20 +87,15 @@ class FailureWatch:
                                for i in unexpected[:5])
             return self.report(f"unexpected DMA fault(s):\n{faults}")
         if between_commands and (unexpected := self.unexpected_truncations()):
-            lines = "\n".join(f"  {self.bus.truncations[i]}" + (
-                f"\n    {self.truncation_notes[i]}" if i in self.truncation_notes else "")
-                for i in unexpected[:5])
-            more = len(unexpected) - 5
+            lines = [f"  {self.bus.truncations[i]}" + (f"\n    {self.truncation_notes[i]}"
+                                                       if i in self.truncation_notes else "")
+                     for i in unexpected]
             return self.report("a DMA master dropped address bits: the driver's DMA mask is wider "
                                "than the master (set its mask to the master's width, or describe "
-                               f"the limit with dma-ranges):\n{lines}"
-                               + (f"\n  ... and {more} more" if more > 0 else ""))
-        if between_commands and len(self.bus.hazards) > self.expected_hazards:
-            hazards = self.bus.hazards[self.expected_hazards:]
-            lines = "\n".join(f"  {h}" for h in hazards[:5])
-            more = len(hazards) - 5
-            return self.report(f"a model saw its hardware go wrong:\n{lines}"
-                               + (f"\n  ... and {more} more" if more > 0 else ""))
+                               f"the limit with dma-ranges):\n{self._first_five(lines)}")
+        if between_commands and (hazards := self.bus.hazards[self.expected_hazards:]):
+            lines = [f"  {h}" for h in hazards]
+            return self.report(f"a model saw its hardware go wrong:\n{self._first_five(lines)}")
         # a cache report after a DMA fault or a truncation is its consequence: the cause first
         if self.cache is not None:
             self.cache.poll()

@@ -235,10 +235,10 @@ class RkIommu(Peripheral, Iommu):
         return entry_address(pte) + iova % PAGE
 
     def _check_stale(self, txn: Transaction, iova: int, pte: int, at: int) -> None:
-        now = self.dma.bus.peek(at, 4) if self.dma is not None else None
-        if now is None or int.from_bytes(now, "little") == pte:
+        now = self.bus.peek(at, 4)
+        entry = None if now is None else int.from_bytes(now, "little")
+        if entry is None or entry == pte:
             return
-        entry = int.from_bytes(now, "little")
         table = (f"now maps it to {entry_address(entry):#x}" if entry & VALID
                  else "now says the page is not mapped")
         self.report_hazard(

@@ -135,11 +135,11 @@ def parse_dma_trace(text: str) -> list[DmaMapping]:
         spans, dma_spans = _spans(fields), _dma_spans(fields)
         if not spans and not dma_spans:
             continue
-        physical = _hex_list(fields.get("phys_addrs", ""))[:1] or [a for a, _ in spans[:1]]
+        starts = _hex_list(fields.get("phys_addrs", "")) or [a for a, _ in spans]
         mappings.append(DmaMapping(event, m["device"], fields.get("dir", "?"),
                                    (dma_spans or spans)[0][0], sum(s for _, s in dma_spans or spans),
                                    tuple(spans), m["ts"], m["task"], dma_spans=tuple(dma_spans),
-                                   first_physical=physical[0] if physical else None))
+                                   first_physical=starts[0] if starts else None))
     return mappings
 
 

@@ -303,10 +303,10 @@ static void cosim_flush_batches(void *unused)
     }
 }
 
-/* Before any access the vCPU waits for, every posted write (to any bridge) has been served:
- * the models see the guest's accesses in the order it made them. */
 static unsigned cosim_posted_since_drain; /* posted writes since the last drain, any bridge */
 
+/* Before any access the vCPU waits for, every posted write (to any bridge) has been served:
+ * the models see the guest's accesses in the order it made them. */
 static void cosim_drain_posted(void)
 {
     if (!cosim_posted_since_drain) {
