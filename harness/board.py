@@ -22,7 +22,7 @@ from .assembly import Assembly
 from .binding import UNBOUND_COMMAND, ModelDevice, UnboundDeviceWarning, unbound_devices
 from .bridge import BridgeEndpoint, BridgeFailure, Replies
 from .build import Artifacts
-from .bus import Memory
+from .bus import Memory, keep_freed_heap
 from .cachemodel import CacheModel, CoherencyLayer, Mode
 from .cachemodel.reports import (
     SWIOTLB_BOUNCED,
@@ -258,6 +258,7 @@ class Board:
 
     def _start(self, workdir: Path, boot_timeout: float, extra_qemu_args: list[str]) -> None:
         collector.collect()  # before any guest of this board waits on the models
+        keep_freed_heap()
         ram_file = self._guest_ram(workdir)
         cache = self._cache_model(workdir, ram_file) if self.cache_mode != "off" else None
         idle_hold = None

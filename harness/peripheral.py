@@ -508,39 +508,56 @@ class Peripheral:
 
     def write(self, offset: int, size: int, data: int) -> None:
         """A bus write; writes to read-only bits and unmapped offsets are ignored."""
+        self._write_values(offset, size, (data,))
+
+    def write_many(self, offset: int, size: int, values: Iterable[int]) -> None:
+        """Bus writes of ``values`` in turn to one offset (a batch of posted writes: a driver's
+        invalidation loop), each as :meth:`write` does it, the register looked up once."""
+        if type(self).write is not Peripheral.write:  # a model's own write sees every one
+            for data in values:
+                self.write(offset, size, data)
+        else:
+            self._write_values(offset, size, values)
+
+    def _write_values(self, offset: int, size: int, values: Iterable[int]) -> None:
         with self.lock:
             if self.in_reset:
-                self.notes.note(self.name, "write while held in reset", offset, data)
+                for data in values:
+                    self.notes.note(self.name, "write while held in reset", offset, data)
                 return
             found = self._find(offset, size)
             if found is None:
-                self.notes.note(self.name, "write to an unmodelled register", offset, data)
+                for data in values:
+                    self.notes.note(self.name, "write to an unmodelled register", offset, data)
                 return
             spec, shift = found
             reg = getattr(self.regs, spec.name)
             lane = ((1 << (size * 8)) - 1) << shift
-            data = (data << shift) & lane
-            old = reg.value
-            value = (old & ~(spec.writable & lane)) | (data & spec.writable)
-            value &= ~(data & spec.w1c)
-            reg.value = value
-            if data & spec.reserved:
-                self.notes.note(self.name, f"{spec.name}: reserved bits set", spec.offset, data)
-            if (old ^ value) & spec.unmodelled:
-                self.notes.note(self.name, f"{spec.name}: unmodelled bits changed", spec.offset, value)
-            for f, hook in spec.change_hooks:
-                if (old ^ value) & f.mask:
-                    before, after = (old & f.mask) >> f.lsb, (value & f.mask) >> f.lsb
-                    if spec.index is None:
-                        getattr(self, hook)(before, after)
+            kept, writable, w1c = ~(spec.writable & lane), spec.writable, spec.w1c
+            reserved, unmodelled, index = spec.reserved, spec.unmodelled, spec.index
+            on_write = None if not spec.on_write else getattr(self, spec.on_write)
+            store = object.__setattr__  # the value slot itself: RegisterValue's own is for fields
+            for data in values:
+                data = (data << shift) & lane
+                old = reg.value
+                value = ((old & kept) | (data & writable)) & ~(data & w1c)
+                store(reg, "value", value)
+                if data & reserved:
+                    self.notes.note(self.name, f"{spec.name}: reserved bits set", spec.offset, data)
+                if (old ^ value) & unmodelled:
+                    self.notes.note(self.name, f"{spec.name}: unmodelled bits changed", spec.offset, value)
+                for f, hook in spec.change_hooks:
+                    if (old ^ value) & f.mask:
+                        before, after = (old & f.mask) >> f.lsb, (value & f.mask) >> f.lsb
+                        if index is None:
+                            getattr(self, hook)(before, after)
+                        else:
+                            getattr(self, hook)(index, before, after)
+                if on_write is not None:
+                    if index is None:
+                        on_write(data)
                     else:
-                        getattr(self, hook)(spec.index, before, after)
-            if spec.on_write:
-                hook = getattr(self, spec.on_write)
-                if spec.index is None:
-                    hook(data)
-                else:
-                    hook(spec.index, data)
+                        on_write(index, data)
 
     def write_beats(self, offset: int, size: int, data: bytes) -> None:
         """A DMA burst into one register (a FIFO): ``data`` in beats of ``size`` bytes, each a

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 MAGIC = 0x4D495343  # "CSIM"
-VERSION = 4
+VERSION = 5
 
 # Handshake, QEMU -> harness, first message on each connection:
 #   u32 magic, u16 version, u16 channel, u32 qemu pid, u32 reserved, char name[64] (NUL padded)
@@ -71,7 +71,7 @@ NO_DEADLINE = -1
 
 MAX_IRQS_PER_PERIPHERAL = 32
 MAX_CHANGES_PER_REPLY = 256  # QEMU's receive buffer
-MAX_POSTED_BATCH = 64  # posted writes in one message
+MAX_POSTED_BATCH = 256  # posted writes in one message
 
 
 class Channel(IntEnum):

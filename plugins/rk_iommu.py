@@ -34,6 +34,8 @@ Paging disabled passes addresses through untranslated (``passed_through`` counts
 
 from __future__ import annotations
 
+import struct
+
 from cosim.api import (
     BusLayer,
     DmaFault,
@@ -192,16 +194,17 @@ class RkIommu(Peripheral, Iommu):
         """(offset into the transfer, length, physical address) of its physically contiguous
         runs, up to the first page the tables do not allow, and that page's fault."""
         self.translated += 1
-        pieces: list[tuple[int, int, int]] = []
-        walked: dict[int, int] = {}  # this transfer's page-table reads: IOVA page -> PTE
         last = txn.address + (txn.length - 1 if txn.increment else 0)
+        walked: dict[int, tuple[int, int]] = {}  # this transfer's page-table reads: IOVA page -> PTE
+        physical = self._one_run(txn, last, walked)
+        if physical is not None:
+            return [(0, txn.length, physical)], None
+        pieces: list[tuple[int, int, int]] = []
         offset = 0
         try:
-            if not txn.increment or txn.address // PAGE == last // PAGE:  # one page (a FIFO: one address)
-                return [(0, txn.length, self._physical(txn, txn.address, last, walked))], None
             while offset < txn.length:
                 iova = txn.address + offset
-                length = min(PAGE - iova % PAGE, txn.length - offset)
+                length = min(PAGE - iova % PAGE, txn.length - offset) if txn.increment else txn.length
                 physical = self._physical(txn, iova, last, walked)
                 if pieces and pieces[-1][2] + pieces[-1][1] == physical:
                     start, run, base = pieces[-1]
@@ -213,17 +216,61 @@ class RkIommu(Peripheral, Iommu):
             return pieces, fault
         return pieces, None
 
+    def _one_run(self, txn: Transaction, last: int, walked: dict[int, tuple[int, int]]) -> int | None:
+        """The physical address of a transfer whose pages all translate, allowed, current (each
+        IOTLB hit as the table now holds it) and to one physically contiguous run, from the
+        IOTLB or one walk: a driver's mapping of a buffer, checked list by list.  None sends the
+        transfer page by page (with ``walked``, the walk made here), where faults and stale
+        entries are found and reported."""
+        first = txn.address // PAGE
+        count = last // PAGE - first + 1
+        pages = range(first, first + count)
+        cached = list(map(self.iotlb.get, pages))
+        misses = cached.count(None)
+        if not misses:
+            at = cached[0][1]
+            raw = self.bus.peek(at, 4 * count)
+            if raw is None:
+                return None
+            live = list(struct.unpack(f"<{count}I", raw))
+        elif first >> 10 == (first + count - 1) >> 10:  # misses, all in one page table: one walk
+            table = self._read_table(txn.address, last)
+            if isinstance(table, str):
+                return None
+            page0, entries, at0 = table
+            live = entries[first - page0:first - page0 + count]
+            at = at0 + 4 * (first - page0)
+        else:
+            return None
+        current = list(zip(live, range(at, at + 4 * count, 4), strict=True))
+        need = VALID | (WRITABLE if txn.write else READABLE)
+        if (live[0] & need != need or live != list(range(live[0], live[0] + PAGE * count, PAGE))
+                or not (cached == current if not misses else misses == count
+                        or all(hit is None or hit == now for hit, now in zip(cached, current, strict=True)))):
+            if misses:
+                walked.update((page0 + i, (entry, at0 + 4 * i)) for i, entry in enumerate(entries))
+            return None
+        if misses:  # the transfer's entries into the IOTLB, and the other valid ones read
+            self.iotlb.update(zip(pages, current, strict=True))
+            for i in (*range(first - page0), *range(first - page0 + count, len(entries))):
+                if entries[i] & VALID:
+                    self.iotlb.setdefault(page0 + i, (entries[i], at0 + 4 * i))
+        return entry_address(live[0]) + txn.address % PAGE
+
     def _physical(self, txn: Transaction, iova: int, last: int,
                   walked: dict[int, tuple[int, int]]) -> int:
         page = iova // PAGE
         cached = self.iotlb.get(page)
         if cached is None:
             if page not in walked:
-                fresh = self._walk(txn, iova, last)
-                walked.update(fresh)
-                for other, entry in fresh.items():  # the line's other valid entries: prefetched
-                    if entry[0] & VALID:
-                        self.iotlb.setdefault(other, entry)
+                table = self._read_table(iova, last)
+                if isinstance(table, str):
+                    self._fault(txn, iova, table)
+                page0, entries, at0 = table
+                for i, entry in enumerate(entries):
+                    walked[page0 + i] = (entry, at0 + 4 * i)
+                    if entry & VALID:  # the line's other valid entries: prefetched
+                        self.iotlb.setdefault(page0 + i, (entry, at0 + 4 * i))
             pte, at = walked[page]
             if not pte & VALID:
                 self._fault(txn, iova, "no page (page-table entry invalid)")
@@ -247,24 +294,24 @@ class RkIommu(Peripheral, Iommu):
             f"but the page table (entry at {at:#x}) {table}: the IOMMU driver changed the table "
             "without ZAP_ONE_LINE or ZAP_CACHE")
 
-    def _walk(self, txn: Transaction, iova: int, last: int) -> dict[int, tuple[int, int]]:
-        """The PTEs of the pages from ``iova`` to ``last`` that share its page table, read in one
-        walk (a transfer's pages are consecutive entries), from the start of the 64-byte line that
-        holds ``iova``'s entry and at least to its end."""
+    def _read_table(self, iova: int, last: int) -> tuple[int, list[int], int] | str:
+        """One walk: the PTEs of the pages from ``iova`` to ``last`` that share its page table (a
+        transfer's pages are consecutive entries), from the start of the 64-byte line that holds
+        ``iova``'s entry and at least to its end, as (first page, PTEs, address of the first);
+        or why there is no table."""
         if iova >> 32:
-            self._fault(txn, iova, "above the 32-bit IOVA space")
+            return "above the 32-bit IOVA space"
         assert self.dma is not None
         self.walks += 1
         directory = entry_address(self.regs.DTE_ADDR.value)
         dte = int.from_bytes(self.dma.walk_read(directory + 4 * (iova >> 22), 4), "little")
         if not dte & VALID:
-            self._fault(txn, iova, f"no page table (directory entry {iova >> 22} invalid)")
+            return f"no page table (directory entry {iova >> 22} invalid)"
         first = (iova >> 12) & 0x3FF & ~(PTE_LINE - 1)
         count = max(min(0x3FF, (min(last, 0xFFFFFFFF) >> 12) - (iova >> 22 << 10)) - first + 1, PTE_LINE)
         at = entry_address(dte) + 4 * first
         table = self.dma.walk_read(at, 4 * count)
-        return {(iova >> 22 << 10) + first + i: (int.from_bytes(table[4 * i:4 * i + 4], "little"), at + 4 * i)
-                for i in range(count)}
+        return (iova >> 22 << 10) + first, list(struct.unpack(f"<{count}I", table)), at
 
     def _fault(self, txn: Transaction, iova: int, why: str) -> None:
         if not self.fault_active:  # the first fault is latched until PAGE_FAULT_DONE

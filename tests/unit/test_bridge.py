@@ -30,6 +30,7 @@ class Doorbell(Peripheral):
 
     def forget(self, value: int) -> None:
         self.forgotten = value
+        self.forgets = [*getattr(self, "forgets", []), (value, self.now(), hasattr(self, "rang"))]
 
     def ring_at_once(self, _value: int) -> None:
         self.ring_other()
@@ -224,6 +225,22 @@ def test_a_batch_of_posted_writes_is_served_in_order_and_answered_once(endpoint)
     seq, status, count, _ = p.REPLY.unpack_from(qemu.sync.recv(65536))
     assert (seq, status, count) == (3, p.Status.OK, 0)
     assert endpoint.peripheral.forgotten == 30 and endpoint.accesses == 3
+
+
+def test_a_batch_runs_work_falling_due_between_its_writes_in_between(endpoint):
+    """A batch to one register goes to the model in one call only up to the model's next
+    scheduled work: what falls due between two writes runs between them, each at its time."""
+    qemu = FakeQemu(endpoint.socket_path)
+    qemu.access(p.Op.WRITE, 0x8, 100, clock=1000)  # 'other' rings at 1100
+    qemu.sync.send(b"".join(p.REQUEST.pack(p.Op.POSTED_WRITE, 4, 0, seq, 0x14, seq, vclock)
+                            for seq, vclock in ((10, 1050), (11, 1060), (12, 1200), (13, 1210))))
+    seq, status, _, _ = p.REPLY.unpack_from(qemu.sync.recv(65536))
+    assert (seq, status) == (13, p.Status.OK)
+    assert endpoint.peripheral.rang == 1100
+    assert [(value, rang) for value, _, rang in endpoint.peripheral.forgets] == [
+        (10, False), (11, False), (12, True), (13, True)]
+    assert endpoint.peripheral.forgets[2][1] >= 1200 and endpoint.accesses == 5
+    assert endpoint.failures == []  # the ring came from the scheduled work, not a posted write
 
 
 def test_a_posted_write_that_changes_an_interrupt_is_a_failure(endpoint):

@@ -211,6 +211,32 @@ def test_a_stale_iotlb_entry_translates_until_zapped(parts):
     assert len(bench.bus.hazards) == 1
 
 
+def test_a_stale_entry_among_a_long_transfers_hits_and_misses_is_found(parts):
+    """A many-page transfer is translated in one step only when every page is current: one
+    remapped page without a zap, in a run the IOTLB otherwise holds, is still read from where
+    the stale entry says, and reported; a zapped page beside it is walked afresh."""
+    bench, mmu, copier, tables = parts
+    enable(mmu, tables)
+    src, dst, moved = bench.ram_base + 0x200000, bench.ram_base + 0x300000, bench.ram_base + 0x280000
+    data = os.urandom(0x8000)
+    bench.bus.write("cpu", src, data)
+    bench.bus.write("cpu", moved, b"M" * 0x1000)
+    tables.map(0x10000, src, 0x8000, READ)
+    tables.map(0x40000, dst, 0x8000)
+    assert copy(copier, 0x10000, 0x40000, 0x8000) and bench.bus.hazards == []
+    tables.map(0x13000, moved, 0x1000, READ)  # page 3 remapped, not zapped
+    mmu.write(ZAP_ONE_LINE, 4, 0x15000)  # page 5 zapped: a miss among the hits
+    walks = mmu.walks
+    assert copy(copier, 0x10000, 0x40000, 0x8000)
+    assert bench.bus.read("cpu", dst, 0x8000) == data  # page 3 still came from src + 0x3000
+    [hazard] = bench.bus.hazards
+    assert f"read at IOVA 0x13000 went to {src + 0x3000:#x}" in hazard.message
+    assert mmu.walks == walks + 1
+    mmu.write(ZAP_ONE_LINE, 4, 0x13000)
+    assert copy(copier, 0x10000, 0x40000, 0x8000)
+    assert bench.bus.read("cpu", dst + 0x3000, 0x1000) == b"M" * 0x1000
+
+
 def test_paging_disabled_passes_addresses_through(parts):
     bench, mmu, copier, _ = parts
     bench.bus.write("cpu", bench.ram_base + 0x200000, b"flat")

@@ -34,13 +34,13 @@
 #include <sys/un.h>
 
 #define COSIM_MAGIC 0x4D495343u /* "CSIM" */
-#define COSIM_PROTOCOL_VERSION 4
+#define COSIM_PROTOCOL_VERSION 5
 #define COSIM_MAX_IRQS 64
 #define COSIM_MAX_CHANGES 256
 #define COSIM_MAX_BRIDGES 256
 #define COSIM_HANDSHAKE_TIMEOUT_S 20
 #define COSIM_MAX_POSTED_OFFSETS 16
-#define COSIM_MAX_BATCH 64 /* posted writes sent to the harness in one message */
+#define COSIM_MAX_BATCH 256 /* posted writes sent to the harness in one message */
 #define COSIM_MAX_OUTSTANDING 8 /* batches answered by none yet, per bridge */
 #define COSIM_FLUSH_NS 1000000 /* a batch waits at most this long (host time) for more */
 
