@@ -21,9 +21,11 @@ the master).  Register map (32-bit)::
 Translation: an IOVA is 10 bits of directory index, 10 of table index, 12 of page offset.  A
 directory entry (DTE) and a page-table entry (PTE) hold a page address in the v2 layout (bits
 31:12 of it in 31:12, 35:32 in 11:8, 39:36 in 7:4) and a valid bit (0); a PTE adds readable (1)
-and writable (2).  A walk reads at least the 64-byte line of 16 PTEs that holds the entry it
-needs (a 4 KiB AXI burst per page would otherwise walk for every page), and the valid entries it
-read go into the IOTLB, where an entry stays until ZAP_ONE_LINE or ZAP_CACHE drops it: a driver
+and writable (2).  A walk reads the entries the transfer needs as the IOMMU's own DMA (the cache
+model sees it: a driver that does not flush a table it wrote is reported, and in emulate mode
+walks what memory holds), and the rest of their 64-byte lines of 16 PTEs beside it (a 4 KiB AXI
+burst per page would otherwise walk for every page); the valid entries it read go into the
+IOTLB, where an entry stays until ZAP_ONE_LINE or ZAP_CACHE drops it: a driver
 that changes a table without a zap sees the stale translation, as on silicon, and the test hears
 of it (a hazard report: the model compares an IOTLB hit with the table in memory, a check the
 hardware does not make).  A DMA the tables do not allow is a page fault: the first one's IOVA
@@ -307,11 +309,17 @@ class RkIommu(Peripheral, Iommu):
         dte = int.from_bytes(self.dma.walk_read(directory + 4 * (iova >> 22), 4), "little")
         if not dte & VALID:
             return f"no page table (directory entry {iova >> 22} invalid)"
-        first = (iova >> 12) & 0x3FF & ~(PTE_LINE - 1)
-        count = max(min(0x3FF, (min(last, 0xFFFFFFFF) >> 12) - (iova >> 22 << 10)) - first + 1, PTE_LINE)
-        at = entry_address(dte) + 4 * first
-        table = self.dma.walk_read(at, 4 * count)
-        return (iova >> 22 << 10) + first, list(struct.unpack(f"<{count}I", table)), at
+        needed = (iova >> 12) & 0x3FF, min(0x3FF, (min(last, 0xFFFFFFFF) >> 12) - (iova >> 22 << 10))
+        first = needed[0] & ~(PTE_LINE - 1)
+        count = max(needed[1] - first + 1, PTE_LINE)
+        table = entry_address(dte)
+        # the entries the transfer needs are the walk (the CPU's cache model sees it: a driver
+        # that forgets to flush its table is caught); the rest of the line is read beside it
+        entries = self.dma.walk_read(table + 4 * needed[0], 4 * (needed[1] - needed[0] + 1))
+        before = self.bus.peek(table + 4 * first, 4 * (needed[0] - first)) or b""
+        after = self.bus.peek(table + 4 * (needed[1] + 1), 4 * (first + count - needed[1] - 1)) or b""
+        raw = before + entries + after
+        return (iova >> 22 << 10) + first, list(struct.unpack(f"<{len(raw) // 4}I", raw)), table + 4 * first
 
     def _fault(self, txn: Transaction, iova: int, why: str) -> None:
         if not self.fault_active:  # the first fault is latched until PAGE_FAULT_DONE

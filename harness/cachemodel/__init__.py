@@ -306,7 +306,7 @@ class CoherencyLayer:
         return next((name for name, n in self.masters.items() if n == agent), f"master {agent}")
 
     def access(self, txn: Transaction, data: bytes | None, next_: Next) -> bytes | None:
-        if txn.walk or not self.model.covers(txn.address, txn.length):
+        if not self.model.covers(txn.address, txn.length):
             return next_(txn, data)
         agent = self.masters.setdefault(txn.master, len(self.masters) + 1)
         self.count += 1

@@ -13,8 +13,10 @@ from cosim.watch import BoardFailure
 from .test_dma_copy import CONTROL, control
 
 UNMAPPED_IOVA = 0x10000  # iommu-dma hands out IOVAs from the top of the 32-bit space down
-# the same board with a rockchip-iommu patched to forget its IOTLB zap on unmap
+# the same board with the zoo's rockchip-iommu: one that forgets its IOTLB zap on unmap, and one
+# that leaves the PTEs it writes in the CPU's cache
 NOZAP_PLATFORM = Path(__file__).parent.parent / "platforms" / "virt-iommu-nozap.yaml"
+NOFLUSH_PLATFORM = Path(__file__).parent.parent / "platforms" / "virt-iommu-noflush.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +135,38 @@ def test_an_iommu_driver_that_forgets_its_zap_sends_dma_to_stale_pages(cosim_boa
                             r"to 0x[0-9a-f]+, the IOTLB's translation, but the page table \(entry at "
                             r"0x[0-9a-f]+\) now maps it to 0x[0-9a-f]+: the IOMMU driver changed the "
                             "table without ZAP_ONE_LINE or ZAP_CACHE", hazard.message), hazard.message
+
+
+def test_an_iommu_driver_that_does_not_flush_its_ptes_is_named_by_the_cache_model(cosim_board_factory):
+    """The IOMMU's table walk is DMA like any other: the PTE the CPU wrote and never cleaned is
+    reported with the write that left it and the table's mapping."""
+    board = cosim_board_factory(platform=NOFLUSH_PLATFORM)
+    with pytest.raises(BoardFailure) as info:
+        control(board, "bench 4096 1")
+    message = str(info.value)
+    assert re.search(r"cache: missing dma_sync_single_for_device after the CPU's write at "
+                     r"rk_iommu_map\+0x[0-9a-f]+ \(0x[0-9a-f]+\)\n  device: copy_mmu read 4 bytes at "
+                     r"0x[0-9a-f]+ \(transfer \d+\)", message), message
+    assert re.search(r"buffer: dma_map_page by c0b0000\.copy_mmu at [\d.]+ s \(\S+\): dma "
+                     r"0x[0-9a-f]+, 4096 bytes, DMA_TO_DEVICE", message), message
+
+
+def test_in_emulate_mode_the_unflushed_pte_is_a_page_fault(cosim_board_factory):
+    """What silicon does: the walk reads the entry memory still holds (invalid), a page fault,
+    while the driver's own dump of the entry (through the CPU's cache) says it is valid."""
+    board = cosim_board_factory(platform=NOFLUSH_PLATFORM, cache="emulate")
+    with board.expect("cache", dma_faults=1):
+        control(board, "bench 4096 1", check=False)
+    [fault] = board.peripherals["copy_mmu"].faults
+    assert "no page (page-table entry invalid)" in str(fault)
+    board.kernel_log.settle()
+    log = board.kernel_log.text()
+    assert f"rk_iommu c0b0000.copy_mmu: Page fault at {fault.address:#018x} of type read" in log
+    assert re.search(r"pte@0x[0-9a-f]+: 0x[0-9a-f]+ valid: 1 page@", log), log
+
+
+def test_the_zoo_kernel_with_no_bug_switched_on_is_clean(cosim_board_factory):
+    """The zoo's switches off: the patched driver is upstream's, and the same copy is clean."""
+    board = cosim_board_factory(platform=Path(NOFLUSH_PLATFORM).with_name("virt-iommu-zoo.yaml"))
+    assert control(board, "bench 4096 1")["mbytes_per_s"]
+    assert board.bus.hazards == [] and board.peripherals["copy_mmu"].faults == []
