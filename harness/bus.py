@@ -359,13 +359,31 @@ class Bus:
 
     def _issue(self, txn: Transaction, data: bytes | bytearray | memoryview | None) -> bytes | None:
         bits = self.address_bits.get(txn.master)
-        if bits is not None and txn.address >> bits:
-            txn = self._truncate(txn, bits, data)
+        if bits is not None:
+            last = txn.address + (txn.length - 1 if txn.increment else 0)
+            if txn.address >> bits != last >> bits:
+                return self._issue_across(txn, data, 1 << bits)
+            if txn.address >> bits:
+                txn = self._truncate(txn, bits, data)
         try:
             return (self._walk_path if txn.walk else self._path)(txn, data)
         except DmaFault as fault:
             self.faults.append(fault)
             raise
+
+    def _issue_across(self, txn: Transaction, data: bytes | bytearray | memoryview | None,
+                      reach: int) -> bytes | None:
+        """A transfer across a multiple of what its master reaches: each side on its own, as the
+        master's address counter wraps there (the side above it truncated, and recorded)."""
+        out, offset = bytearray(), 0
+        while offset < txn.length:
+            address = txn.address + offset
+            length = min(reach - address % reach, txn.length - offset)
+            got = self._issue(replace(txn, address=address, length=length),
+                              None if data is None else data[offset:offset + length])
+            out += got or b""
+            offset += length
+        return None if data is not None else bytes(out)
 
     def read(self, master: str, address: int, length: int, beat: int = 0,
              increment: bool = True, stream_id: int | None = None, walk: bool = False) -> bytes:

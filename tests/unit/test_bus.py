@@ -130,6 +130,20 @@ def test_a_narrow_master_drops_the_upper_address_bits_and_the_bus_records_it(bus
     assert narrow.read((1 << 32) + alias, 2) == b"\xa5\xa5" and len(bus.truncations) == 2
 
 
+def test_a_transfer_across_the_4g_line_wraps_at_it_as_the_masters_counter_does():
+    """A 32-bit master's 8 KiB write from 0xffff_f000: the second page is meant for 4 GiB and
+    lands at 0 (the counter wraps); the first stays where it was meant, and one truncation, the
+    second page's, is recorded."""
+    low, high = Memory.zeroed("low", 0x0, 0x1000), Memory.zeroed("high", 0xFFFF_F000, 0x1000)
+    bus = Bus([low, high])
+    narrow = BusMaster(bus, "dma32", address_bits=32)
+    narrow.write(0xFFFF_F000, b"A" * 0x1000 + b"B" * 0x1000)
+    assert bus.read("cpu", 0xFFFF_F000, 0x1000) == b"A" * 0x1000 and bus.read("cpu", 0, 0x1000) == b"B" * 0x1000
+    [truncation] = bus.truncations
+    assert (truncation.issued, truncation.address, truncation.length) == (1 << 32, 0, 0x1000)
+    assert narrow.read(0xFFFF_F000, 0x2000) == b"A" * 0x1000 + b"B" * 0x1000
+
+
 def test_a_narrow_master_within_its_reach_is_not_truncated(bus):
     BusMaster(bus, "dma32", address_bits=32).write(RAM_BASE, b"ok")
     BusMaster(bus, "wide").write(RAM_BASE, b"ok")
