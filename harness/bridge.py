@@ -43,33 +43,6 @@ class Replies:
     def __init__(self) -> None:
         self.endpoints: list[BridgeEndpoint] = []
         self._local = threading.local()
-        # posted messages (numbered board-wide by QEMU) served: all up to one, and those beyond
-        self._posted = threading.Condition()
-        self._posted_through, self._posted_beyond = 0, set[int]()
-        self.closed = False
-
-    def posted_served(self, number: int) -> None:
-        """Posted message ``number`` has been served."""
-        with self._posted:
-            self._posted_beyond.add(number)
-            while self._posted_through + 1 in self._posted_beyond:
-                self._posted_through += 1
-                self._posted_beyond.remove(self._posted_through)
-            self._posted.notify_all()
-
-    def wait_for_posted(self, count: int) -> None:
-        """Until posted messages 1..``count`` have been served (on whichever bridges): a request
-        the vCPU waits for sees every posted write the guest made before it."""
-        if self._posted_through >= count:
-            return
-        with self._posted:
-            while self._posted_through < count and not self.closed:
-                self._posted.wait(0.5)
-
-    def close(self) -> None:
-        with self._posted:
-            self.closed = True
-            self._posted.notify_all()
 
     def collecting(self) -> list[bytes] | None:
         """The answer being put together on this thread, if this thread is answering QEMU."""
@@ -211,10 +184,8 @@ class BridgeEndpoint:
                 if len(raw) > p.REQUEST.size:  # posted writes, in order, answered once
                     seq = self._serve_posted(raw, changes)
                 else:
-                    op, size, _cpu, seq, offset, data, vclock, order = p.REQUEST.unpack(raw)
+                    op, size, _cpu, seq, offset, data, vclock = p.REQUEST.unpack(raw)
                     before = 0
-                    if op != posted_op:
-                        replies.wait_for_posted(order)
                     try:
                         with lock:
                             if op == tick_op:
@@ -230,7 +201,6 @@ class BridgeEndpoint:
                         self._model_raised(e, op, size, offset, clock.now_ns)
                     if op == posted_op:
                         self._check_posted(offset, changes, before)
-                        replies.posted_served(order)
                     self.accesses += op != tick_op
                 with lock:  # the deadlines as the last request left them: QEMU keeps only those
                     changes += replies.deadline_changes()
@@ -252,11 +222,11 @@ class BridgeEndpoint:
         peripheral = self.peripheral
         assert peripheral is not None
         clock, timers, lock = peripheral.guest_clock, peripheral.scheduled_work, peripheral.lock
-        words, signed = array.array("Q", raw), array.array("q", raw)  # requests are 5 words each
+        words, signed = array.array("Q", raw), array.array("q", raw)  # requests are 4 words each
         if sys.byteorder == "big":
             words.byteswap()
             signed.byteswap()
-        offsets, values, vclocks = words[1::5].tolist(), words[2::5].tolist(), signed[3::5].tolist()
+        offsets, values, vclocks = words[1::4].tolist(), words[2::4].tolist(), signed[3::4].tolist()
         sizes, count, start = raw[1::p.REQUEST.size], len(offsets), 0
         if raw[0::p.REQUEST.size].count(p.Op.POSTED_WRITE) != count:
             raise p.ProtocolError("a message of several requests holds more than posted writes")
@@ -283,14 +253,12 @@ class BridgeEndpoint:
             self._check_posted(offset, changes, before)
             self.accesses += end - start
             start = end
-        self.replies.posted_served(words[4])
         return p.REQUEST.unpack_from(raw, len(raw) - p.REQUEST.size)[3]
 
     def _check_posted(self, offset: int, changes: list[bytes], since: int) -> None:
-        """A posted write must change no interrupt line (its own or another model's): the vCPU
-        went on, and QEMU applies the answer only when its main loop takes it."""
-        irq = p.Op.IRQ.to_bytes(2, "little")
-        if any(change[:2] == irq for change in changes[since:]):
+        """A posted write must not change its own peripheral's interrupt: the vCPU went on."""
+        own_irq = p.CHANGE.pack(p.Op.IRQ, self.index, 0, 0, 0)[:4]
+        if any(change[:4] == own_irq for change in changes[since:]):
             self.on_failure(BridgeFailure(
                 self.name, f"a write to offset {offset:#x}, declared posted, changed an "
                 "interrupt line: the vCPU did not wait for it; declare the register "
@@ -309,7 +277,6 @@ class BridgeEndpoint:
 
     def close(self) -> None:
         self._closed = True
-        self.replies.close()  # a request waiting for posted writes no QEMU will send gives up
         for sock in (self.listener, self.sync, self.async_):
             if sock is not None:
                 with contextlib.suppress(OSError):

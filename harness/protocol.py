@@ -11,14 +11,12 @@ the harness listens on inside a private 0700 directory:
   so a clear-interrupt write never leaves a stale interrupt pending, and under virtual time QEMU
   never runs guest time on before it has applied what a model did.
   A write to a register the model declares ``posted`` (one whose write changes no interrupt, as
-  an IOTLB invalidation) is a ``POSTED_WRITE``: QEMU lets the vCPU go on, as an interconnect's
-  write buffer does, and sends the posted writes gathered meanwhile in one message (up to
-  ``MAX_POSTED_BATCH`` requests back to back): when the batch is full, from its main loop after
-  at most a millisecond, and before any access the vCPU waits for, on any bridge.  The harness
-  serves them in order and answers the message once (the seq of its last request); QEMU's main
-  loop takes the answer, and the vCPU waits for none.  The order stays the guest's all the same:
-  posted messages are numbered board-wide (a request's ``order``), a request the vCPU waits for
-  carries how many had been sent before it, and the harness serves it only after those.
+  an IOTLB invalidation) is a ``POSTED_WRITE``: QEMU sends it and lets the vCPU go on, as an
+  interconnect's write buffer does.  QEMU's main loop sends the posted writes gathered meanwhile
+  in one message (up to ``MAX_POSTED_BATCH`` requests back to back); the harness serves them in
+  order and answers the message once (the seq of its last request), and QEMU takes the answer in
+  its main loop — and before any access it waits for, on any bridge, so the models see the
+  guest's accesses in the guest's order.
 * the **async** channel carries IRQ level changes that happen outside an MMIO access (a worker
   thread finishing a DMA, host data arriving at a UART), and wake-ups.  QEMU's main loop applies
   them.
@@ -49,7 +47,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 MAGIC = 0x4D495343  # "CSIM"
-VERSION = 6
+VERSION = 5
 
 # Handshake, QEMU -> harness, first message on each connection:
 #   u32 magic, u16 version, u16 channel, u32 qemu pid, u32 reserved, char name[64] (NUL padded)
@@ -58,10 +56,8 @@ HELLO = struct.Struct("<IHHII64s")
 HELLO_ACK = struct.Struct("<IHHII")
 
 # MMIO request, QEMU -> harness (sync channel):
-#   u8 op, u8 size, u16 cpu, u32 seq, u64 offset, u64 data (writes), i64 virtual clock in ns,
-#   u64 order: a POSTED_WRITE's message number (board-wide, from 1); any other request's count of
-#   posted messages sent before it (all bridges), which the harness serves first
-REQUEST = struct.Struct("<BBHIQQqQ")
+#   u8 op, u8 size, u16 cpu, u32 seq, u64 offset, u64 data (writes), i64 virtual clock in ns
+REQUEST = struct.Struct("<BBHIQQq")
 # (A TICK request has offset, size and data 0.)
 # Reply, harness -> QEMU: u32 seq, u8 status, u8 reserved, u16 change count, u64 data, then that
 # many CHANGE records.

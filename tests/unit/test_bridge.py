@@ -71,17 +71,6 @@ class FakeQemu:
         assert magic == p.MAGIC
         return s if status == p.HelloStatus.OK else None
 
-    posted_sent = 0  # posted messages this fake QEMU sent (numbered from 1)
-
-    def send_posted(self, writes, offset=0x14):
-        """One message of posted writes (data, virtual time) to ``offset``."""
-        self.posted_sent += 1
-        self.seq += len(writes)
-        first = self.seq - len(writes) + 1
-        self.sync.send(b"".join(p.REQUEST.pack(p.Op.POSTED_WRITE, 4, 0, first + i, offset, data, vclock,
-                                               self.posted_sent)
-                                for i, (data, vclock) in enumerate(writes)))
-
     def access(self, op, offset, data=0, size=4, clock=0):
         status, value, irqs, _ = self.exchange(op, offset, data, size, clock)
         return status, value, irqs
@@ -94,13 +83,10 @@ class FakeQemu:
         deadlines = [d for o, i, _, _, d in changes if o == p.Op.DEADLINE and i == 0]
         return status, value, irqs, deadlines[-1] if deadlines else None
 
-    def request(self, op, offset=0, data=0, size=4, clock=0, posted_before=0):
+    def request(self, op, offset=0, data=0, size=4, clock=0):
         """(status, value, every change in the answer as (op, index, line, level, value))."""
         self.seq += 1
-        if op == p.Op.POSTED_WRITE:
-            self.posted_sent += 1
-        order = self.posted_sent if op == p.Op.POSTED_WRITE else max(posted_before, self.posted_sent)
-        self.sync.send(p.REQUEST.pack(op, size, 0, self.seq, offset, data, clock, order))
+        self.sync.send(p.REQUEST.pack(op, size, 0, self.seq, offset, data, clock))
         raw = self.sync.recv(65536)
         seq, status, count, value = p.REPLY.unpack_from(raw)
         assert seq == self.seq and len(raw) == p.REPLY.size + count * p.CHANGE.size
@@ -234,7 +220,8 @@ def test_a_posted_write_is_served_and_answered_as_a_write(endpoint):
 
 def test_a_batch_of_posted_writes_is_served_in_order_and_answered_once(endpoint):
     qemu = FakeQemu(endpoint.socket_path)
-    qemu.send_posted([(10, 0), (20, 0), (30, 0)])
+    qemu.sync.send(b"".join(p.REQUEST.pack(p.Op.POSTED_WRITE, 4, 0, seq, 0x14, seq * 10, 0)
+                            for seq in (1, 2, 3)))
     seq, status, count, _ = p.REPLY.unpack_from(qemu.sync.recv(65536))
     assert (seq, status, count) == (3, p.Status.OK, 0)
     assert endpoint.peripheral.forgotten == 30 and endpoint.accesses == 3
@@ -245,41 +232,15 @@ def test_a_batch_runs_work_falling_due_between_its_writes_in_between(endpoint):
     scheduled work: what falls due between two writes runs between them, each at its time."""
     qemu = FakeQemu(endpoint.socket_path)
     qemu.access(p.Op.WRITE, 0x8, 100, clock=1000)  # 'other' rings at 1100
-    qemu.send_posted([(10, 1050), (11, 1060), (12, 1200), (13, 1210)])
+    qemu.sync.send(b"".join(p.REQUEST.pack(p.Op.POSTED_WRITE, 4, 0, seq, 0x14, seq, vclock)
+                            for seq, vclock in ((10, 1050), (11, 1060), (12, 1200), (13, 1210))))
     seq, status, _, _ = p.REPLY.unpack_from(qemu.sync.recv(65536))
-    assert (seq, status) == (qemu.seq, p.Status.OK)
+    assert (seq, status) == (13, p.Status.OK)
     assert endpoint.peripheral.rang == 1100
     assert [(value, rang) for value, _, rang in endpoint.peripheral.forgets] == [
         (10, False), (11, False), (12, True), (13, True)]
     assert endpoint.peripheral.forgets[2][1] >= 1200 and endpoint.accesses == 5
     assert endpoint.failures == []  # the ring came from the scheduled work, not a posted write
-
-
-def test_a_request_is_served_after_the_posted_writes_sent_before_it_to_another_bridge(tmp_path):
-    """The vCPU does not wait for posted writes; the harness keeps the guest's order: a request
-    that QEMU sent after posted message 1 (to another peripheral) waits until that is served."""
-    failures: list[BridgeFailure] = []
-    replies = Replies()
-    ends = [BridgeEndpoint(name, tmp_path / f"{name}.sock", failures.append, index=i, replies=replies)
-            for i, name in enumerate(("mmu", "dma"))]
-    models = [Doorbell(PeripheralConfig(e.name, 0, 0x1000, (112, 113)), Bus(), e) for e in ends]
-    for end, model in zip(ends, models, strict=True):
-        end.start(model)
-    models[1].rung_at = lambda: getattr(models[0], "forgotten", 0)  # what the DMA sees of the MMU
-    try:
-        mmu, dma = FakeQemu(ends[0].socket_path, "mmu"), FakeQemu(ends[1].socket_path, "dma")
-        dma.seq += 1
-        dma.sync.send(p.REQUEST.pack(p.Op.READ, 4, 0, dma.seq, 0xC, 0, 0, 1))  # after message 1
-        with pytest.raises(TimeoutError):
-            dma.sync.settimeout(0.3)
-            dma.sync.recv(65536)
-        mmu.send_posted([(42, 0)])
-        dma.sync.settimeout(5)
-        seq, status, _, value = p.REPLY.unpack_from(dma.sync.recv(65536))
-        assert (seq, status, value, failures) == (dma.seq, p.Status.OK, 42, [])
-    finally:
-        for end in ends:
-            end.close()
 
 
 def test_a_posted_write_that_changes_an_interrupt_is_a_failure(endpoint):

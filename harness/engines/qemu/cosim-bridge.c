@@ -34,7 +34,7 @@
 #include <sys/un.h>
 
 #define COSIM_MAGIC 0x4D495343u /* "CSIM" */
-#define COSIM_PROTOCOL_VERSION 6
+#define COSIM_PROTOCOL_VERSION 5
 #define COSIM_MAX_IRQS 64
 #define COSIM_MAX_CHANGES 256
 #define COSIM_MAX_BRIDGES 256
@@ -77,7 +77,6 @@ typedef struct QEMU_PACKED {
     uint64_t offset;
     uint64_t data;
     int64_t vclock_ns;
-    uint64_t order; /* posted: its message's number; else: posted messages sent before it */
 } CosimRequest;
 
 /* An IRQ level, a deadline or a wake-up, for the bridge numbered "index" (see protocol.py) */
@@ -264,17 +263,16 @@ static void cosim_collect_posted(CosimBridgeState *s, bool wait)
     }
 }
 
-/* The main loop applies what a batch of posted writes changed once the harness has answered. */
+/* The main loop applies what a batch sent ahead of any access changed once the harness has
+ * answered (before that access, the vCPU waits for the answers itself). */
 static void cosim_posted_readable(void *opaque)
 {
     cosim_collect_posted(opaque, false);
 }
 
-static uint64_t cosim_posted_messages; /* posted-write messages sent, all bridges: the last's number */
-
-/* The posted writes gathered so far go to the harness in one message, numbered board-wide; the
- * main loop takes the answer. */
-static void cosim_flush_batch(CosimBridgeState *s)
+/* The posted writes gathered so far go to the harness in one message; "ahead": not right
+ * before an access the vCPU waits for, so the main loop takes the answer. */
+static void cosim_flush_batch(CosimBridgeState *s, bool ahead)
 {
     if (!s->nbatch) {
         return;
@@ -282,14 +280,10 @@ static void cosim_flush_batch(CosimBridgeState *s)
     if (s->outstanding == COSIM_MAX_OUTSTANDING) {
         cosim_collect_posted(s, true);
     }
-    cosim_posted_messages++;
-    for (unsigned i = 0; i < s->nbatch; i++) {
-        s->batch[i].order = cpu_to_le64(cosim_posted_messages);
-    }
     cosim_send(s, s->batch, s->nbatch);
     s->answer_seq[s->outstanding++] = le32_to_cpu(s->batch[s->nbatch - 1].seq);
     s->nbatch = 0;
-    if (!s->collecting) {
+    if (ahead && !s->collecting) {
         qemu_set_fd_handler(s->sync_fd, cosim_posted_readable, NULL, s);
         s->collecting = true;
     }
@@ -304,23 +298,29 @@ static void cosim_flush_batches(void *unused)
 {
     for (unsigned i = 0; i < COSIM_MAX_BRIDGES; i++) {
         if (cosim_bridges[i]) {
-            cosim_flush_batch(cosim_bridges[i]);
+            cosim_flush_batch(cosim_bridges[i], true);
         }
     }
 }
 
 static unsigned cosim_posted_since_drain; /* posted writes since the last drain, any bridge */
 
-/* Before any access the vCPU waits for, every posted write (to any bridge) is on its way: the
- * access carries how many posted messages went before it, and the harness serves those first,
- * so the models see the guest's accesses in the order it made them without the vCPU waiting. */
+/* Before any access the vCPU waits for, every posted write (to any bridge) has been served:
+ * the models see the guest's accesses in the order it made them. */
 static void cosim_drain_posted(void)
 {
     if (!cosim_posted_since_drain) {
         return;
     }
     cosim_posted_since_drain = 0;
-    cosim_flush_batches(NULL);
+    for (unsigned i = 0; i < COSIM_MAX_BRIDGES; i++) {
+        CosimBridgeState *s = cosim_bridges[i];
+
+        if (s && (s->nbatch || s->outstanding)) {
+            cosim_flush_batch(s, false);
+            cosim_collect_posted(s, true);
+        }
+    }
 }
 
 static bool cosim_is_posted(CosimBridgeState *s, hwaddr addr)
@@ -345,16 +345,14 @@ static MemTxResult cosim_access(CosimBridgeState *s, uint8_t op, hwaddr addr, ui
         s->batch[s->nbatch++] = cosim_request(s, OP_POSTED_WRITE, addr, *data, size);
         cosim_posted_since_drain++;
         if (s->nbatch == COSIM_MAX_BATCH) {
-            cosim_flush_batch(s);
+            cosim_flush_batch(s, true);
         } else if (!timer_pending(cosim_flush_timer)) {
             timer_mod(cosim_flush_timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) + COSIM_FLUSH_NS);
         }
         return MEMTX_OK;
     }
     cosim_drain_posted();
-    cosim_collect_posted(s, true); /* this bridge's answers to them come first on its socket */
     req = cosim_request(s, op, addr, op == OP_WRITE ? *data : 0, size);
-    req.order = cpu_to_le64(cosim_posted_messages);
     cosim_send(s, &req, 1);
     cosim_receive(s, s->seq, true, &rep);
     if (op == OP_READ) {
