@@ -71,7 +71,7 @@ NO_DEADLINE = -1
 
 MAX_IRQS_PER_PERIPHERAL = 32
 MAX_CHANGES_PER_REPLY = 256  # QEMU's receive buffer
-MAX_POSTED_BATCH = 256  # posted writes in one message
+MAX_POSTED_BATCH = 1024  # posted writes in one message
 
 
 class Channel(IntEnum):

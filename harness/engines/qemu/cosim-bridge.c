@@ -40,7 +40,7 @@
 #define COSIM_MAX_BRIDGES 256
 #define COSIM_HANDSHAKE_TIMEOUT_S 20
 #define COSIM_MAX_POSTED_OFFSETS 16
-#define COSIM_MAX_BATCH 256 /* posted writes sent to the harness in one message */
+#define COSIM_MAX_BATCH 1024 /* posted writes sent to the harness in one message */
 #define COSIM_MAX_OUTSTANDING 8 /* batches answered by none yet, per bridge */
 #define COSIM_FLUSH_NS 1000000 /* a batch waits at most this long (host time) for more */
 
