@@ -231,7 +231,7 @@ class BridgeEndpoint:
         if raw[0::p.REQUEST.size].count(p.Op.POSTED_WRITE) != count:
             raise p.ProtocolError("a message of several requests holds more than posted writes")
         while start < count:
-            offset, size, before = offsets[start], sizes[start], len(changes)
+            offset, size, before, end = offsets[start], sizes[start], len(changes), start + 1
             try:
                 with lock:
                     timers.run_due(clock, clock.seen(vclocks[start]))
@@ -242,7 +242,6 @@ class BridgeEndpoint:
                             and (due is None or vclocks[-1] < due)):
                         end = count  # the rest of the batch is one run
                     else:
-                        end = start + 1
                         while (end < count and offsets[end] == offset and sizes[end] == size
                                and (due is None or vclocks[end] < due)):
                             end += 1
