@@ -75,6 +75,7 @@ class Assembly:
         self.lock = threading.RLock()  # one for all models: see Peripheral.lock
         self.clock = GuestClock()  # the guest's time, as the bridges see it
         self.bus = Bus()
+        self.bus.now = lambda: self.clock.now_ns  # a DMA fault's time, to place it in the guest's trace
         self.tracer = BusTracer()
         self.peripherals: dict[str, Peripheral] = {}
         self.irq_relays: dict[str, IrqRelay] = {}

@@ -9,6 +9,7 @@ Stop: the reverse, keeping the logs.  Whatever goes wrong surfaces as a :class:`
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -57,6 +58,9 @@ __all__ = ["Board", "BoardFailure"]
 
 BOOTARGS = "console=ttyAMA0 rdinit=/init panic=-1 loglevel=7"
 BOOT_TIMEOUT_S = 60.0
+# cosim-share's reading of the guest's clock against the virtual counter (cosim_share.c)
+CLOCK_LINE = re.compile(r"cosim-share: clock: sched_clock (?P<sched>\d+) ns at virtual counter "
+                        r"(?P<counter>\d+) ns")
 
 
 class Board:
@@ -149,6 +153,14 @@ class Board:
             return None
         return self.console
 
+    def _trace_clock_offset(self) -> int | None:
+        """How far (ns) the guest's sched_clock, which stamps its trace events, runs behind QEMU's
+        virtual clock: cosim-share reads both at once when it probes.  None if it did not say."""
+        if self.kernel_log is None:
+            return None
+        said = CLOCK_LINE.search(self.kernel_log.text())
+        return None if said is None else int(said["counter"]) - int(said["sched"])
+
     def settle_cache(self) -> None:
         """Turns the cache model's events into reports, asking the guest while it can answer."""
         if self.cache is None or not self.cache.has_events():
@@ -178,9 +190,12 @@ class Board:
             return
         mappings = parse_dma_trace(trace.output)
         unknown = "the guest kernel has no dma trace events to say more"
+        offset = self._trace_clock_offset()
         for i in faults:
             fault = self.bus.faults[i]
-            watch.fault_notes[i] = (describe_fault_address(fault.master, fault.address, mappings)
+            at = (None if offset is None or fault.guest_ns is None
+                  else (fault.guest_ns - offset) / 1e9)
+            watch.fault_notes[i] = (describe_fault_address(fault.master, fault.address, mappings, at)
                                     if trace.status == 0 else unknown)
         for i in truncations:
             t = self.bus.truncations[i]

@@ -115,6 +115,7 @@ class DmaFault(Exception):
     def __init__(self, master: str, address: int, length: int, write: bool, reason: str):
         self.master, self.address, self.length, self.write = master, address, length, write
         self.reason = reason
+        self.guest_ns: int | None = None  # the guest's virtual clock when it happened, on a board
         kind = "write" if write else "read"
         super().__init__(f"DMA fault: {master} {kind} of {length} bytes at {address:#x}: {reason}")
 
@@ -250,6 +251,7 @@ class Bus:
         self.address_bits: dict[str, int] = {}  # master -> its address width, when narrower than 64
         self.truncations: list[AddressTruncation] = []
         self.hazards: list[Hazard] = []
+        self.now: Callable[[], int] | None = None  # the guest's virtual clock (ns), on a board
         self._path: Next = self._target_access
         self._walk_path: Next = self._target_access
 
@@ -368,6 +370,8 @@ class Bus:
         try:
             return (self._walk_path if txn.walk else self._path)(txn, data)
         except DmaFault as fault:
+            if self.now is not None:
+                fault.guest_ns = self.now()
             self.faults.append(fault)
             raise
 

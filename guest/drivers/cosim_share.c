@@ -7,11 +7,14 @@
  */
 #include <linux/fs.h>
 #include <linux/io.h>
+#include <linux/math64.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/of.h>
 #include <linux/of_address.h>
 #include <linux/platform_device.h>
+#include <linux/sched/clock.h>
+#include <asm/arch_timer.h>
 
 struct cosim_share {
 	void *base;
@@ -47,6 +50,24 @@ static const struct file_operations share_fops = {
 	.llseek = default_llseek,
 };
 
+/*
+ * The guest's clock (sched_clock: printk and trace timestamps) against the virtual counter, which
+ * counts QEMU's virtual clock, read together: the harness places a DMA it saw among the guest's
+ * trace events by it.
+ */
+static void share_log_clock(struct device *dev)
+{
+	unsigned long flags;
+	u64 counter, sched;
+
+	local_irq_save(flags);
+	counter = __arch_counter_get_cntvct();
+	sched = local_clock();
+	local_irq_restore(flags);
+	dev_info(dev, "clock: sched_clock %llu ns at virtual counter %llu ns\n", sched,
+		 mul_u64_u32_div(counter, NSEC_PER_SEC, arch_timer_get_cntfrq()));
+}
+
 static int share_probe(struct platform_device *pdev)
 {
 	struct device_node *region = of_parse_phandle(pdev->dev.of_node, "memory-region", 0);
@@ -73,9 +94,11 @@ static int share_probe(struct platform_device *pdev)
 	s->misc.parent = &pdev->dev;
 	platform_set_drvdata(pdev, s);
 	ret = misc_register(&s->misc);
-	if (!ret)
-		dev_info(&pdev->dev, "%zu MiB at %pa\n", s->size >> 20, &res.start);
-	return ret;
+	if (ret)
+		return ret;
+	dev_info(&pdev->dev, "%zu MiB at %pa\n", s->size >> 20, &res.start);
+	share_log_clock(&pdev->dev);
+	return 0;
 }
 
 static void share_remove(struct platform_device *pdev)

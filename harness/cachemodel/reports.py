@@ -90,6 +90,7 @@ class DmaMapping:
     timestamp: str
     task: str
     unmapped: bool = False
+    unmapped_at: str = ""  # the unmap's or free's timestamp
     dma_spans: tuple[tuple[int, int], ...] = ()  # (address, size) runs as the device sees them
     first_physical: int | None = None  # where its first entry is (what dma_unmap_sg names)
 
@@ -126,7 +127,7 @@ def parse_dma_trace(text: str) -> list[DmaMapping]:
                 same = (mapping.dma_address == address if address is not None
                         else bool(physical) and mapping.first_physical == physical[0])
                 if same and mapping.device == m["device"] and not mapping.unmapped:
-                    mappings[i] = dataclasses.replace(mapping, unmapped=True)
+                    mappings[i] = dataclasses.replace(mapping, unmapped=True, unmapped_at=m["ts"])
                     break
             continue
         if event not in ("dma_map_page", "dma_map_resource", "dma_map_sg", "dma_alloc",
@@ -185,14 +186,22 @@ def _dma_spans(fields: dict[str, str]) -> list[tuple[int, int]]:
     return []
 
 
-def describe_fault_address(master: str, address: int, mappings: list[DmaMapping]) -> str:
+def describe_fault_address(master: str, address: int, mappings: list[DmaMapping],
+                           at: float | None = None) -> str:
     """What the guest's DMA API last said about a faulting device address: the newest mapping by
-    ``master`` that covered it, and the newest one it runs past the end of (within a page)."""
+    ``master`` that covered it, and the newest one it runs past the end of (within a page).
+    ``at``: when the access was, on the trace's clock (seconds), if known."""
     own = [m for m in mappings if m.by(master)]
     notes = []
     covering = next((m for m in reversed(own) if m.covers_dma(address)), None)
     if covering is not None:
-        state = "unmapped before the access" if covering.unmapped else "still mapped"
+        if not covering.unmapped:
+            state = "still mapped"
+        elif at is None:
+            state = f"unmapped at {covering.unmapped_at} s"
+        else:
+            order = "before" if float(covering.unmapped_at) < at else "after"
+            state = f"unmapped at {covering.unmapped_at} s, {order} the access (at {at:.6f} s)"
         notes.append(f"the last mapping that covered {address:#x}: "
                      f"{dataclasses.replace(covering, unmapped=False)}, {state}")
     past = next(((m, base + size) for m in reversed(own) if m is not covering

@@ -100,8 +100,8 @@ def test_its_fixed_twin_copies_what_it_mapped(iommu_board):
 
 @pytest.mark.parametrize("case,explained", [
     ("after-unmap buggy", r"the last mapping that covered (0x[0-9a-f]+): dma_map_page by c010000\.dmacopy "
-                          r"at [\d.]+ s \(\S+\): dma \1, 4096 bytes, DMA_FROM_DEVICE, unmapped before "
-                          r"the access"),
+                          r"at [\d.]+ s \(\S+\): dma \1, 4096 bytes, DMA_FROM_DEVICE, unmapped at "
+                          r"[\d.]+ s, before the access \(at [\d.]+ s\)"),
     ("overrun buggy", r"0 bytes past the end of dma_map_page by c010000\.dmacopy at [\d.]+ s \(\S+\): "
                       r"dma (0x[0-9a-f]+), 4096 bytes, DMA_FROM_DEVICE(, unmapped since)? \(which ends at "
                       r"0x[0-9a-f]+\)"),
@@ -155,10 +155,14 @@ def test_in_emulate_mode_the_unflushed_pte_is_a_page_fault(cosim_board_factory):
     """What silicon does: the walk reads the entry memory still holds (invalid), a page fault,
     while the driver's own dump of the entry (through the CPU's cache) says it is valid."""
     board = cosim_board_factory(platform=NOFLUSH_PLATFORM, cache="emulate")
-    with board.expect("cache", dma_faults=1):
+    with board.expect("cache"), pytest.raises(BoardFailure) as info:
         control(board, "bench 4096 1", check=False)
     [fault] = board.peripherals["copy_mmu"].faults
     assert "no page (page-table entry invalid)" in str(fault)
+    # the copy's buffer was freed once the copy failed: after the access, and the note says so
+    message = str(info.value)
+    assert re.search(rf"the last mapping that covered {fault.address:#x}: dma_alloc by c010000\.dmacopy .*"
+                     r"unmapped at ([\d.]+) s, after the access \(at ([\d.]+) s\)", message), message
     board.kernel_log.settle()
     log = board.kernel_log.text()
     assert f"rk_iommu c0b0000.copy_mmu: Page fault at {fault.address:#018x} of type read" in log

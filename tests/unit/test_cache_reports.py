@@ -96,9 +96,13 @@ def test_an_sg_list_an_iommu_merged_has_no_physical_lengths_to_pair() -> None:
 
 def test_a_fault_names_the_last_mapping_that_covered_its_address() -> None:
     mappings = parse_dma_trace(IOMMU_TRACE)
-    assert describe_fault_address("dmacopy", 0xFFFE1000, mappings) == (
-        "the last mapping that covered 0xfffe1000: dma_map_page by c010000.dmacopy at 0.990789 s "
-        "(cosim-agent-46): dma 0xfffe0000, 65600 bytes, DMA_TO_DEVICE, unmapped before the access")
+    named = ("the last mapping that covered 0xfffe1000: dma_map_page by c010000.dmacopy at 0.990789 s "
+             "(cosim-agent-46): dma 0xfffe0000, 65600 bytes, DMA_TO_DEVICE, unmapped at 0.991835 s")
+    assert describe_fault_address("dmacopy", 0xFFFE1000, mappings) == named  # the access's time unknown
+    assert describe_fault_address("dmacopy", 0xFFFE1000, mappings, at=0.9925) == (
+        named + ", before the access (at 0.992500 s)")  # a use after unmap
+    assert describe_fault_address("dmacopy", 0xFFFE1000, mappings, at=0.9915).endswith(
+        "unmapped at 0.991835 s, after the access (at 0.991500 s)")  # the driver's clean-up after it
     assert describe_fault_address("pl330", 0xFFFE0010, mappings).endswith(", still mapped")
 
 
@@ -112,10 +116,10 @@ def test_a_fault_past_one_mapping_and_inside_an_unmapped_one_names_both() -> Non
     mappings = parse_dma_trace(IOMMU_TRACE + "\n" + trace_line(
         "cosim-agent-46", "1.100000", "dma_map_page", "c010000.dmacopy dir=FROM_DEVICE "
         "dma_addr=fffd0000 size=65536 phys_addr=46000000 attrs="))
-    text = describe_fault_address("dmacopy", 0xFFFE0000, mappings)
+    text = describe_fault_address("dmacopy", 0xFFFE0000, mappings, at=1.2)
     assert text.startswith("the last mapping that covered 0xfffe0000: dma_map_page by c010000.dmacopy "
                            "at 0.990789 s")
-    assert text.endswith("unmapped before the access; and 0 bytes past the end of dma_map_page by "
+    assert text.endswith("before the access (at 1.200000 s); and 0 bytes past the end of dma_map_page by "
                          "c010000.dmacopy at 1.100000 s (cosim-agent-46): dma 0xfffd0000, 65536 bytes, "
                          "DMA_FROM_DEVICE (which ends at 0xfffe0000)")
 
