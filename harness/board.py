@@ -21,7 +21,7 @@ import pluggy
 from . import collector, hygiene
 from .assembly import Assembly
 from .binding import UNBOUND_COMMAND, ModelDevice, UnboundDeviceWarning, unbound_devices
-from .bridge import BridgeEndpoint, BridgeFailure, Replies
+from .bridge import BridgeEndpoint, BridgeFailure, PostedRing, Replies
 from .build import Artifacts
 from .bus import Memory, keep_freed_heap
 from .cachemodel import CacheModel, CoherencyLayer, Mode
@@ -98,6 +98,7 @@ class Board:
         self.watch = FailureWatch(self.bus, logdir, self.engine.exit_code)
         self.share = GuestShare(self.engine.layout.ram_base, platform.spec.machine.memory)
         self.endpoints: list[BridgeEndpoint] = []
+        self.posted_ring: PostedRing | None = None  # QEMU and the endpoints share it while it runs
         self.unbound: list[str] = []  # models' devices no guest driver bound, found after boot
         self.consoles: Consoles | None = None
         self.workdir: Path | None = None
@@ -372,14 +373,16 @@ class Board:
 
     def _bridge_endpoints(self, workdir: Path) -> list[BridgedDevice]:
         """One endpoint per model serves its registers to QEMU and carries its interrupts."""
-        bridged, replies = [], Replies()
+        bridged, replies = [], Replies(PostedRing(workdir / "posted-ring"))
+        self.posted_ring = replies.ring
         for index, entry in enumerate(self.assembly.entries.values()):
             endpoint = BridgeEndpoint(entry.name, workdir / f"{entry.name}.sock", self.watch.model_failed,
                                       self.pin_cpus, index, replies)
             self.endpoints.append(endpoint)
             self.assembly.irq_relays[entry.name].bind(endpoint)
             bridged.append(BridgedDevice(entry.name, endpoint.socket_path, entry.spec.base, entry.size,
-                                         tuple(entry.spec.irqs), index, entry.cls.posted_offsets()))
+                                         tuple(entry.spec.irqs), index, entry.cls.posted_offsets(),
+                                         replies.ring.path))
         return bridged
 
     def stop(self) -> None:
@@ -397,6 +400,8 @@ class Board:
                             generation=generation)
         for endpoint in self.endpoints:
             endpoint.close()
+        if self.posted_ring is not None:
+            self.posted_ring.close()
         self.assembly.save(self.logdir, {e.name: e.accesses for e in self.endpoints})
         if self.consoles is not None:
             self.consoles.close()

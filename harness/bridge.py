@@ -10,9 +10,9 @@ from __future__ import annotations
 import array
 import contextlib
 import itertools
+import mmap
 import os
 import socket
-import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -35,14 +35,49 @@ class BridgeFailure:
     traceback: str = ""
 
 
+class PostedRing:
+    """The board's posted-write ring (see protocol.py), a file QEMU maps too: QEMU adds the writes
+    to posted registers, and the endpoint answering any request serves them first."""
+
+    def __init__(self, path: Path, capacity: int = p.RING_CAPACITY):
+        self.path, self.capacity = path, capacity
+        with open(path, "wb") as f:
+            f.write(p.RING_HEADER.pack(0, 0, capacity, p.POSTED.size) + bytes(capacity * p.POSTED.size))
+        with open(path, "r+b") as f:
+            self._map = mmap.mmap(f.fileno(), 0)
+        self.served = 0  # posted writes served, all bridges
+
+    def take(self) -> tuple[list[int], list[int], list[int], list[int], list[int]] | None:
+        """The writes QEMU added since the last take, in order, as columns (bridge index, size,
+        offset, data, virtual clock), None if there are none; the ring is empty again."""
+        head, tail, _, _ = p.RING_HEADER.unpack_from(self._map)
+        if head == tail:
+            return None
+        first, size, entries = tail % self.capacity, p.POSTED.size, p.RING_HEADER.size
+        raw = self._map[entries + first * size:entries + min(first + head - tail, self.capacity) * size]
+        if first + head - tail > self.capacity:  # it wrapped
+            raw += self._map[entries:entries + (first + head - tail - self.capacity) * size]
+        words, signed = array.array("Q", raw), array.array("q", raw)  # 4 words an entry
+        heads = words[0::4].tolist()
+        p.RING_HEADER.pack_into(self._map, 0, head, head, self.capacity, size)
+        self.served += head - tail
+        return ([h & 0xFFFF for h in heads], [h >> 16 & 0xFF for h in heads], words[1::4].tolist(),
+                words[2::4].tolist(), signed[3::4].tolist())
+
+    def close(self) -> None:
+        self._map.close()
+
+
 class Replies:
     """A board's endpoints answer QEMU one at a time (QEMU holds its big lock while it waits), so
     whatever any model changes while one answers — another model's interrupt, another model's
-    deadline — rides on that answer, applied before the guest runs on."""
+    deadline, the posted writes it serves first — rides on that answer, applied before the guest
+    runs on."""
 
-    def __init__(self) -> None:
+    def __init__(self, ring: PostedRing | None = None) -> None:
         self.endpoints: list[BridgeEndpoint] = []
         self._local = threading.local()
+        self.ring = ring
 
     def collecting(self) -> list[bytes] | None:
         """The answer being put together on this thread, if this thread is answering QEMU."""
@@ -66,6 +101,32 @@ class Replies:
                 endpoint.qemu_deadline = deadline
                 out.append(p.encode_deadline(endpoint.index, deadline))
         return out
+
+
+def serve_posted(replies: Replies, changes: list[bytes]) -> None:
+    """Serves the ring's posted writes in the guest's order, each run of writes to one register
+    of one peripheral in one go."""
+    assert replies.ring is not None
+    taken = replies.ring.take()
+    if taken is None:
+        return
+    indexes, sizes, offsets, values, vclocks = taken
+    endpoints = {endpoint.index: endpoint for endpoint in replies.endpoints}
+    start, count = 0, len(indexes)
+    while start < count:
+        key, rest = (indexes[start], sizes[start], offsets[start]), count - start
+        if indexes[start:] == [key[0]] * rest and sizes[start:] == [key[1]] * rest \
+                and offsets[start:] == [key[2]] * rest:
+            end = count  # the rest is one run: a driver's invalidation loop
+        else:
+            end = start + 1
+            while end < count and (indexes[end], sizes[end], offsets[end]) == key:
+                end += 1
+        endpoint = endpoints.get(key[0])
+        if endpoint is None or endpoint.peripheral is None:
+            raise p.ProtocolError(f"a posted write for bridge {key[0]}, which is not on this board")
+        endpoint.serve_posted_run(key[1], key[2], values[start:end], vclocks[start:end], changes)
+        start = end
 
 
 class BridgeEndpoint:
@@ -170,39 +231,34 @@ class BridgeEndpoint:
         assert self.sync is not None and self.peripheral is not None
         sync, peripheral, replies = self.sync, self.peripheral, self.replies
         reply, encode_reply = p.REPLY.pack, b"".join
-        read_op, write_op, tick_op, posted_op = p.Op.READ, p.Op.WRITE, p.Op.TICK, p.Op.POSTED_WRITE
+        read_op, write_op, tick_op = p.Op.READ, p.Op.WRITE, p.Op.TICK
         clock, timers, lock = peripheral.guest_clock, peripheral.scheduled_work, peripheral.lock
         while True:
-            raw = sync.recv(p.REQUEST.size * p.MAX_POSTED_BATCH)
+            raw = sync.recv(2 * p.REQUEST.size)
             if not raw:
                 return  # QEMU closed the connection: it is exiting
-            if len(raw) % p.REQUEST.size:
-                raise p.ProtocolError(f"a message of {len(raw)} bytes is no whole number of requests")
+            if len(raw) != p.REQUEST.size:
+                raise p.ProtocolError(f"a request of {len(raw)} bytes, not {p.REQUEST.size}")
+            op, size, _cpu, seq, offset, data, vclock = p.REQUEST.unpack(raw)
+            status, value = p.Status.OK, 0
             changes = replies.begin()
             try:
-                status, value = p.Status.OK, 0
-                if len(raw) > p.REQUEST.size:  # posted writes, in order, answered once
-                    seq = self._serve_posted(raw, changes)
-                else:
-                    op, size, _cpu, seq, offset, data, vclock = p.REQUEST.unpack(raw)
-                    before = 0
-                    try:
-                        with lock:
-                            if op == tick_op:
-                                self.qemu_deadline = None  # QEMU's timer for this peripheral expired
-                            timers.run_due(clock, clock.seen(vclock))  # what was due comes first
-                            before = len(changes)
-                            if op == read_op:
-                                value = peripheral.read(offset, size)
-                            elif op in (write_op, posted_op):
-                                peripheral.write(offset, size, data)
-                    except Exception as e:
-                        status = p.Status.BUS_ERROR
-                        self._model_raised(e, op, size, offset, clock.now_ns)
-                    if op == posted_op:
-                        self._check_posted(offset, changes, before)
-                    self.accesses += op != tick_op
-                with lock:  # the deadlines as the last request left them: QEMU keeps only those
+                if replies.ring is not None:
+                    serve_posted(replies, changes)  # the guest wrote them before this access
+                try:
+                    with lock:
+                        if op == tick_op:
+                            self.qemu_deadline = None  # QEMU's timer for this peripheral expired
+                        timers.run_due(clock, clock.seen(vclock))  # what was due comes first
+                        if op == read_op:
+                            value = peripheral.read(offset, size)
+                        elif op == write_op:
+                            peripheral.write(offset, size, data)
+                except Exception as e:
+                    status = p.Status.BUS_ERROR
+                    self._model_raised(e, op, size, offset, clock.now_ns)
+                self.accesses += op in (read_op, write_op)
+                with lock:  # the deadlines as this answer leaves them: QEMU keeps only those
                     changes += replies.deadline_changes()
             finally:
                 replies.end()
@@ -214,45 +270,35 @@ class BridgeEndpoint:
                 changes = changes[-p.MAX_CHANGES_PER_REPLY:]
             sync.send(encode_reply([reply(seq, status, len(changes), value), *changes]))
 
-    def _serve_posted(self, raw: bytes, changes: list[bytes]) -> int:
-        """Serves a batch of posted writes in order; returns the last one's sequence number.  The
-        writes to one register in a row with no scheduled work falling due between them (a
-        driver's invalidation loop: hundreds per unmap) go to the model in one call, at the
-        first one's time; the batch is decoded column by column, not request by request."""
+    def serve_posted_run(self, size: int, offset: int, values: list[int], vclocks: list[int],
+                         changes: list[bytes]) -> None:
+        """Posted writes to one of this peripheral's registers, in a row: in one call to the model
+        up to any scheduled work falling due between them (which runs between), each run at its
+        first write's time; a write that changes the peripheral's interrupt is a failure."""
         peripheral = self.peripheral
         assert peripheral is not None
         clock, timers, lock = peripheral.guest_clock, peripheral.scheduled_work, peripheral.lock
-        words, signed = array.array("Q", raw), array.array("q", raw)  # requests are 4 words each
-        if sys.byteorder == "big":
-            words.byteswap()
-            signed.byteswap()
-        offsets, values, vclocks = words[1::4].tolist(), words[2::4].tolist(), signed[3::4].tolist()
-        sizes, count, start = raw[1::p.REQUEST.size], len(offsets), 0
-        if raw[0::p.REQUEST.size].count(p.Op.POSTED_WRITE) != count:
-            raise p.ProtocolError("a message of several requests holds more than posted writes")
+        start, count = 0, len(values)
         while start < count:
-            offset, size, before, end = offsets[start], sizes[start], len(changes), start + 1
+            end = start + 1
             try:
                 with lock:
                     timers.run_due(clock, clock.seen(vclocks[start]))
                     before = len(changes)  # what the writes change, not the work that fell due
                     due = timers.next_deadline()
-                    rest = count - start
-                    if (offsets[start:] == [offset] * rest and sizes[start:] == bytes([size]) * rest
-                            and (due is None or vclocks[-1] < due)):
-                        end = count  # the rest of the batch is one run
+                    if due is None or vclocks[-1] < due:
+                        end = count
                     else:
-                        while (end < count and offsets[end] == offset and sizes[end] == size
-                               and (due is None or vclocks[end] < due)):
+                        while end < count and vclocks[end] < due:
                             end += 1
                     peripheral.write_many(offset, size, values[start:end])
                     clock.seen(vclocks[end - 1])
             except Exception as e:
-                self._model_raised(e, p.Op.POSTED_WRITE, size, offset, clock.now_ns)
-            self._check_posted(offset, changes, before)
+                self._model_raised(e, None, size, offset, clock.now_ns)
+            else:
+                self._check_posted(offset, changes, before)
             self.accesses += end - start
             start = end
-        return p.REQUEST.unpack_from(raw, len(raw) - p.REQUEST.size)[3]
 
     def _check_posted(self, offset: int, changes: list[bytes], since: int) -> None:
         """A posted write must not change its own peripheral's interrupt: the vCPU went on."""
@@ -263,11 +309,12 @@ class BridgeEndpoint:
                 "interrupt line: the vCPU did not wait for it; declare the register "
                 "without posted"))
 
-    def _model_raised(self, error: Exception, op: int, size: int, offset: int, now_ns: int) -> None:
+    def _model_raised(self, error: Exception, op: int | None, size: int, offset: int, now_ns: int) -> None:
+        """``op`` None: a posted write."""
         if op in (p.Op.READ, p.Op.WRITE):
             kind = "read" if op == p.Op.READ else "write"
             what = f"on a {size}-byte {kind} at offset {offset:#x}; the guest saw a bus error"
-        elif op == p.Op.POSTED_WRITE:
+        elif op is None:
             what = f"on a posted {size}-byte write at offset {offset:#x} (the guest did not wait for it)"
         else:
             what = f"in work scheduled on the guest's clock (at {now_ns} ns)"

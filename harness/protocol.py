@@ -11,12 +11,15 @@ the harness listens on inside a private 0700 directory:
   so a clear-interrupt write never leaves a stale interrupt pending, and under virtual time QEMU
   never runs guest time on before it has applied what a model did.
   A write to a register the model declares ``posted`` (one whose write changes no interrupt, as
-  an IOTLB invalidation) is a ``POSTED_WRITE``: QEMU sends it and lets the vCPU go on, as an
-  interconnect's write buffer does.  QEMU's main loop sends the posted writes gathered meanwhile
-  in one message (up to ``MAX_POSTED_BATCH`` requests back to back); the harness serves them in
-  order and answers the message once (the seq of its last request), and QEMU takes the answer in
-  its main loop — and before any access it waits for, on any bridge, so the models see the
-  guest's accesses in the guest's order.
+  an IOTLB invalidation) goes into the **posted-write ring** instead, and the vCPU goes on, as
+  an interconnect's write buffer lets it: a file both map (``RING_HEADER``, then ``capacity``
+  ``POSTED`` entries; host byte order), one for the board, QEMU adding at ``head`` and the
+  harness serving from ``tail``.  The harness empties it, in order, before it serves any request
+  on any bridge — QEMU waits for that answer holding its big lock, so nothing is added while the
+  harness reads — so the models see the guest's accesses in the guest's order, and what posted
+  writes changed rides on that answer.  A ``DRAIN`` request asks for just that: QEMU sends one
+  when the ring is full, and from its main loop when posted writes waited 10 ms of host time
+  for an access.
 * the **async** channel carries IRQ level changes that happen outside an MMIO access (a worker
   thread finishing a DMA, host data arriving at a UART), and wake-ups.  QEMU's main loop applies
   them.
@@ -47,7 +50,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 MAGIC = 0x4D495343  # "CSIM"
-VERSION = 5
+VERSION = 6
 
 # Handshake, QEMU -> harness, first message on each connection:
 #   u32 magic, u16 version, u16 channel, u32 qemu pid, u32 reserved, char name[64] (NUL padded)
@@ -71,7 +74,13 @@ NO_DEADLINE = -1
 
 MAX_IRQS_PER_PERIPHERAL = 32
 MAX_CHANGES_PER_REPLY = 256  # QEMU's receive buffer
-MAX_POSTED_BATCH = 1024  # posted writes in one message
+
+# The posted-write ring: u64 head (entries QEMU wrote), u64 tail (entries the harness served),
+# u32 capacity, u32 entry size, 40 bytes reserved; then the entries, each
+#   u16 bridge index, u8 size, 5 bytes reserved, u64 offset, u64 data, i64 virtual clock in ns
+RING_HEADER = struct.Struct("=QQII40x")
+POSTED = struct.Struct("=HB5xQQq")
+RING_CAPACITY = 4096  # posted writes the ring holds before QEMU asks for a drain
 
 
 class Channel(IntEnum):
@@ -86,7 +95,7 @@ class Op(IntEnum):
     TICK = 4  # QEMU -> harness, sync: the peripheral's deadline came
     WAKE = 5  # harness -> QEMU, async: tick now
     DEADLINE = 6  # harness -> QEMU: a peripheral's next deadline
-    POSTED_WRITE = 7  # QEMU -> harness, sync: a write the vCPU does not wait for
+    DRAIN = 8  # QEMU -> harness, sync: serve the posted-write ring (the ring full, or a timeout)
 
 
 class Status(IntEnum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import re
 import socket
 import threading
@@ -11,7 +12,7 @@ import pytest
 
 import cosim
 from cosim import protocol as p
-from cosim.bridge import BridgeEndpoint, BridgeFailure, Replies
+from cosim.bridge import BridgeEndpoint, BridgeFailure, PostedRing, Replies
 from cosim.bus import Bus
 from cosim.clock import GuestClock
 from cosim.peripheral import Field, Peripheral, PeripheralConfig, Register
@@ -94,15 +95,26 @@ class FakeQemu:
                                for i in range(count)]
 
 
+def post(ring: PostedRing, offset: int, data: int, vclock: int = 0, index: int = 0, size: int = 4) -> None:
+    """What QEMU does with a write to a posted register: an entry in the ring, no message."""
+    with open(ring.path, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+        head, tail, capacity, entry = p.RING_HEADER.unpack_from(m)
+        assert head - tail < capacity
+        p.POSTED.pack_into(m, p.RING_HEADER.size + head % capacity * entry, index, size, offset, data, vclock)
+        p.RING_HEADER.pack_into(m, 0, head + 1, tail, capacity, entry)
+
+
 @pytest.fixture
 def endpoint(tmp_path):
     failures: list[BridgeFailure] = []
-    ep = BridgeEndpoint("bell", tmp_path / "bell.sock", failures.append)
+    ring = PostedRing(tmp_path / "posted-ring", capacity=8)
+    ep = BridgeEndpoint("bell", tmp_path / "bell.sock", failures.append, replies=Replies(ring))
     dev = Doorbell(PeripheralConfig("bell", 0, 0x1000, (112, 113)), Bus(), ep)
     ep.start(dev)
-    ep.failures = failures
+    ep.failures, ep.ring = failures, ring
     yield ep
     ep.close()
+    ring.close()
 
 
 def test_irq_changes_ride_on_the_mmio_reply(endpoint):
@@ -211,31 +223,36 @@ def test_plugin_exception_is_a_bus_error_and_a_reported_failure(endpoint):
     assert status == p.Status.OK
 
 
-def test_a_posted_write_is_served_and_answered_as_a_write(endpoint):
+def test_posted_writes_are_served_in_order_before_the_next_request(endpoint):
     assert Doorbell.posted_offsets() == (0x14, 0x18)
     qemu = FakeQemu(endpoint.socket_path)
-    status, _, irqs = qemu.access(p.Op.POSTED_WRITE, 0x14, 7)
-    assert (status, irqs, endpoint.peripheral.forgotten, endpoint.failures) == (p.Status.OK, [], 7, [])
+    for value in (10, 20, 30):
+        post(endpoint.ring, 0x14, value)
+    assert not hasattr(endpoint.peripheral, "forgotten")  # nothing reached the model yet
+    status, _, irqs = qemu.access(p.Op.READ, 0x0)
+    assert (status, irqs, endpoint.failures) == (p.Status.OK, [], [])
+    assert [value for value, _, _ in endpoint.peripheral.forgets] == [10, 20, 30]
+    assert endpoint.accesses == 4 and endpoint.ring.served == 3
 
 
-def test_a_batch_of_posted_writes_is_served_in_order_and_answered_once(endpoint):
+def test_a_drain_request_serves_the_ring_and_the_ring_wraps(endpoint):
     qemu = FakeQemu(endpoint.socket_path)
-    qemu.sync.send(b"".join(p.REQUEST.pack(p.Op.POSTED_WRITE, 4, 0, seq, 0x14, seq * 10, 0)
-                            for seq in (1, 2, 3)))
-    seq, status, count, _ = p.REPLY.unpack_from(qemu.sync.recv(65536))
-    assert (seq, status, count) == (3, p.Status.OK, 0)
-    assert endpoint.peripheral.forgotten == 30 and endpoint.accesses == 3
+    for round_ in range(3):  # 8 entries: the third round wraps past the end
+        for value in range(5):
+            post(endpoint.ring, 0x14, round_ * 10 + value)
+        assert qemu.access(p.Op.DRAIN, 0)[0] == p.Status.OK
+    assert [value for value, _, _ in endpoint.peripheral.forgets] == [
+        r * 10 + v for r in range(3) for v in range(5)]
 
 
-def test_a_batch_runs_work_falling_due_between_its_writes_in_between(endpoint):
-    """A batch to one register goes to the model in one call only up to the model's next
+def test_posted_writes_run_work_falling_due_between_them_in_between(endpoint):
+    """Writes to one register go to the model in one call only up to the model's next
     scheduled work: what falls due between two writes runs between them, each at its time."""
     qemu = FakeQemu(endpoint.socket_path)
     qemu.access(p.Op.WRITE, 0x8, 100, clock=1000)  # 'other' rings at 1100
-    qemu.sync.send(b"".join(p.REQUEST.pack(p.Op.POSTED_WRITE, 4, 0, seq, 0x14, seq, vclock)
-                            for seq, vclock in ((10, 1050), (11, 1060), (12, 1200), (13, 1210))))
-    seq, status, _, _ = p.REPLY.unpack_from(qemu.sync.recv(65536))
-    assert (seq, status) == (13, p.Status.OK)
+    for value, vclock in ((10, 1050), (11, 1060), (12, 1200), (13, 1210)):
+        post(endpoint.ring, 0x14, value, vclock)
+    assert qemu.access(p.Op.DRAIN, 0, clock=1300)[0] == p.Status.OK
     assert endpoint.peripheral.rang == 1100
     assert [(value, rang) for value, _, rang in endpoint.peripheral.forgets] == [
         (10, False), (11, False), (12, True), (13, True)]
@@ -243,9 +260,45 @@ def test_a_batch_runs_work_falling_due_between_its_writes_in_between(endpoint):
     assert endpoint.failures == []  # the ring came from the scheduled work, not a posted write
 
 
+def test_a_posted_write_for_a_bridge_not_on_the_board_is_a_protocol_error(endpoint):
+    done = threading.Event()
+    endpoint.on_failure = lambda f: (endpoint.failures.append(f), done.set())
+    qemu = FakeQemu(endpoint.socket_path)
+    post(endpoint.ring, 0x14, 1, index=7)
+    qemu.sync.send(p.REQUEST.pack(p.Op.DRAIN, 0, 0, 1, 0, 0, 0))
+    assert done.wait(5)
+    [failure] = endpoint.failures
+    assert "a posted write for bridge 7, which is not on this board" in failure.message
+
+
+def test_posted_writes_of_two_bridges_keep_the_guests_order(tmp_path):
+    """One ring for the board: a request on either bridge serves both peripherals' posted
+    writes first, in the order the guest made them."""
+    failures: list[BridgeFailure] = []
+    replies = Replies(PostedRing(tmp_path / "posted-ring"))
+    ends = [BridgeEndpoint(name, tmp_path / f"{name}.sock", failures.append, index=i, replies=replies)
+            for i, name in enumerate(("mmu", "dma"))]
+    models = [Doorbell(PeripheralConfig(e.name, 0, 0x1000, (112, 113)), Bus(), e) for e in ends]
+    order: list[str] = []
+    for end, model in zip(ends, models, strict=True):
+        model.forget = lambda value, name=end.name: order.append(f"{name}={value}")  # type: ignore[method-assign]
+        end.start(model)
+    try:
+        dma = FakeQemu(ends[1].socket_path, "dma")
+        for index, value in ((0, 1), (1, 2), (0, 3)):
+            post(replies.ring, 0x14, value, index=index)
+        assert dma.access(p.Op.READ, 0x0)[0] == p.Status.OK and failures == []
+        assert order == ["mmu=1", "dma=2", "mmu=3"]
+    finally:
+        for end in ends:
+            end.close()
+        replies.ring.close()
+
+
 def test_a_posted_write_that_changes_an_interrupt_is_a_failure(endpoint):
     qemu = FakeQemu(endpoint.socket_path)
-    qemu.access(p.Op.POSTED_WRITE, 0x18, 1)
+    post(endpoint.ring, 0x18, 1)
+    qemu.access(p.Op.DRAIN, 0)
     [failure] = endpoint.failures
     assert "offset 0x18, declared posted, changed an interrupt line" in failure.message
 
@@ -258,7 +311,6 @@ def test_a_read_only_register_cannot_be_posted():
 def test_the_c_side_speaks_this_protocol():
     source = (Path(cosim.__file__).parent / "engines" / "qemu" / "cosim-bridge.c").read_text()
     assert f"#define COSIM_PROTOCOL_VERSION {p.VERSION}\n" in source
-    assert f"#define COSIM_MAX_BATCH {p.MAX_POSTED_BATCH} " in source
     for op in p.Op:
         assert f"OP_{op.name} = {op.value}," in source
 
@@ -301,3 +353,5 @@ def test_wire_sizes_match_the_c_structs():
     assert c["CosimRequest"] == p.REQUEST.size
     assert c["CosimChange"] == p.CHANGE.size
     assert c["CosimReply"] == p.REPLY.size  # the IRQ array is sized by a macro, counted apart
+    assert c["CosimPosted"] == p.POSTED.size
+    assert c["CosimRingHeader"] == p.RING_HEADER.size

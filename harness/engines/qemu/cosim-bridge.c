@@ -34,20 +34,18 @@
 #include <sys/un.h>
 
 #define COSIM_MAGIC 0x4D495343u /* "CSIM" */
-#define COSIM_PROTOCOL_VERSION 5
+#define COSIM_PROTOCOL_VERSION 6
 #define COSIM_MAX_IRQS 64
 #define COSIM_MAX_CHANGES 256
 #define COSIM_MAX_BRIDGES 256
 #define COSIM_HANDSHAKE_TIMEOUT_S 20
 #define COSIM_MAX_POSTED_OFFSETS 16
-#define COSIM_MAX_BATCH 1024 /* posted writes sent to the harness in one message */
-#define COSIM_MAX_OUTSTANDING 8 /* batches answered by none yet, per bridge */
-#define COSIM_FLUSH_NS 1000000 /* a batch waits at most this long (host time) for more */
+#define COSIM_FLUSH_NS 10000000 /* posted writes wait at most this long (host time) for an access */
 
 enum { CHANNEL_SYNC = 0, CHANNEL_ASYNC = 1 };
 enum {
     OP_READ = 1, OP_WRITE = 2, OP_IRQ = 3, OP_TICK = 4, OP_WAKE = 5, OP_DEADLINE = 6,
-    OP_POSTED_WRITE = 7,
+    OP_DRAIN = 8,
 };
 enum { STATUS_OK = 0, STATUS_BUS_ERROR = 1 };
 enum { HELLO_OK = 0, HELLO_VERSION_MISMATCH = 1 };
@@ -79,6 +77,24 @@ typedef struct QEMU_PACKED {
     int64_t vclock_ns;
 } CosimRequest;
 
+/* A posted write in the ring (see protocol.py): host byte order, the file is shared on one host */
+typedef struct QEMU_PACKED {
+    uint16_t index; /* the bridge's */
+    uint8_t size;
+    uint8_t reserved[5];
+    uint64_t offset;
+    uint64_t data;
+    int64_t vclock_ns;
+} CosimPosted;
+
+typedef struct QEMU_PACKED {
+    uint64_t head; /* entries QEMU wrote */
+    uint64_t tail; /* entries the harness served */
+    uint32_t capacity;
+    uint32_t entry_size;
+    uint8_t reserved[40];
+} CosimRingHeader;
+
 /* An IRQ level, a deadline or a wake-up, for the bridge numbered "index" (see protocol.py) */
 typedef struct QEMU_PACKED {
     uint16_t op;
@@ -108,6 +124,7 @@ struct CosimBridgeState {
     char *socket_path;
     char *irq_list;
     char *posted_list;
+    char *ring_path;
     uint64_t base;
     uint64_t size;
 
@@ -116,11 +133,6 @@ struct CosimBridgeState {
     int sync_fd;
     int async_fd;
     uint32_t seq;
-    CosimRequest batch[COSIM_MAX_BATCH]; /* posted writes not sent yet */
-    unsigned nbatch;
-    uint32_t answer_seq[COSIM_MAX_OUTSTANDING]; /* the last request of each batch in flight */
-    unsigned outstanding; /* batches sent whose answers are not read yet */
-    bool collecting; /* the main loop reads those answers (the sync socket's handler is set) */
     unsigned nposted;
     uint64_t posted[COSIM_MAX_POSTED_OFFSETS]; /* offsets whose writes the vCPU does not wait for */
     unsigned nirqs;
@@ -206,31 +218,26 @@ static CosimRequest cosim_request(CosimBridgeState *s, uint8_t op, hwaddr addr, 
     };
 }
 
-/* One message of "count" requests: the harness serves them in order and answers once. */
-static void cosim_send(CosimBridgeState *s, const CosimRequest *reqs, unsigned count)
+static void cosim_send(CosimBridgeState *s, const CosimRequest *req)
 {
     ssize_t n;
 
     do {
-        n = send(s->sync_fd, reqs, count * sizeof(*reqs), MSG_NOSIGNAL);
+        n = send(s->sync_fd, req, sizeof(*req), MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)(count * sizeof(*reqs))) {
+    if (n != (ssize_t)sizeof(*req)) {
         cosim_lost(s, "MMIO request not sent");
     }
 }
 
-/* Reads the answer to the message whose last request is "seq" and applies its changes; false
- * if none is there yet (only when "wait" is false). */
-static bool cosim_receive(CosimBridgeState *s, uint32_t seq, bool wait, CosimReply *rep)
+/* Waits for the answer to request "seq" and applies its changes. */
+static void cosim_receive(CosimBridgeState *s, uint32_t seq, CosimReply *rep)
 {
     ssize_t n;
 
     do {
-        n = recv(s->sync_fd, rep, sizeof(*rep), wait ? 0 : MSG_DONTWAIT);
+        n = recv(s->sync_fd, rep, sizeof(*rep), 0);
     } while (n < 0 && errno == EINTR);
-    if (n < 0 && !wait && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        return false;
-    }
     if (n <= 0) {
         cosim_lost(s, "no MMIO reply");
     }
@@ -245,81 +252,63 @@ static bool cosim_receive(CosimBridgeState *s, uint32_t seq, bool wait, CosimRep
     for (unsigned i = 0; i < le16_to_cpu(rep->nchanges); i++) {
         cosim_apply(s, &rep->change[i]);
     }
+}
+
+/*
+ * Posted writes, of every bridge, in the guest's order: a ring in a file the harness maps. The
+ * harness empties it before it serves any request; QEMU waits for that answer holding the BQL,
+ * so nothing is added while it reads, and the send that precedes it orders QEMU's stores.
+ */
+static CosimRingHeader *cosim_ring;
+static CosimPosted *cosim_ring_entries;
+static QEMUTimer *cosim_flush_timer;
+
+static bool cosim_map_ring(const char *path, Error **errp)
+{
+    int fd = open(path, O_RDWR);
+    struct stat st;
+    void *p;
+
+    if (fd < 0 || fstat(fd, &st) < 0 || st.st_size < (off_t)sizeof(CosimRingHeader)) {
+        error_setg_errno(errp, errno, "cosim-bridge: posted-write ring '%s'", path);
+        if (fd >= 0) {
+            close(fd);
+        }
+        return false;
+    }
+    p = mmap(NULL, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        error_setg_errno(errp, errno, "cosim-bridge: cannot map the posted-write ring");
+        return false;
+    }
+    cosim_ring = p;
+    cosim_ring_entries = (CosimPosted *)(cosim_ring + 1);
+    if (cosim_ring->entry_size != sizeof(CosimPosted) || !cosim_ring->capacity ||
+        sizeof(CosimRingHeader) + (uint64_t)cosim_ring->capacity * sizeof(CosimPosted) >
+        (uint64_t)st.st_size) {
+        error_setg(errp, "cosim-bridge: the posted-write ring '%s' is malformed", path);
+        return false;
+    }
     return true;
 }
 
-/* Takes the answers to this bridge's batches of posted writes: all of them ("wait"), or
- * those there. */
-static void cosim_collect_posted(CosimBridgeState *s, bool wait)
-{
-    CosimReply rep;
+static MemTxResult cosim_exchange(CosimBridgeState *s, uint8_t op, hwaddr addr, uint64_t *data,
+                                  unsigned size);
 
-    while (s->outstanding && cosim_receive(s, s->answer_seq[0], wait, &rep)) {
-        memmove(s->answer_seq, s->answer_seq + 1, --s->outstanding * sizeof(s->answer_seq[0]));
-    }
-    if (!s->outstanding && s->collecting) {
-        qemu_set_fd_handler(s->sync_fd, NULL, NULL, NULL);
-        s->collecting = false;
-    }
+/* The harness serves what the ring holds, answering on this bridge. */
+static void cosim_drain_ring(CosimBridgeState *s)
+{
+    uint64_t unused = 0;
+
+    cosim_exchange(s, OP_DRAIN, 0, &unused, 0);
 }
 
-/* The main loop applies what a batch sent ahead of any access changed once the harness has
- * answered (before that access, the vCPU waits for the answers itself). */
-static void cosim_posted_readable(void *opaque)
+/* Posted writes no access has carried on within COSIM_FLUSH_NS: drained from the main loop. */
+static void cosim_flush_ring(void *unused)
 {
-    cosim_collect_posted(opaque, false);
-}
-
-/* The posted writes gathered so far go to the harness in one message; "ahead": not right
- * before an access the vCPU waits for, so the main loop takes the answer. */
-static void cosim_flush_batch(CosimBridgeState *s, bool ahead)
-{
-    if (!s->nbatch) {
-        return;
-    }
-    if (s->outstanding == COSIM_MAX_OUTSTANDING) {
-        cosim_collect_posted(s, true);
-    }
-    cosim_send(s, s->batch, s->nbatch);
-    s->answer_seq[s->outstanding++] = le32_to_cpu(s->batch[s->nbatch - 1].seq);
-    s->nbatch = 0;
-    if (ahead && !s->collecting) {
-        qemu_set_fd_handler(s->sync_fd, cosim_posted_readable, NULL, s);
-        s->collecting = true;
-    }
-}
-
-/* Sends every bridge's batch from the main loop when no access the vCPU waits for came first
- * (which sends them itself): a posted write has no effect the guest can see before that, so
- * host time is all this waits for. */
-static QEMUTimer *cosim_flush_timer;
-
-static void cosim_flush_batches(void *unused)
-{
-    for (unsigned i = 0; i < COSIM_MAX_BRIDGES; i++) {
-        if (cosim_bridges[i]) {
-            cosim_flush_batch(cosim_bridges[i], true);
-        }
-    }
-}
-
-static unsigned cosim_posted_since_drain; /* posted writes since the last drain, any bridge */
-
-/* Before any access the vCPU waits for, every posted write (to any bridge) has been served:
- * the models see the guest's accesses in the order it made them. */
-static void cosim_drain_posted(void)
-{
-    if (!cosim_posted_since_drain) {
-        return;
-    }
-    cosim_posted_since_drain = 0;
-    for (unsigned i = 0; i < COSIM_MAX_BRIDGES; i++) {
-        CosimBridgeState *s = cosim_bridges[i];
-
-        if (s && (s->nbatch || s->outstanding)) {
-            cosim_flush_batch(s, false);
-            cosim_collect_posted(s, true);
-        }
+    if (cosim_ring->head != cosim_ring->tail) {
+        cosim_drain_ring(cosim_bridges[cosim_ring_entries[cosim_ring->tail % cosim_ring->capacity].index]);
     }
 }
 
@@ -336,25 +325,35 @@ static bool cosim_is_posted(CosimBridgeState *s, hwaddr addr)
 static MemTxResult cosim_access(CosimBridgeState *s, uint8_t op, hwaddr addr, uint64_t *data,
                                 unsigned size)
 {
-    CosimRequest req;
-    CosimReply rep;
-
-    if (op == OP_WRITE && cosim_is_posted(s, addr)) {
-        /* as an interconnect's write buffer takes it: the vCPU goes on, and the main loop sends
-         * what gathered meanwhile in one message */
-        s->batch[s->nbatch++] = cosim_request(s, OP_POSTED_WRITE, addr, *data, size);
-        cosim_posted_since_drain++;
-        if (s->nbatch == COSIM_MAX_BATCH) {
-            cosim_flush_batch(s, true);
-        } else if (!timer_pending(cosim_flush_timer)) {
+    if (op == OP_WRITE && cosim_ring && cosim_is_posted(s, addr)) {
+        /* as an interconnect's write buffer takes it: the vCPU goes on; the harness serves the
+         * ring before the next access it answers */
+        if (cosim_ring->head - cosim_ring->tail == cosim_ring->capacity) {
+            cosim_drain_ring(s);
+        }
+        cosim_ring_entries[cosim_ring->head % cosim_ring->capacity] = (CosimPosted) {
+            .index = s->index, .size = size, .offset = addr, .data = *data,
+            .vclock_ns = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL),
+        };
+        cosim_ring->head++;
+        if (!timer_pending(cosim_flush_timer)) {
             timer_mod(cosim_flush_timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) + COSIM_FLUSH_NS);
         }
         return MEMTX_OK;
     }
-    cosim_drain_posted();
+    return cosim_exchange(s, op, addr, data, size);
+}
+
+/* One request the vCPU (or the main loop) waits for: its answer's changes applied. */
+static MemTxResult cosim_exchange(CosimBridgeState *s, uint8_t op, hwaddr addr, uint64_t *data,
+                                  unsigned size)
+{
+    CosimRequest req;
+    CosimReply rep;
+
     req = cosim_request(s, op, addr, op == OP_WRITE ? *data : 0, size);
-    cosim_send(s, &req, 1);
-    cosim_receive(s, s->seq, true, &rep);
+    cosim_send(s, &req);
+    cosim_receive(s, s->seq, &rep);
     if (op == OP_READ) {
         *data = le64_to_cpu(rep.data);
     }
@@ -571,8 +570,14 @@ static void cosim_realize(DeviceState *dev, Error **errp)
         return;
     }
     s->deadline = timer_new_ns(QEMU_CLOCK_VIRTUAL, cosim_tick, s);
-    if (!cosim_flush_timer) {
-        cosim_flush_timer = timer_new_ns(QEMU_CLOCK_REALTIME, cosim_flush_batches, NULL);
+    if (s->nposted && !cosim_ring) {
+        if (!s->ring_path || !cosim_map_ring(s->ring_path, errp)) {
+            if (!s->ring_path) {
+                error_setg(errp, "cosim-bridge '%s': posted registers need posted-ring", s->name);
+            }
+            return;
+        }
+        cosim_flush_timer = timer_new_ns(QEMU_CLOCK_REALTIME, cosim_flush_ring, NULL);
     }
     cosim_bridges[s->index] = s;
     qemu_socket_set_nonblock(s->async_fd);
@@ -589,6 +594,7 @@ static const Property cosim_properties[] = {
     DEFINE_PROP_STRING("socket", CosimBridgeState, socket_path),
     DEFINE_PROP_STRING("irqs", CosimBridgeState, irq_list),
     DEFINE_PROP_STRING("posted", CosimBridgeState, posted_list),
+    DEFINE_PROP_STRING("posted-ring", CosimBridgeState, ring_path),
     DEFINE_PROP_UINT64("base", CosimBridgeState, base, 0),
     DEFINE_PROP_UINT64("size", CosimBridgeState, size, 0),
 };

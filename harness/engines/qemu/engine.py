@@ -52,6 +52,7 @@ class BridgedDevice:
     spis: tuple[int, ...]
     index: int = 0  # the peripheral's number on the board, which its bridge's changes name
     posted: tuple[int, ...] = ()  # offsets whose writes the vCPU does not wait for
+    ring: Path | None = None  # the board's posted-write ring, for a bridge with posted registers
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,9 @@ class QemuEngine:
         for d in devices:
             irqs = ":".join(str(s) for s in d.spis)
             posted = ":".join(f"{o:#x}" for o in d.posted)
+            ring = f",posted-ring={d.ring}" if d.posted and d.ring is not None else ""
             cmd += ["-device", f"cosim-bridge,name={d.name},index={d.index},socket={d.socket},"
-                               f"base={d.base:#x},size={d.size:#x},irqs={irqs},posted={posted}"]
+                               f"base={d.base:#x},size={d.size:#x},irqs={irqs},posted={posted}{ring}"]
         for n in native:
             props = ",,".join(f"{k}={v}" for k, v in n.props.items())  # ",," escapes a comma
             irqs = ":".join(str(s) for s in n.spis)
