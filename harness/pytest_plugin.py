@@ -20,7 +20,9 @@ Fixtures: ``board`` (per test), ``module_board``, ``session_board`` (shared: boo
 plugins, build or guest additions), ``cosim_module_board_factory`` (the same, shared by a
 module) and ``model_bench`` (no board: a ``cosim.testing.ModelBench`` for a model's unit tests).
 Options: ``--cosim-platform``, ``--cosim-artifacts``, ``--cosim-keep-artifacts``, ``--cosim-cache``,
-``--cosim-time``.
+``--cosim-time``; a project names its own board once with the ini option ``cosim_platform`` (in
+``[tool.pytest.ini_options]``, a path relative to that file, or a platform name), which
+``--cosim-platform`` overrides.
 Each test's logs (serial, kernel log, QEMU stderr, plugin trace, DTS, cache-model reports) are
 named in its failure.
 """
@@ -51,8 +53,11 @@ SESSION_LOGS_KEY = pytest.StashKey[list[Path]]()  # the log folders this session
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cosim")
-    group.addoption("--cosim-platform", default="virt",
-                    help="platform name (platforms/NAME.yaml) or YAML file to boot (default: virt)")
+    group.addoption("--cosim-platform", default=None,
+                    help="platform name (platforms/NAME.yaml) or YAML file to boot (default: the "
+                         "cosim_platform ini option, else virt)")
+    parser.addini("cosim_platform", "the platform a project's boards boot unless a test names "
+                  "one: a name, or a YAML file relative to this ini file (default: virt)", default="virt")
     group.addoption("--cosim-artifacts", default="cosim-artifacts", type=Path,
                     help="folder for per-test logs (default: ./cosim-artifacts)")
     group.addoption("--cosim-cache", choices=["off", "report", "emulate"], default=None,
@@ -76,6 +81,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration: boots the real guest in QEMU")
 
 
+def default_platform(config: pytest.Config) -> str:
+    """``--cosim-platform``, else the ini option ``cosim_platform`` (a file relative to the ini
+    file that sets it), else virt."""
+    chosen = config.getoption("--cosim-platform")
+    if chosen:
+        return str(chosen)
+    named = str(config.getini("cosim_platform"))
+    if config.inipath is not None and named.endswith((".yaml", ".yml")):
+        return str((config.inipath.parent / named).resolve())
+    return named
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:120]
 
@@ -97,7 +114,7 @@ class _BoardMaker:
                  start: bool = True, artifacts: Artifacts | None = None,
                  guest: dict[str, Any] | None = None, cache: str | None = None,
                  time: str | None = None) -> Board:
-        name = platform or self.config.getoption("--cosim-platform")
+        name = platform or default_platform(self.config)
         logdir = self.logdir if not self.boards else self.logdir / f"board{len(self.boards)}"
         pm = create_plugin_manager(plugins) if plugins else None
         loaded = load_platform(name)
