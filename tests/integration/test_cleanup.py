@@ -54,25 +54,25 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_harness_leaves_nothing(tmp_path, sig):
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "logs")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("booted"), line + proc.stdout.read()
-        qemu = qemu_children(proc.pid)
-        assert len(qemu) == 1
-        proc.send_signal(sig)
+    with subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "logs")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGUSR1)
-            time.sleep(2)
-            proc.kill()
-            pytest.fail(f"the harness did not exit within 30 s of signal {sig}; its threads:\n"
-                        + proc.stdout.read()[-8000:])
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+            line = proc.stdout.readline()
+            assert line.startswith("booted"), line + proc.stdout.read()
+            qemu = qemu_children(proc.pid)
+            assert len(qemu) == 1
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGUSR1)
+                time.sleep(2)
+                proc.kill()
+                pytest.fail(f"the harness did not exit within 30 s of signal {sig}; its threads:\n"
+                            + proc.stdout.read()[-8000:])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and Path(f"/proc/{qemu[0]}").exists():
         time.sleep(0.1)
@@ -101,20 +101,20 @@ def test_never_reached(board):
 def test_sigterm_ends_a_pytest_session_and_leaves_nothing(tmp_path):
     (tmp_path / "test_slow.py").write_text(SLOW_TEST)
     # wall time: under virtual time the guest's idle minutes pass at once, and the session with them
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             "--cosim-time", "wall"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "booted").exists():
-            assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()
-            time.sleep(0.2)
-        [qemu] = qemu_children(proc.pid)
-        proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=60)[0]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "--cosim-time", "wall"],
+                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        try:
+            deadline = time.monotonic() + 120
+            while not (tmp_path / "booted").exists():
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()
+                time.sleep(0.2)
+            [qemu] = qemu_children(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            output = proc.communicate(timeout=60)[0]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert "KeyboardInterrupt" in output
     assert not (tmp_path / "second").exists()  # the session ended; it did not go on
     assert not Path(f"/proc/{qemu}").exists() or "zombie" in Path(f"/proc/{qemu}/status").read_text()
