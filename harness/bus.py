@@ -28,7 +28,7 @@ path below ``translation`` and are marked ``walk``: they are not the device's ow
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import mmap
 from collections import Counter
 from collections.abc import Callable
@@ -41,15 +41,15 @@ PLACES = ("translation", "coherency", "trace")  # from the masters towards memor
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
+@functools.cache  # once a process: the setting is the process's
 def keep_freed_heap() -> None:
     """A DMA moves its data as bytes objects of the transfer's size.  glibc gives a freed heap top
     back to the kernel once it passes its trim threshold, and the next MiB-sized transfer then
     takes a page fault for every 4 KiB of its buffers (measured: 3 a page per 1 MiB dmatest copy,
     0.8 ms of its 6 ms): keep up to 256 MiB of freed heap, and serve blocks up to 32 MiB from it."""
-    libc = ctypes.util.find_library("c")
-    if libc is None or not hasattr(ctypes.CDLL(libc), "mallopt"):
-        return  # not glibc: its own allocator's policy stands
-    mallopt = ctypes.CDLL(libc).mallopt
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the C library this process runs on
+    if mallopt is None:
+        return  # no mallopt: that allocator's own policy stands
     mallopt(_M_TRIM_THRESHOLD, 256 << 20)
     mallopt(_M_MMAP_THRESHOLD, 32 << 20)
 
@@ -354,8 +354,8 @@ class Bus:
         """What memory holds at ``address``, outside the DMA path (no transaction, no trace):
         for a model's own checks, never for the data it moves.  None where no memory is."""
         for memory in self.memories:
-            start = address - memory.base
-            if start >= 0 and start + length <= memory.size:
+            if memory.contains(address, length):
+                start = address - memory.base
                 return memory.view[start:start + length].tobytes()
         return None
 

@@ -204,54 +204,49 @@ static void cosim_apply(CosimBridgeState *from, const CosimChange *c)
     }
 }
 
-static CosimRequest cosim_request(CosimBridgeState *s, uint8_t op, hwaddr addr, uint64_t data,
+/* One request the vCPU (or the main loop) waits for: its answer's changes applied. */
+static MemTxResult cosim_exchange(CosimBridgeState *s, uint8_t op, hwaddr addr, uint64_t *data,
                                   unsigned size)
 {
-    return (CosimRequest) {
+    CosimRequest req = {
         .op = op,
         .size = size,
         .cpu = cpu_to_le16(current_cpu ? current_cpu->cpu_index : 0xffff),
         .seq = cpu_to_le32(++s->seq),
         .offset = cpu_to_le64(addr),
-        .data = cpu_to_le64(data),
+        .data = cpu_to_le64(op == OP_WRITE ? *data : 0),
         .vclock_ns = cpu_to_le64(qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL)),
     };
-}
-
-static void cosim_send(CosimBridgeState *s, const CosimRequest *req)
-{
+    CosimReply rep;
     ssize_t n;
 
     do {
-        n = send(s->sync_fd, req, sizeof(*req), MSG_NOSIGNAL);
+        n = send(s->sync_fd, &req, sizeof(req), MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)sizeof(*req)) {
+    if (n != sizeof(req)) {
         cosim_lost(s, "MMIO request not sent");
     }
-}
-
-/* Waits for the answer to request "seq" and applies its changes. */
-static void cosim_receive(CosimBridgeState *s, uint32_t seq, CosimReply *rep)
-{
-    ssize_t n;
-
     do {
-        n = recv(s->sync_fd, rep, sizeof(*rep), 0);
+        n = recv(s->sync_fd, &rep, sizeof(rep), 0);
     } while (n < 0 && errno == EINTR);
     if (n <= 0) {
         cosim_lost(s, "no MMIO reply");
     }
-    if (n < (ssize_t)offsetof(CosimReply, change) || le32_to_cpu(rep->seq) != seq ||
-        le16_to_cpu(rep->nchanges) > COSIM_MAX_CHANGES ||
+    if (n < (ssize_t)offsetof(CosimReply, change) || le32_to_cpu(rep.seq) != s->seq ||
+        le16_to_cpu(rep.nchanges) > COSIM_MAX_CHANGES ||
         n != (ssize_t)(offsetof(CosimReply, change) +
-                       le16_to_cpu(rep->nchanges) * sizeof(CosimChange))) {
+                       le16_to_cpu(rep.nchanges) * sizeof(CosimChange))) {
         error_report("cosim-bridge '%s': malformed MMIO reply (%zd bytes, seq %u, want %u)",
-                     s->name, n, le32_to_cpu(rep->seq), seq);
+                     s->name, n, le32_to_cpu(rep.seq), s->seq);
         exit(1);
     }
-    for (unsigned i = 0; i < le16_to_cpu(rep->nchanges); i++) {
-        cosim_apply(s, &rep->change[i]);
+    for (unsigned i = 0; i < le16_to_cpu(rep.nchanges); i++) {
+        cosim_apply(s, &rep.change[i]);
     }
+    if (op == OP_READ) {
+        *data = le64_to_cpu(rep.data);
+    }
+    return rep.status == STATUS_OK ? MEMTX_OK : MEMTX_ERROR;
 }
 
 /*
@@ -292,9 +287,6 @@ static bool cosim_map_ring(const char *path, Error **errp)
     }
     return true;
 }
-
-static MemTxResult cosim_exchange(CosimBridgeState *s, uint8_t op, hwaddr addr, uint64_t *data,
-                                  unsigned size);
 
 /* The harness serves what the ring holds, answering on this bridge. */
 static void cosim_drain_ring(CosimBridgeState *s)
@@ -342,22 +334,6 @@ static MemTxResult cosim_access(CosimBridgeState *s, uint8_t op, hwaddr addr, ui
         return MEMTX_OK;
     }
     return cosim_exchange(s, op, addr, data, size);
-}
-
-/* One request the vCPU (or the main loop) waits for: its answer's changes applied. */
-static MemTxResult cosim_exchange(CosimBridgeState *s, uint8_t op, hwaddr addr, uint64_t *data,
-                                  unsigned size)
-{
-    CosimRequest req;
-    CosimReply rep;
-
-    req = cosim_request(s, op, addr, op == OP_WRITE ? *data : 0, size);
-    cosim_send(s, &req);
-    cosim_receive(s, s->seq, &rep);
-    if (op == OP_READ) {
-        *data = le64_to_cpu(rep.data);
-    }
-    return rep.status == STATUS_OK ? MEMTX_OK : MEMTX_ERROR;
 }
 
 static MemTxResult cosim_read(void *opaque, hwaddr addr, uint64_t *data, unsigned size,
